@@ -1,0 +1,94 @@
+"""What the consensus layer offers to the server and the CLI.
+
+The server and CLI see a `Replica`: start/stop, a `StoreClient` whose writes are
+replicated, status, membership changes, and leadership events. They never see
+pysyncobj or LMDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gcs_ha.storage.store_client import StoreClient
+
+ROLE_LEADER = "leader"
+ROLE_FOLLOWER = "follower"
+ROLE_CANDIDATE = "candidate"
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member of the cluster. gcs_address is empty until the member registered it."""
+
+    node_id: str
+    raft_address: str
+    gcs_address: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaStatusInfo:
+    """One replica's view of itself and of the cluster."""
+
+    node_id: str
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    leader_node_id: str | None
+    leader_raft_address: str | None
+    raft_address: str
+    gcs_address: str
+    serving: bool
+    log_length: int
+    last_log_index: int
+    has_quorum: bool
+    cluster_name: str
+    members: tuple[MemberInfo, ...] = ()
+    # Leader only: raft address of each follower -> its match index.
+    match_index: dict[str, int] = field(default_factory=dict)
+
+
+class LeadershipListener(Protocol):
+    """Leadership events, delivered on the replica's asyncio loop, in order."""
+
+    def on_serving(self, term: int) -> None:
+        """This replica leads `term` and has applied everything committed before it."""
+        ...
+
+    def on_demoted(self) -> None:
+        """This replica stopped serving (lost leadership, or is shutting down)."""
+        ...
+
+
+class Replica(Protocol):
+    """One running replica. Errors: gcs_ha.errors (DataDirError, CorruptDataError at start;
+    NotLeaderError with a leader hint for leader-only calls on a follower;
+    UnavailableError on a timeout)."""
+
+    @property
+    def store(self) -> StoreClient: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> ReplicaStatusInfo: ...
+
+    def members(self) -> list[MemberInfo]: ...
+
+    def add_listener(self, listener: LeadershipListener) -> None: ...
+
+    async def wait_serving(self, timeout: float) -> bool:
+        """True once this replica serves (is the leader with its barrier applied)."""
+        ...
+
+    async def add_member(self, member: MemberInfo, timeout: float = 10.0) -> None: ...
+
+    async def remove_member(self, node_id: str, timeout: float = 10.0) -> None: ...
+
+    async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None: ...
+
+    async def compact(self) -> int:
+        """Snapshot now; returns the Raft index the snapshot covers."""
+        ...

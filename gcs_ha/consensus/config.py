@@ -1,0 +1,52 @@
+"""Configuration of one replica's consensus layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RaftTiming:
+    """Raft timing, tuned on this kind of machine (see docs/consensus.md).
+
+    Defaults: election timeout 0.3-0.6 s, heartbeat 0.05 s, a leader that hears from
+    no majority for 1.5 s steps down, reconnect every 0.5 s, idle links kept open.
+    """
+
+    election_min_s: float = 0.3
+    election_max_s: float = 0.6
+    heartbeat_s: float = 0.05
+    leader_fallback_s: float = 1.5
+    tick_s: float = 0.01
+    reconnect_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Everything one replica needs to run.
+
+    node_id: stable name of this replica (e.g. "r1"); kept in its data dir.
+    raft_address: host:port this replica's Raft peer port binds to and is known by.
+    peers: Raft addresses of the other initial members (empty for a single replica,
+        or the current members when joining).
+    gcs_address: host:port of this replica's gRPC port (admin + Ray's GCS services).
+    secret: the cluster secret that authenticates Raft peers; None only with insecure.
+    """
+
+    node_id: str
+    data_dir: Path
+    raft_address: str
+    gcs_address: str
+    peers: tuple[str, ...] = ()
+    secret: bytes | None = None
+    insecure: bool = False
+    cluster_name: str = "gcs-ha"
+    joining: bool = False
+    timing: RaftTiming = field(default_factory=RaftTiming)
+    # Take a snapshot and compact the Raft log after this many entries.
+    compaction_min_entries: int = 20_000
+    # Group commit: how many Raft entries may be in flight at once.
+    max_inflight_entries: int = 2
+    # Group commit: the largest batch of requests (bytes of payload) per Raft entry.
+    max_entry_bytes: int = 4 * 1024 * 1024
