@@ -89,6 +89,10 @@ class Replica(Protocol):
 
     async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None: ...
 
+    def digest(self) -> tuple[int, str]:
+        """(applied index, sha256 hex of every table at that index) from local state."""
+        ...
+
     async def compact(self) -> int:
         """Snapshot now; returns the Raft index the snapshot covers."""
         ...

@@ -103,6 +103,18 @@ class CompactReply(_message.Message):
     snapshot_index: int
     def __init__(self, snapshot_index: _Optional[int] = ...) -> None: ...
 
+class DigestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DigestReply(_message.Message):
+    __slots__ = ("applied_index", "digest")
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    applied_index: int
+    digest: str
+    def __init__(self, applied_index: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+
 class ShutdownRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

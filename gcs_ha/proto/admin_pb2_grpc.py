@@ -59,6 +59,11 @@ class AdminServiceStub:
                 request_serializer=gcs__ha_dot_proto_dot_admin__pb2.CompactRequest.SerializeToString,
                 response_deserializer=gcs__ha_dot_proto_dot_admin__pb2.CompactReply.FromString,
                 _registered_method=True)
+        self.Digest = channel.unary_unary(
+                '/gcs_ha.admin.AdminService/Digest',
+                request_serializer=gcs__ha_dot_proto_dot_admin__pb2.DigestRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_admin__pb2.DigestReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/gcs_ha.admin.AdminService/Shutdown',
                 request_serializer=gcs__ha_dot_proto_dot_admin__pb2.ShutdownRequest.SerializeToString,
@@ -102,6 +107,12 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Digest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -135,6 +146,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Compact,
                     request_deserializer=gcs__ha_dot_proto_dot_admin__pb2.CompactRequest.FromString,
                     response_serializer=gcs__ha_dot_proto_dot_admin__pb2.CompactReply.SerializeToString,
+            ),
+            'Digest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digest,
+                    request_deserializer=gcs__ha_dot_proto_dot_admin__pb2.DigestRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_admin__pb2.DigestReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -277,6 +293,33 @@ class AdminService:
             '/gcs_ha.admin.AdminService/Compact',
             gcs__ha_dot_proto_dot_admin__pb2.CompactRequest.SerializeToString,
             gcs__ha_dot_proto_dot_admin__pb2.CompactReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Digest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gcs_ha.admin.AdminService/Digest',
+            gcs__ha_dot_proto_dot_admin__pb2.DigestRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_admin__pb2.DigestReply.FromString,
             options,
             channel_credentials,
             insecure,
