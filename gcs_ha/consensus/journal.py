@@ -446,6 +446,12 @@ class DurableJournal:
     def path(self) -> Path:
         return self._path
 
+    @property
+    def failure(self) -> str | None:
+        """Why the journal refuses writes after a failed write or sync (None when healthy,
+        "closed" after close())."""
+        return self._broken
+
     def close(self) -> None:
         """Write the commit index and close the files. Does not fsync: anything not flushed
         was never acknowledged. Idempotent; every later write raises StorageError."""

@@ -1,0 +1,152 @@
+"""Membership: the members table, Raft membership changes, leadership transfer, compaction.
+
+Raft knows members by Raft address; operators and Ray know them by node id and GCS
+address. Each replica registers itself (node id -> raft and GCS addresses) in the
+replicated members table once a leader is known; the entry is proposed from wherever
+the replica is and pysyncobj forwards it to the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gcs_ha.consensus import envelope
+from gcs_ha.consensus.api import MemberInfo
+from gcs_ha.consensus.raft_node import RaftNode
+from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
+from gcs_ha.storage.store_client import MEMBERS_TABLE
+
+if TYPE_CHECKING:
+    from gcs_ha.consensus.replica import RaftReplica
+
+logger = logging.getLogger(__name__)
+
+REGISTER_RETRY_S = 0.5
+COMPACTION_START_WAIT_S = 2.0
+COMPACTION_TIMEOUT_S = 120.0
+
+
+def member_record(member: MemberInfo) -> bytes:
+    return json.dumps(
+        {"raft_address": member.raft_address, "gcs_address": member.gcs_address},
+        sort_keys=True,
+    ).encode()
+
+
+class MembershipOps:
+    """Leader-side membership operations and self-registration. Loop thread only."""
+
+    def __init__(self, replica: RaftReplica, node: RaftNode) -> None:
+        self._replica = replica
+        self._node = node
+        self._register_task: asyncio.Task[None] | None = None
+
+    def start_registration(self) -> None:
+        self._register_task = asyncio.get_running_loop().create_task(self._register_self())
+
+    async def stop(self) -> None:
+        task, self._register_task = self._register_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def add(self, member: MemberInfo, timeout: float) -> None:
+        self._require_serving()
+        if member.raft_address in self._node.status.peers:
+            logger.info("member %s is already in the cluster", member.raft_address)
+        else:
+            await self._call(lambda done: self._node.add_node(member.raft_address, done), timeout)
+        await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), member_record(member))
+
+    async def remove(self, node_id: str, timeout: float) -> None:
+        self._require_serving()
+        if node_id == self._replica.config.node_id:
+            raise ConfigError(f"{node_id} is the leader: transfer leadership before removing it")
+        member = self._replica.registered_members().get(node_id)
+        if member is None:
+            raise ConfigError(f"no member with node id {node_id!r}")
+        if member.raft_address in self._node.status.peers:
+            await self._call(
+                lambda done: self._node.remove_node(member.raft_address, done), timeout
+            )
+        await self._replica.store.delete(MEMBERS_TABLE, node_id.encode())
+
+    async def transfer(self, node_id: str | None, timeout: float) -> None:
+        self._require_serving()
+        address = None
+        if node_id is not None:
+            member = self._replica.registered_members().get(node_id)
+            if member is None:
+                raise ConfigError(f"no member with node id {node_id!r}")
+            address = member.raft_address
+        await self._call(lambda done: self._node.transfer_leadership(address, done), timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._node.is_leader():
+            if asyncio.get_running_loop().time() > deadline:
+                raise UnavailableError("leadership transfer did not complete in time")
+            await asyncio.sleep(0.02)
+
+    async def compact(self) -> int:
+        """Take a snapshot now and compact the log; returns the snapshot's Raft index."""
+        snapshotter = self._replica.snapshotter()
+        started = snapshotter.snapshots_started
+        self._node.force_compaction()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMPACTION_START_WAIT_S
+        while snapshotter.snapshots_started == started and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        deadline = loop.time() + COMPACTION_TIMEOUT_S
+        while snapshotter.busy():
+            if loop.time() > deadline:
+                raise UnavailableError("the snapshot did not finish in time")
+            await asyncio.sleep(0.02)
+        return snapshotter.last_snapshot_index
+
+    async def _register_self(self) -> None:
+        config = self._replica.config
+        me = MemberInfo(config.node_id, config.raft_address, config.gcs_address)
+        record = member_record(me)
+        while True:
+            current = self._replica.registered_members().get(config.node_id)
+            if current == me:
+                await asyncio.sleep(REGISTER_RETRY_S * 10)
+                continue
+            if self._node.status.leader is not None:
+                try:
+                    data = envelope.encode(
+                        [envelope.put(MEMBERS_TABLE, config.node_id.encode(), record, True)]
+                    )
+                    await self._call(functools.partial(self._node.propose, data), 5.0)
+                    logger.info("registered %s in the members table", config.node_id)
+                    continue
+                except GcsHaError as exc:
+                    logger.debug("member registration not done yet: %s", exc)
+            await asyncio.sleep(REGISTER_RETRY_S)
+
+    def _require_serving(self) -> None:
+        if not self._replica.is_serving():
+            raise NotLeaderError(
+                "membership changes go to the leader", self._replica.leader_gcs_hint() or None
+            )
+
+    async def _call(self, start: Any, timeout: float) -> Any:
+        """Run a callback-style Raft call and await its completion on the loop."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(result: Any, error: GcsHaError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        start(done)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise UnavailableError("the Raft operation timed out") from exc

@@ -1,0 +1,138 @@
+"""Group commit on the asyncio side: many concurrent requests ride in one Raft entry.
+
+Callers `submit()` a request (or a read barrier) and await its result. While fewer than
+`max_inflight` entries are in flight, everything queued is packed into one `LogEntry`
+(up to `max_entry_bytes`) and proposed; each entry's completion releases the next batch.
+Under load, batches grow by themselves: one Raft round trip and one fsync on each
+replica carry every write that arrived meanwhile.
+
+Results come back from the Raft thread through `complete()` (called on the loop).
+On demotion `fail_all()` fails everything pending or in flight with a retryable error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gcs_ha.consensus import envelope
+from gcs_ha.errors import GcsHaError, InvalidRequestError, UnknownOutcomeError
+from gcs_ha.proto import raft_log_pb2 as pb
+
+# propose(entry bytes, done callback) -> None; the callback is called on the loop with
+# (results, None) on success or (None, error) on failure.
+Done = Callable[[list[pb.Result] | None, GcsHaError | None], None]
+Propose = Callable[[bytes, Done], None]
+
+
+@dataclass
+class _Batch:
+    # Each future with the position of its request's result, or None for a read barrier.
+    futures: list[tuple[asyncio.Future[pb.Result | None], int | None]] = field(default_factory=list)
+    requests: list[pb.Request] = field(default_factory=list)
+
+
+class GroupCommitProposer:
+    """Batches requests into log entries. Not thread-safe: use from the event loop only."""
+
+    def __init__(
+        self, propose: Propose, max_inflight: int, max_entry_bytes: int, max_request_bytes: int
+    ) -> None:
+        """`max_entry_bytes` bounds a batch of several requests; one request alone may be
+        as large as `max_request_bytes` (it then travels in an entry of its own)."""
+        self._propose = propose
+        self._max_inflight = max_inflight
+        self._max_entry_bytes = max_entry_bytes
+        self._max_request_bytes = max_request_bytes
+        self._queue: deque[tuple[pb.Request | None, asyncio.Future[pb.Result | None]]] = deque()
+        self._inflight: set[int] = set()
+        self._batches: dict[int, _Batch] = {}
+        self._next_id = 0
+        self.entries_proposed = 0
+        self.requests_proposed = 0
+
+    async def submit(self, request: pb.Request | None) -> pb.Result | None:
+        """Propose `request` (None: a read barrier, which completes once an entry proposed
+        after it has been applied). Returns the request's Result."""
+        if request is not None and envelope.request_size(request) > self._max_request_bytes:
+            raise InvalidRequestError(
+                f"request of {envelope.request_size(request)} bytes exceeds the "
+                f"{self._max_request_bytes}-byte entry limit"
+            )
+        future: asyncio.Future[pb.Result | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        self._pump()
+        return await future
+
+    def fail_all(self, error: GcsHaError) -> None:
+        """Fail every queued and in-flight request (leadership lost)."""
+        for _, future in self._queue:
+            _fail(future, error)
+        self._queue.clear()
+        for batch in self._batches.values():
+            for future, _ in batch.futures:
+                _fail(future, error)
+        self._batches.clear()
+        self._inflight.clear()
+
+    def _pump(self) -> None:
+        while self._queue and len(self._inflight) < self._max_inflight:
+            batch = self._take_batch()
+            batch_id = self._next_id
+            self._next_id += 1
+            self._inflight.add(batch_id)
+            self._batches[batch_id] = batch
+            self.entries_proposed += 1
+            self.requests_proposed += len(batch.requests)
+            data = envelope.encode(batch.requests)
+            self._propose(data, functools.partial(self._complete, batch_id))
+
+    def _take_batch(self) -> _Batch:
+        batch = _Batch()
+        size = 0
+        while self._queue:
+            request, future = self._queue[0]
+            cost = 0 if request is None else envelope.request_size(request)
+            if batch.futures and size + cost > self._max_entry_bytes:
+                break
+            self._queue.popleft()
+            if future.done():  # cancelled by its caller
+                continue
+            size += cost
+            if request is None:
+                batch.futures.append((future, None))
+            else:
+                batch.futures.append((future, len(batch.requests)))
+                batch.requests.append(request)
+        return batch
+
+    def _complete(
+        self, batch_id: int, results: list[pb.Result] | None, error: GcsHaError | None
+    ) -> None:
+        self._inflight.discard(batch_id)
+        batch = self._batches.pop(batch_id, None)
+        if batch is not None:
+            _resolve(batch, results, error)
+        self._pump()
+
+
+def _resolve(batch: _Batch, results: list[pb.Result] | None, error: GcsHaError | None) -> None:
+    for future, position in batch.futures:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        elif position is None:
+            future.set_result(None)
+        elif results is None or position >= len(results):
+            future.set_exception(UnknownOutcomeError("the entry was applied without results"))
+        else:
+            future.set_result(results[position])
+
+
+def _fail(future: asyncio.Future[pb.Result | None], error: GcsHaError) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,136 @@
+"""ReplicatedStoreClient: the StoreClient whose writes go through Raft.
+
+A write is validated here (so junk never reaches the log), proposed through group
+commit, and acknowledged only after a majority has the entry durably and this replica
+applied and committed it to LMDB. Reads are served from the local LMDB after a read
+barrier: an entry proposed after the read arrived has been committed in this leader's
+term and applied, so the read sees every write acknowledged before it (linearizable),
+and a deposed leader, which cannot commit, cannot answer a stale read.
+
+Only the serving leader answers: elsewhere every call raises NotLeaderError with the
+leader's GCS address as a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gcs_ha.consensus import envelope
+from gcs_ha.consensus.proposer import GroupCommitProposer
+from gcs_ha.errors import InvalidRequestError, NotLeaderError
+from gcs_ha.proto import raft_log_pb2 as pb
+from gcs_ha.storage.common import check_key, check_prefix, check_put, check_table
+from gcs_ha.storage.lmdb_env import LmdbEnv
+from gcs_ha.storage.store_client import StoreClient
+
+# Returns None while this replica serves; else the leader's GCS address hint ("" if unknown).
+ServingCheck = Callable[[], str | None]
+EnvGetter = Callable[[], LmdbEnv]
+
+
+class ReplicatedStoreClient(StoreClient):
+    """StoreClient over Raft + LMDB. Use from the replica's event loop."""
+
+    def __init__(
+        self,
+        proposer: GroupCommitProposer,
+        env: EnvGetter,
+        not_serving: ServingCheck,
+        consistent_reads: bool = True,
+    ) -> None:
+        self._proposer = proposer
+        self._env = env
+        self._not_serving = not_serving
+        self.consistent_reads = consistent_reads
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
+        check_put(table, key, value)
+        result = await self._write(envelope.put(table, key, value, overwrite))
+        return result.added
+
+    async def delete(self, table: str, key: bytes) -> bool:
+        return await self.batch_delete(table, [key]) == 1
+
+    async def batch_delete(self, table: str, keys: list[bytes]) -> int:
+        check_table(table)
+        for key in keys:
+            check_key(key)
+        if not keys:
+            return 0
+        result = await self._write(envelope.delete(table, list(keys)))
+        return result.count
+
+    async def delete_prefix(self, table: str, prefix: bytes) -> int:
+        check_table(table)
+        check_prefix(prefix)
+        result = await self._write(envelope.delete_prefix(table, prefix))
+        return result.count
+
+    async def next_job_id(self) -> int:
+        result = await self._write(envelope.next_job_id())
+        return result.job_id
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def get(self, table: str, key: bytes) -> bytes | None:
+        check_table(table)
+        check_key(key)
+        await self._read_barrier()
+        with self._env().read() as txn:
+            return txn.get(table, key)
+
+    async def get_all(self, table: str) -> dict[bytes, bytes]:
+        check_table(table)
+        await self._read_barrier()
+        with self._env().read() as txn:
+            return dict(txn.scan(table))
+
+    async def multi_get(self, table: str, keys: list[bytes]) -> dict[bytes, bytes]:
+        check_table(table)
+        for key in keys:
+            check_key(key)
+        await self._read_barrier()
+        out: dict[bytes, bytes] = {}
+        with self._env().read() as txn:
+            for key in keys:
+                value = txn.get(table, key)
+                if value is not None:
+                    out[key] = value
+        return out
+
+    async def keys(self, table: str, prefix: bytes = b"") -> list[bytes]:
+        check_table(table)
+        check_prefix(prefix)
+        await self._read_barrier()
+        with self._env().read() as txn:
+            return [key for key, _ in txn.scan(table, prefix)]
+
+    async def exists(self, table: str, key: bytes) -> bool:
+        check_table(table)
+        check_key(key)
+        await self._read_barrier()
+        with self._env().read() as txn:
+            return txn.exists(table, key)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _require_serving(self) -> None:
+        hint = self._not_serving()
+        if hint is not None:
+            raise NotLeaderError("this replica is not the serving leader", hint or None)
+
+    async def _write(self, request: pb.Request) -> pb.Result:
+        self._require_serving()
+        result = await self._proposer.submit(request)
+        if result is None:
+            raise InvalidRequestError("the request produced no result")
+        if result.WhichOneof("value") == "error":
+            raise InvalidRequestError(result.error)
+        return result
+
+    async def _read_barrier(self) -> None:
+        self._require_serving()
+        if self.consistent_reads:
+            await self._proposer.submit(None)
