@@ -1,0 +1,145 @@
+"""A small synchronous client of the admin service, for the CLI and the test harness.
+
+Every failed call raises the `gcs_ha.errors` exception it stands for (mapped back by
+`gcs_ha.server.status.error_from_rpc`): UnavailableError when the replica cannot be
+reached or does not answer within the timeout, NotLeaderError (with the leader's GCS
+address in `leader_hint` when known) for a leader-only call sent to a follower,
+InvalidRequestError, StorageError, or GcsHaError.
+
+`call_on_leader` runs a leader-only call, following leader hints and retrying while
+the cluster has no leader, until a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from gcs_ha.errors import NotLeaderError, UnavailableError
+from gcs_ha.proto import admin_pb2, admin_pb2_grpc
+from gcs_ha.server.status import error_from_rpc
+
+T = TypeVar("T")
+
+
+class AdminClient:
+    """Admin calls to one replica's gRPC address, each bounded by `timeout` seconds."""
+
+    def __init__(self, address: str, timeout: float = 5.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, self.address) from None
+
+    def status(self) -> admin_pb2.ReplicaStatus:
+        reply: admin_pb2.ReplicaStatus = self._call("Status", admin_pb2.StatusRequest())
+        return reply
+
+    def add_member(self, node_id: str, raft_address: str, gcs_address: str) -> None:
+        member = admin_pb2.Member(
+            node_id=node_id, raft_address=raft_address, gcs_address=gcs_address
+        )
+        self._call("AddMember", admin_pb2.AddMemberRequest(member=member))
+
+    def remove_member(self, node_id: str) -> None:
+        self._call("RemoveMember", admin_pb2.RemoveMemberRequest(node_id=node_id))
+
+    def transfer_leadership(self, node_id: str = "") -> None:
+        self._call("TransferLeadership", admin_pb2.TransferLeadershipRequest(node_id=node_id))
+
+    def compact(self) -> int:
+        reply: admin_pb2.CompactReply = self._call("Compact", admin_pb2.CompactRequest())
+        return reply.snapshot_index
+
+    def digest(self) -> tuple[int, str]:
+        reply: admin_pb2.DigestReply = self._call("Digest", admin_pb2.DigestRequest())
+        return reply.applied_index, reply.digest
+
+    def shutdown(self) -> None:
+        self._call("Shutdown", admin_pb2.ShutdownRequest())
+
+
+def leader_address(status: admin_pb2.ReplicaStatus) -> str | None:
+    """The leader's GCS address as one replica's status knows it, or None."""
+    if status.serving or status.role == "leader":
+        return status.gcs_address
+    for member in status.members:
+        if member.node_id == status.leader_node_id and member.gcs_address:
+            return member.gcs_address
+    return None
+
+
+def call_on_leader(
+    address: str,
+    call: Callable[[AdminClient], T],
+    deadline_s: float = 30.0,
+    timeout: float = 5.0,
+) -> T:
+    """Run `call` on the leader, starting from any member's `address`.
+
+    Follows NotLeaderError hints; without a hint, asks the members it knows of (the
+    first address and the members it reported) who leads. Retries UnavailableError and
+    leaderless moments until `deadline_s` passes, then re-raises the last error.
+    Other errors are raised at once.
+    """
+    end = time.monotonic() + deadline_s
+    known = [address]
+    target = address
+    while True:
+        try:
+            with AdminClient(target, timeout) as client:
+                return call(client)
+        except (NotLeaderError, UnavailableError) as exc:
+            if time.monotonic() >= end:
+                raise
+            hint = exc.leader_hint if isinstance(exc, NotLeaderError) else None
+            if hint and hint != target:
+                target = hint
+                continue
+            time.sleep(0.2)
+            target = _find_leader(known, timeout) or target
+
+
+def _find_leader(known: list[str], timeout: float) -> str | None:
+    """The leader's GCS address according to the first of `known` that answers, or None.
+
+    Adds the members that replica reports to `known`, so a later search can go on
+    when the first address stops answering.
+    """
+    for address in list(known):
+        try:
+            with AdminClient(address, timeout) as client:
+                status = client.status()
+        except UnavailableError:
+            continue
+        known.extend(
+            m.gcs_address for m in status.members if m.gcs_address and m.gcs_address not in known
+        )
+        found = leader_address(status)
+        if found:
+            return found
+    return None

@@ -1,0 +1,339 @@
+"""The `gcs-ha` command line (click).
+
+    gcs-ha start   run one replica in the foreground
+    gcs-ha up      run a local N-replica cluster in the foreground (development)
+    gcs-ha status  show every member of a cluster
+    gcs-ha join    run a new replica and add it to a running cluster
+    gcs-ha leave   remove a replica from its cluster and shut it down
+    gcs-ha bench   benchmarks (commands added by gcs_ha.bench)
+
+A mistake of the user (bad flag, missing secret, unreachable address, a data dir of
+another node) ends with one line "Error: ..." on stderr and a non-zero exit: 2 for
+bad input (click usage errors and ConfigError), 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gcs_ha import __version__
+from gcs_ha.addresses import check_address
+from gcs_ha.bench.commands import failover as bench_failover
+from gcs_ha.bench.commands import storage as bench_storage
+from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
+from gcs_ha.consensus.config import ReplicaConfig
+from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.secret import decide_security, load_secret
+from gcs_ha.server.replica_main import ReplicaProcess
+from gcs_ha.up import resolve_layout, run_up
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+log = logging.getLogger("gcs_ha.cli")
+
+
+class BadInput(click.ClickException):
+    """A one-line error about the user's input (exit code 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn gcs-ha errors into one-line messages and exit codes (no tracebacks)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise BadInput(str(exc)) from None
+        except GcsHaError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gcs-ha")
+def cli() -> None:
+    """gcs-ha: Ray's Global Control Service, highly available (Raft over LMDB)."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli(prog_name="gcs-ha")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _name(kind: str, value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ConfigError(f"bad {kind} {value!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _setup_logging(level: str, node_id: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s {node_id} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def build_config(
+    *,
+    node_id: str,
+    data_dir: Path,
+    raft_address: str,
+    gcs_address: str,
+    peers: Sequence[str],
+    cluster_name: str,
+    secret_file: Path | None,
+    insecure: bool,
+    joining: bool,
+) -> ReplicaConfig:
+    """Check the replica options and turn them into a ReplicaConfig (ConfigError if bad)."""
+    _name("node id", node_id)
+    _name("cluster name", cluster_name)
+    check_address(raft_address)
+    check_address(gcs_address)
+    if raft_address == gcs_address:
+        raise ConfigError("--raft-address and --gcs-address must differ")
+    # The own address may appear in --peer (one peer list for every machine): dropped.
+    others = tuple(dict.fromkeys(check_address(p) for p in peers if p != raft_address))
+    if joining and not others:
+        raise ConfigError("--join needs the current members' Raft addresses as --peer")
+    secret = load_secret(secret_file, os.environ)
+    security = decide_security(
+        secret, insecure, [raft_address, *others], several=bool(others) or joining
+    )
+    return ReplicaConfig(
+        node_id=node_id,
+        data_dir=data_dir,
+        raft_address=raft_address,
+        gcs_address=gcs_address,
+        peers=others,
+        secret=security.secret,
+        insecure=security.insecure,
+        cluster_name=cluster_name,
+        joining=joining,
+    )
+
+
+def _run_replica(
+    config: ReplicaConfig,
+    after_start: Callable[[ReplicaProcess], Awaitable[None]] | None = None,
+    supervisor_pid: int | None = None,
+) -> None:
+    """Run the replica process in the foreground; exits with its exit code."""
+    process = ReplicaProcess(config, after_start=after_start, supervisor_pid=supervisor_pid)
+    code = asyncio.run(process.run())
+    sys.exit(code)
+
+
+def replica_options(fn: F) -> F:
+    """The options `start` and `join` share."""
+    for option in reversed(
+        [
+            click.option("--node-id", required=True, help="Stable name of this replica."),
+            click.option(
+                "--data-dir",
+                required=True,
+                type=click.Path(file_okay=False, path_type=Path),
+                help="This replica's data dir (created on first start).",
+            ),
+            click.option("--raft-address", required=True, help="HOST:PORT of the Raft port."),
+            click.option("--gcs-address", required=True, help="HOST:PORT of the gRPC port."),
+            click.option(
+                "--secret-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="File holding the cluster secret (else $GCS_HA_SECRET).",
+            ),
+            click.option(
+                "--insecure",
+                is_flag=True,
+                help="Run without a secret (only when every Raft address is loopback).",
+            ),
+            click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@replica_options
+@click.option("--peer", "peers", multiple=True, help="Raft HOST:PORT of another member.")
+@click.option("--cluster-name", default="gcs-ha", show_default=True)
+@click.option("--join", "joining", is_flag=True, help="This replica joins a running cluster.")
+@click.option("--supervisor-pid", type=int, hidden=True)
+@friendly_errors
+def start(
+    *,
+    node_id: str,
+    data_dir: Path,
+    raft_address: str,
+    gcs_address: str,
+    secret_file: Path | None,
+    insecure: bool,
+    log_level: str,
+    peers: tuple[str, ...],
+    cluster_name: str,
+    joining: bool,
+    supervisor_pid: int | None,
+) -> None:
+    """Run one replica in the foreground until SIGTERM/SIGINT."""
+    config = build_config(
+        node_id=node_id,
+        data_dir=data_dir,
+        raft_address=raft_address,
+        gcs_address=gcs_address,
+        peers=peers,
+        cluster_name=cluster_name,
+        secret_file=secret_file,
+        insecure=insecure,
+        joining=joining,
+    )
+    _setup_logging(log_level, node_id)
+    _run_replica(config, supervisor_pid=supervisor_pid)
+
+
+@cli.command()
+@click.option("--address", required=True, help="gRPC HOST:PORT of any current member.")
+@replica_options
+@friendly_errors
+def join(
+    *,
+    address: str,
+    node_id: str,
+    data_dir: Path,
+    raft_address: str,
+    gcs_address: str,
+    secret_file: Path | None,
+    insecure: bool,
+    log_level: str,
+) -> None:
+    """Run a new replica in the foreground and add it to the cluster at ADDRESS."""
+    check_address(address)
+    cluster = discover(address)
+    already = check_join(cluster, node_id, raft_address, gcs_address)
+    config = build_config(
+        node_id=node_id,
+        data_dir=data_dir,
+        raft_address=raft_address,
+        gcs_address=gcs_address,
+        peers=[m.raft_address for m in cluster.members if m.node_id != node_id],
+        cluster_name=cluster.cluster_name,
+        secret_file=secret_file,
+        insecure=insecure,
+        joining=not already,
+    )
+    _setup_logging(log_level, node_id)
+
+    async def add(process: ReplicaProcess) -> None:
+        await asyncio.to_thread(add_self, address, node_id, raft_address, gcs_address)
+        log.info("added to cluster %r as %s; catching up", cluster.cluster_name, node_id)
+
+    if already:
+        log.info("%s is already a member of %r: restarting it", node_id, cluster.cluster_name)
+    _run_replica(config, after_start=None if already else add)
+
+
+@cli.command(name="leave")
+@click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
+@click.option("--node-id", required=True, help="The member to remove.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
+@friendly_errors
+def leave_command(address: str, node_id: str, timeout: float) -> None:
+    """Remove a member (moving leadership away first) and shut it down."""
+    check_address(address)
+    click.echo(leave(address, node_id, deadline_s=timeout))
+
+
+@cli.command()
+@click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per call.")
+@friendly_errors
+def status(address: str, as_json: bool, timeout: float) -> None:
+    """Show every member of the cluster and the leader."""
+    check_address(address)
+    view = gather_status(address, timeout)
+    if as_json:
+        click.echo(json.dumps(view.to_json(), indent=2))
+    else:
+        click.echo(render_table(view))
+
+
+def render_table(view: ClusterView) -> str:
+    """The member table of `gcs-ha status`, then the leader line."""
+    header = ("ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "GCS ADDRESS", "RAFT ADDRESS")
+    rows: list[tuple[str, ...]] = [(*header, "SERVING")]
+    for m in view.members:
+        values = (m.id or "?", m.role, m.term, m.commit_index, m.applied_index, m.lag)
+        cells = ["-" if v is None else str(v) for v in values]
+        serving = "unreachable" if not m.reachable else ("yes" if m.serving else "no")
+        rows.append((*cells, m.gcs_address or "-", m.raft_address, serving))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    leader = f"{view.leader} ({view.leader_gcs_address() or '?'})" if view.leader else "none"
+    if view.leader and not view.leader_reachable():
+        leader += ", according to its followers: it did not answer"
+    return "\n".join([*lines, f"leader: {leader}"])
+
+
+@cli.command()
+@click.option("--replicas", type=int, help="Number of replicas (default 3, or DIR's).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("gcs-ha-data"),
+    show_default=True,
+)
+@click.option("--port", type=int, help="gRPC port of r0 (default 6379); r<i> uses PORT+i.")
+@click.option("--raft-port", type=int, help="Raft port of r0 (default PORT+1000).")
+@click.option("--cluster-name", help="Cluster name (default gcs-ha).")
+@click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@friendly_errors
+def up(
+    *,
+    replicas: int | None,
+    data_dir: Path,
+    port: int | None,
+    raft_port: int | None,
+    cluster_name: str | None,
+    log_level: str,
+) -> None:
+    """Run a local cluster of N replicas in the foreground (development)."""
+    if cluster_name is not None:
+        _name("cluster name", cluster_name)
+    layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name)
+    sys.exit(run_up(layout, log_level, click.echo))
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks."""
+
+
+bench.add_command(bench_storage)
+bench.add_command(bench_failover)
+
+
+if __name__ == "__main__":
+    main()

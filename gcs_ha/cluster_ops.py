@@ -1,0 +1,252 @@
+"""Cluster-wide admin procedures behind `gcs-ha status`, `join` and `leave`.
+
+They talk to replicas only through the admin service (gcs_ha.admin_client), so they
+work from any machine that reaches the replicas' gRPC ports. Errors: UnavailableError
+when the address given cannot be reached, ConfigError for a request that contradicts
+the cluster (unknown member, node id or address already taken), and whatever the
+leader answers (NotLeaderError after the deadline, InvalidRequestError, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from gcs_ha.admin_client import AdminClient, call_on_leader, leader_address
+from gcs_ha.errors import (
+    ConfigError,
+    GcsHaError,
+    NotLeaderError,
+    UnavailableError,
+    UnknownOutcomeError,
+)
+from gcs_ha.proto import admin_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """One member as `gcs-ha status` shows it; numbers are None when it did not answer."""
+
+    id: str
+    role: str | None
+    term: int | None
+    commit_index: int | None
+    applied_index: int | None
+    lag: int | None
+    gcs_address: str
+    raft_address: str
+    serving: bool | None
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """The cluster as seen from every member that answered."""
+
+    leader: str | None
+    members: list[MemberView]
+
+    def to_json(self) -> dict[str, object]:
+        return {"leader": self.leader, "members": [asdict(m) for m in self.members]}
+
+    def leader_gcs_address(self) -> str | None:
+        return next((m.gcs_address for m in self.members if m.id == self.leader), None)
+
+    def leader_reachable(self) -> bool:
+        """Whether the leader answered itself (else `leader` is what followers believe)."""
+        return any(m.id == self.leader and m.role == "leader" for m in self.members)
+
+
+def gather_status(address: str, timeout: float = 3.0) -> ClusterView:
+    """Ask `address` for the members, then every member (in parallel) for its own status.
+
+    The membership is the one `address` reports (by Raft address). A member it cannot
+    name yet (not registered in its copy of the members table) is named from the other
+    members' answers, and asked in a further round.
+    """
+    with AdminClient(address, timeout) as client:
+        first = client.status()
+    known = {m.raft_address: m for m in first.members}
+    if not known:
+        known[first.raft_address] = admin_pb2.Member(
+            node_id=first.node_id, raft_address=first.raft_address, gcs_address=first.gcs_address
+        )
+    answers: dict[str, admin_pb2.ReplicaStatus | None] = {first.raft_address: first}
+    with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
+        while to_ask := [m for r, m in known.items() if r not in answers and m.gcs_address]:
+            statuses = pool.map(lambda m: _ask(m, timeout), to_ask)
+            for member, status in zip(to_ask, statuses, strict=True):
+                answers[member.raft_address] = status
+                _fill_in(known, status)
+    members = sorted(known.values(), key=lambda m: (not m.node_id, m.node_id, m.raft_address))
+    return _view(members, [answers.get(m.raft_address) for m in members])
+
+
+def _ask(member: admin_pb2.Member, timeout: float) -> admin_pb2.ReplicaStatus | None:
+    try:
+        with AdminClient(member.gcs_address, timeout) as client:
+            return client.status()
+    except GcsHaError:
+        return None
+
+
+def _fill_in(known: dict[str, admin_pb2.Member], status: admin_pb2.ReplicaStatus | None) -> None:
+    """Complete members known only by Raft address with what `status` says of them."""
+    for member in status.members if status else ():
+        mine = known.get(member.raft_address)
+        if mine is not None and not mine.gcs_address and member.gcs_address:
+            known[member.raft_address] = member
+
+
+def _view(
+    members: list[admin_pb2.Member], answers: list[admin_pb2.ReplicaStatus | None]
+) -> ClusterView:
+    """Combine the answers: the leader is the highest-term member that says it leads."""
+    statuses = [s for s in answers if s is not None]
+    leaders = sorted((s for s in statuses if s.role == "leader"), key=lambda s: s.term)
+    if leaders:
+        leader: str | None = leaders[-1].node_id
+        leader_commit: int | None = leaders[-1].commit_index
+    else:
+        newest = max(statuses, key=lambda s: s.term, default=None)
+        leader = (newest.leader_node_id or None) if newest else None
+        leader_commit = None
+    views = [_member_view(m, s, leader_commit) for m, s in zip(members, answers, strict=True)]
+    return ClusterView(leader, views)
+
+
+def _member_view(
+    member: admin_pb2.Member, status: admin_pb2.ReplicaStatus | None, leader_commit: int | None
+) -> MemberView:
+    """One row of the status table; lag = leader commit index - this member's applied index."""
+    if status is None:
+        return MemberView(
+            id=member.node_id,
+            role=None,
+            term=None,
+            commit_index=None,
+            applied_index=None,
+            lag=None,
+            gcs_address=member.gcs_address,
+            raft_address=member.raft_address,
+            serving=None,
+            reachable=False,
+        )
+    return MemberView(
+        id=member.node_id,
+        role=status.role,
+        term=status.term,
+        commit_index=status.commit_index,
+        applied_index=status.applied_index,
+        lag=None if leader_commit is None else max(0, leader_commit - status.applied_index),
+        gcs_address=member.gcs_address or status.gcs_address,
+        raft_address=member.raft_address,
+        serving=status.serving,
+        reachable=True,
+    )
+
+
+def discover(address: str, timeout: float = 5.0) -> admin_pb2.ReplicaStatus:
+    """The status of the member at `address` (its members and cluster name), for join."""
+    with AdminClient(address, timeout) as client:
+        return client.status()
+
+
+def check_join(
+    status: admin_pb2.ReplicaStatus, node_id: str, raft_address: str, gcs_address: str
+) -> bool:
+    """Whether `node_id` is already a member (a restart); ConfigError on a clash."""
+    for member in status.members:
+        if member.node_id == node_id:
+            if member.raft_address != raft_address:
+                raise ConfigError(
+                    f"node {node_id} is already a member with Raft address "
+                    f"{member.raft_address}, not {raft_address}; remove it first "
+                    f"(gcs-ha leave) or use another node id"
+                )
+            return True
+        if member.raft_address == raft_address:
+            raise ConfigError(f"Raft address {raft_address} is used by member {member.node_id}")
+        if gcs_address and member.gcs_address == gcs_address:
+            raise ConfigError(f"gRPC address {gcs_address} is used by member {member.node_id}")
+    return False
+
+
+def add_self(
+    address: str, node_id: str, raft_address: str, gcs_address: str, deadline_s: float = 60.0
+) -> None:
+    """Ask the leader (found from `address`) to add this member; done if it already is one."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            call_on_leader(
+                address,
+                lambda c: c.add_member(node_id, raft_address, gcs_address),
+                deadline_s=max(1.0, end - time.monotonic()),
+            )
+            return
+        except GcsHaError as exc:
+            # The add may have been applied although the call failed (unknown outcome).
+            if _is_member(address, node_id):
+                return
+            retryable = isinstance(exc, UnavailableError | NotLeaderError | UnknownOutcomeError)
+            if not retryable or time.monotonic() >= end:
+                raise
+            time.sleep(0.5)
+
+
+def _is_member(address: str, node_id: str) -> bool:
+    try:
+        return any(m.node_id == node_id for m in discover(address, 3.0).members)
+    except GcsHaError:
+        return False
+
+
+def leave(address: str, node_id: str, deadline_s: float = 30.0) -> str:
+    """Remove `node_id` from the cluster and shut it down; returns a one-line report.
+
+    Transfers leadership away first when `node_id` leads (a leader cannot remove itself).
+    """
+    status = discover(address)
+    member = next((m for m in status.members if m.node_id == node_id), None)
+    if member is None:
+        known = ", ".join(sorted(m.node_id for m in status.members)) or "none"
+        raise ConfigError(f"{node_id} is not a member of the cluster (members: {known})")
+    others = [m.gcs_address for m in status.members if m.node_id != node_id and m.gcs_address]
+    if not others:
+        raise ConfigError(f"{node_id} is the only member; it cannot leave its own cluster")
+    # Talk to the cluster through the address given (it answered) unless it is the leaving one.
+    via = address if address != member.gcs_address else others[0]
+    leader = status.node_id if status.role == "leader" else status.leader_node_id
+    if leader == node_id:
+        _move_leadership(member.gcs_address or address, node_id, via, deadline_s)
+    call_on_leader(via, lambda c: c.remove_member(node_id), deadline_s=deadline_s)
+    try:
+        with AdminClient(member.gcs_address, 5.0) as client:
+            client.shutdown()
+    except GcsHaError as exc:
+        return f"removed {node_id}; it did not take the shutdown request ({exc}): stop it yourself"
+    return f"removed {node_id} and shut it down"
+
+
+def _move_leadership(leader_gcs: str, node_id: str, other: str, deadline_s: float) -> None:
+    """Ask `node_id` (the leader) to hand over, and wait until another member leads."""
+    log.info("%s leads: transferring leadership first", node_id)
+    with AdminClient(leader_gcs, 10.0) as client:
+        client.transfer_leadership("")
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with AdminClient(other, 3.0) as client:
+                status = client.status()
+            new = status.node_id if status.role == "leader" else status.leader_node_id
+            if new and new != node_id and leader_address(status):
+                return
+        except UnavailableError:
+            pass
+        time.sleep(0.2)
+    raise UnavailableError(f"leadership did not move away from {node_id} in {deadline_s:.0f} s")

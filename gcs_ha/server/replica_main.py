@@ -1,0 +1,240 @@
+"""One replica process: data dir, Raft replica, and the gRPC server in front of it.
+
+`ReplicaProcess.run` does, in order:
+  1. open and lock the data dir (gcs_ha.datadir: identity check, exclusive lock);
+  2. create the gRPC server and bind its port (a port in use fails here, before Raft
+     starts; SO_REUSEPORT is off so two replicas can never share a port);
+  3. start the replica (RaftReplica: loads LMDB and the Raft log, joins its peers);
+  4. mount the services of `SERVICES` and start serving; the health service says
+     SERVING for "" only while this replica serves (leader with its barrier applied);
+  5. run `after_start` (e.g. `gcs-ha join` asking the leader to add this replica), and
+     with `supervisor_pid` (set by `gcs-ha up`) stop when that supervisor is gone;
+  6. wait for SIGTERM, SIGINT or the admin Shutdown call, then stop gRPC (1 s grace),
+     stop the replica, release the data dir.
+
+Raises (before serving): DataDirError / CorruptDataError from the data dir or the
+replica, ConfigError when the gRPC port cannot be bound. `run` returns the process
+exit code: 0 after a requested stop, 1 when `after_start` failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Public as grpc_health.v1.AsyncHealthServicer; imported from its module because the
+# installed type stubs do not declare `health.aio`.
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
+
+from gcs_ha.consensus.api import Replica
+from gcs_ha.consensus.config import ReplicaConfig
+from gcs_ha.datadir import DataDir
+from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.proto import admin_pb2_grpc
+from gcs_ha.server.admin_service import AdminService
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a servicer needs from the process that mounts it."""
+
+    replica: Replica
+    health: AsyncHealthServicer
+    request_shutdown: Callable[[], None]
+
+
+def _mount_admin(server: grpc.aio.Server, services: Services) -> None:
+    servicer = AdminService(services.replica, services.request_shutdown)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+
+def _mount_health(server: grpc.aio.Server, services: Services) -> None:
+    health_pb2_grpc.add_HealthServicer_to_server(services.health, server)
+
+
+# Every service a replica serves on its gRPC port, one line each (Ray's GCS services go here).
+SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
+    _mount_admin,
+    _mount_health,
+)
+
+
+def default_replica_factory(config: ReplicaConfig) -> Replica:
+    """The production replica (imported lazily: the consensus layer is heavy)."""
+    from gcs_ha.consensus.replica import RaftReplica  # noqa: PLC0415
+
+    replica: Replica = RaftReplica(config)
+    return replica
+
+
+class _HealthTracker:
+    """A LeadershipListener keeping the overall health status equal to "serving"."""
+
+    def __init__(self, servicer: AsyncHealthServicer) -> None:
+        self._servicer = servicer
+        self._serving = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_serving(self, term: int) -> None:
+        log.info("serving as leader of term %d", term)
+        self._set(True)
+
+    def on_demoted(self) -> None:
+        log.info("not serving (demoted or stopping)")
+        self._set(False)
+
+    def _set(self, serving: bool) -> None:
+        self._serving = serving
+        task = asyncio.get_running_loop().create_task(self.sync())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("health update failed", exc_info=task.exception())
+
+    async def sync(self, serving: bool | None = None) -> None:
+        """Publish the latest known state (or `serving`, when given, as the new state)."""
+        if serving is not None:
+            self._serving = serving
+        status = health_pb2.HealthCheckResponse
+        await self._servicer.set("", status.SERVING if self._serving else status.NOT_SERVING)
+
+
+class ReplicaProcess:
+    """Runs one replica and its gRPC server until asked to stop."""
+
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        replica_factory: Callable[[ReplicaConfig], Replica] = default_replica_factory,
+        after_start: Callable[[ReplicaProcess], Awaitable[None]] | None = None,
+        supervisor_pid: int | None = None,
+    ) -> None:
+        self.config = config
+        self._factory = replica_factory
+        self._after_start = after_start
+        self._supervisor_pid = supervisor_pid
+        self._stop = asyncio.Event()
+        self._exit_code = 0
+        self._signalled = False
+
+    def request_stop(self, exit_code: int = 0) -> None:
+        """Ask the process to stop cleanly with `exit_code` (the first request wins)."""
+        if not self._stop.is_set():
+            self._exit_code = exit_code
+            self._stop.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM/SIGINT: stop cleanly; the second one exits at once, without a clean stop."""
+        if self._signalled:
+            log.warning("second %s: exiting without a clean stop", sig.name)
+            os._exit(1)
+        self._signalled = True
+        log.info("%s: stopping", sig.name)
+        self.request_stop()
+
+    async def run(self) -> int:
+        """Start everything, serve until asked to stop, stop; returns the exit code."""
+        self._install_signal_handlers()
+        cfg = self.config
+        with DataDir.open(cfg.data_dir, cfg.node_id, cfg.cluster_name) as data_dir:
+            if data_dir.created:
+                log.info("initialised data dir %s", data_dir.path)
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            _bind(server, cfg.gcs_address)
+            replica = self._factory(cfg)
+            try:
+                await replica.start()
+            except BaseException:
+                await _stop_quietly(replica)
+                raise
+            try:
+                await self._serve(server, replica)
+            finally:
+                await replica.stop()
+        log.info("stopped")
+        return self._exit_code
+
+    async def _serve(self, server: grpc.aio.Server, replica: Replica) -> None:
+        """Serve the gRPC services until a stop is requested, then stop the server."""
+        servicer = AsyncHealthServicer()
+        tracker = _HealthTracker(servicer)
+        replica.add_listener(tracker)
+        await tracker.sync(replica.status().serving)
+        services = Services(replica, servicer, self.request_stop)
+        for mount in SERVICES:
+            mount(server, services)
+        await server.start()
+        cfg = self.config
+        log.info(
+            "replica %s of cluster %r up: gcs %s, raft %s",
+            cfg.node_id,
+            cfg.cluster_name,
+            cfg.gcs_address,
+            cfg.raft_address,
+        )
+        tasks = [asyncio.create_task(self._run_after_start())] if self._after_start else []
+        if self._supervisor_pid is not None:
+            tasks.append(asyncio.create_task(self._watch_supervisor(self._supervisor_pid)))
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await servicer.enter_graceful_shutdown()
+            await server.stop(STOP_GRACE_S)
+
+    async def _run_after_start(self) -> None:
+        assert self._after_start is not None
+        try:
+            await self._after_start(self)
+        except GcsHaError as exc:
+            log.error("%s", exc)
+            self.request_stop(1)
+        except Exception:
+            log.exception("start-up step failed")
+            self.request_stop(1)
+
+    async def _watch_supervisor(self, pid: int) -> None:
+        """Stop when the supervising `gcs-ha up` is gone (this process was reparented)."""
+        while os.getppid() == pid:
+            await asyncio.sleep(1.0)
+        log.warning("supervisor (pid %d) is gone: stopping", pid)
+        self.request_stop()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+
+async def _stop_quietly(replica: Replica) -> None:
+    """Release what a replica that failed to start may hold; its own error wins."""
+    try:
+        await replica.stop()
+    except Exception:
+        log.debug("stopping a replica that failed to start", exc_info=True)
+
+
+def _bind(server: grpc.aio.Server, address: str) -> None:
+    """Bind the gRPC port now, so a port in use fails before Raft starts."""
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on --gcs-address {address}: in use or invalid") from exc

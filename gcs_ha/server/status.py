@@ -1,0 +1,111 @@
+"""The one place where gcs-ha errors become gRPC statuses, and back.
+
+Servers raise `gcs_ha.errors` exceptions; `abort_with_error` turns one into a gRPC status
+with `grpc_status_for`. Clients turn a failed call back into the same exception tree
+with `error_from_rpc`, so the CLI and the test harness handle one set of errors.
+
+| gcs_ha.errors                              | gRPC status          |
+|--------------------------------------------|----------------------|
+| NotLeaderError (leader hint in message and | FAILED_PRECONDITION  |
+|   in trailing metadata `gcs-ha-leader`)    |                      |
+| UnavailableError, UnknownOutcomeError      | UNAVAILABLE          |
+| InvalidRequestError, ConfigError           | INVALID_ARGUMENT     |
+| StorageError (and its subclasses)          | INTERNAL             |
+| any other GcsHaError                       | UNKNOWN              |
+
+Back from the wire: FAILED_PRECONDITION -> NotLeaderError (with the hint),
+UNAVAILABLE / DEADLINE_EXCEEDED -> UnavailableError, INVALID_ARGUMENT ->
+InvalidRequestError, INTERNAL -> StorageError, anything else -> GcsHaError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NoReturn, cast
+
+import grpc
+import grpc.aio
+
+from gcs_ha.errors import (
+    ConfigError,
+    GcsHaError,
+    InvalidRequestError,
+    NotLeaderError,
+    StorageError,
+    UnavailableError,
+    UnknownOutcomeError,
+)
+
+# Trailing-metadata key carrying the leader's GCS address with FAILED_PRECONDITION.
+LEADER_HINT_KEY = "gcs-ha-leader"
+
+_TO_GRPC: dict[type[GcsHaError], grpc.StatusCode] = {
+    NotLeaderError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    UnknownOutcomeError: grpc.StatusCode.UNAVAILABLE,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    StorageError: grpc.StatusCode.INTERNAL,
+    GcsHaError: grpc.StatusCode.UNKNOWN,
+}
+
+_FROM_GRPC: dict[grpc.StatusCode, type[GcsHaError]] = {
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.INTERNAL: StorageError,
+}
+
+
+def grpc_status_for(error: GcsHaError) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message that carry `error` to a client."""
+    code = next(_TO_GRPC[cls] for cls in type(error).__mro__ if cls in _TO_GRPC)
+    message = str(error) or type(error).__name__
+    if isinstance(error, NotLeaderError) and error.leader_hint:
+        message = f"{message}; leader at {error.leader_hint}"
+    return code, message
+
+
+async def abort_with_error(
+    context: grpc.aio.ServicerContext[object, object], error: GcsHaError
+) -> NoReturn:
+    """End the current RPC with the status mapped from `error` (never returns)."""
+    code, message = grpc_status_for(error)
+    if isinstance(error, NotLeaderError) and error.leader_hint:
+        context.set_trailing_metadata(((LEADER_HINT_KEY, error.leader_hint),))
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+Trailing = tuple[tuple[str, str | bytes], ...]
+
+
+def _parts(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, Trailing]:
+    """(code, details, trailing metadata) of a failed sync or asyncio call."""
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        code = error.code()
+        # At run time both kinds of call yield (key, value) pairs (the stubs disagree).
+        pairs = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
+        return code, error.details() or code.name, tuple(pairs)
+    return grpc.StatusCode.UNKNOWN, str(error) or "UNKNOWN", ()
+
+
+def leader_hint_of(error: grpc.RpcError) -> str | None:
+    """The leader's GCS address a FAILED_PRECONDITION reply carried, if any."""
+    _, _, trailing = _parts(error)
+    for key, value in trailing:
+        if key == LEADER_HINT_KEY and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def error_from_rpc(error: grpc.RpcError, address: str) -> GcsHaError:
+    """The gcs_ha.errors exception a failed call to `address` stands for."""
+    code, details, _ = _parts(error)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return NotLeaderError(f"{address}: {details}", leader_hint=leader_hint_of(error))
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+        return UnavailableError(f"cannot reach {address}: no gcs-ha replica answers there")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UnavailableError(f"{address} did not answer in time")
+    return _FROM_GRPC.get(code, GcsHaError)(f"{address}: {details}")

@@ -1,0 +1,284 @@
+"""ProcessCluster: real `gcs-ha start` processes on this machine, for e2e tests and drills.
+
+    with ProcessCluster(3, tmp_path, gcs_port=22000, raft_port=24000) as cluster:
+        cluster.start()
+        leader = cluster.wait_for_leader(timeout=30)
+        cluster.kill(leader)                      # SIGKILL, by PID
+        new_leader = cluster.wait_for_leader(timeout=30)
+        cluster.restart(leader)
+
+Replica i is node r<i> with data dir base_dir/r<i>, gRPC host:gcs_port+i, Raft
+host:raft_port+i and its output in base_dir/logs/r<i>.log. The cluster secret is
+generated in base_dir/cluster.secret (or `secure=False` runs with --insecure).
+Every process the harness started is killed (SIGKILL, by PID) when the `with` block
+ends, whatever happened inside it. Processes are started exactly the way an operator
+starts them (`python -m gcs_ha.cli start ...`), so a drill exercises the real CLI.
+
+Waiting methods raise UnavailableError when their timeout passes; admin calls raise
+the gcs_ha.errors mapping of the gRPC status (gcs_ha.admin_client).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from gcs_ha.admin_client import AdminClient
+from gcs_ha.errors import GcsHaError, UnavailableError
+from gcs_ha.processes import (
+    Process,
+    gcs_ha_command,
+    replica_command,
+    signal_process,
+    spawn,
+    terminate_all,
+)
+from gcs_ha.proto import admin_pb2
+from gcs_ha.secret import generate_secret_file
+
+T = TypeVar("T")
+
+
+class ProcessCluster:
+    """A cluster of replica processes managed by PID."""
+
+    def __init__(
+        self,
+        n: int,
+        base_dir: Path,
+        gcs_port: int,
+        raft_port: int,
+        *,
+        host: str = "127.0.0.1",
+        cluster_name: str = "gcs-ha-test",
+        secure: bool = True,
+        log_level: str = "info",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.base_dir = base_dir.absolute()
+        self.host = host
+        self.gcs_port = gcs_port
+        self.raft_port = raft_port
+        self.cluster_name = cluster_name
+        self.log_level = log_level
+        self.extra_args = tuple(extra_args)
+        self.members: set[int] = set(range(n))  # indices currently in the Raft membership
+        self.size = n  # indices 0..size-1 have been used
+        self.secret_file: Path | None = self.base_dir / "cluster.secret" if secure else None
+        self._procs: dict[int, Process] = {}
+        self._all: list[Process] = []
+        self._paused: set[int] = set()
+
+    # -- names and places ---------------------------------------------------------------
+
+    def node_id(self, i: int) -> str:
+        return f"r{i}"
+
+    def gcs_address(self, i: int) -> str:
+        return f"{self.host}:{self.gcs_port + i}"
+
+    def raft_address(self, i: int) -> str:
+        return f"{self.host}:{self.raft_port + i}"
+
+    def data_dir(self, i: int) -> Path:
+        return self.base_dir / self.node_id(i)
+
+    def log_path(self, i: int) -> Path:
+        return self.base_dir / "logs" / f"{self.node_id(i)}.log"
+
+    # -- processes ---------------------------------------------------------------------
+
+    def start(self, i: int | None = None) -> ProcessCluster:
+        """Start replica i, or (i None) every member that is not running.
+
+        A replica is started with `gcs-ha start` and the other members as its peers.
+        """
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self.secret_file is not None:
+            generate_secret_file(self.secret_file)
+        for j in sorted(self.members) if i is None else [i]:
+            if i is not None or not self.is_running(j):
+                self._start_one(j)
+        return self
+
+    def _start_one(self, i: int) -> Process:
+        peers = [self.raft_address(j) for j in sorted(self.members) if j != i]
+        cmd = replica_command(
+            node_id=self.node_id(i),
+            data_dir=self.data_dir(i),
+            raft_address=self.raft_address(i),
+            gcs_address=self.gcs_address(i),
+            peers=peers,
+            cluster_name=self.cluster_name,
+            secret_file=self.secret_file,
+            log_level=self.log_level,
+            extra=self.extra_args,
+        )
+        return self._spawn(i, cmd)
+
+    def join_replica(self, via: int) -> int:
+        """Start a new replica with `gcs-ha join --address <replica via>`; returns its index.
+
+        It becomes a member once the leader added it (see `wait_for_members`).
+        """
+        i = self.size
+        self.size += 1
+        cmd = [
+            *gcs_ha_command(),
+            "join",
+            f"--address={self.gcs_address(via)}",
+            f"--node-id={self.node_id(i)}",
+            f"--data-dir={self.data_dir(i)}",
+            f"--raft-address={self.raft_address(i)}",
+            f"--gcs-address={self.gcs_address(i)}",
+            f"--log-level={self.log_level}",
+        ]
+        cmd.append(f"--secret-file={self.secret_file}" if self.secret_file else "--insecure")
+        self._spawn(i, cmd)
+        self.members.add(i)
+        return i
+
+    def _spawn(self, i: int, cmd: list[str]) -> Process:
+        if self.is_running(i):
+            raise RuntimeError(f"replica {i} is already running")
+        proc = spawn(cmd, self.log_path(i))
+        self._procs[i] = proc
+        self._all.append(proc)
+        self._paused.discard(i)
+        return proc
+
+    def process(self, i: int) -> Process | None:
+        return self._procs.get(i)
+
+    def is_running(self, i: int) -> bool:
+        proc = self._procs.get(i)
+        return proc is not None and proc.poll() is None
+
+    def running(self) -> list[int]:
+        """Indices of replicas whose process runs and is not paused."""
+        return [i for i in sorted(self._procs) if self.is_running(i) and i not in self._paused]
+
+    def stop(self, i: int, timeout: float = 10.0) -> int:
+        """SIGTERM replica i (SIGKILL after `timeout`); returns its exit code."""
+        proc = self._procs[i]
+        self._paused.discard(i)
+        return terminate_all([proc], timeout)[0]
+
+    def kill(self, i: int) -> int:
+        """SIGKILL replica i; returns its exit code."""
+        proc = self._procs[i]
+        signal_process(proc, signal.SIGKILL)
+        self._paused.discard(i)
+        return proc.wait()
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP replica i (it keeps its sockets but answers nothing)."""
+        signal_process(self._procs[i], signal.SIGSTOP)
+        self._paused.add(i)
+
+    def resume(self, i: int) -> None:
+        """SIGCONT a paused replica."""
+        signal_process(self._procs[i], signal.SIGCONT)
+        self._paused.discard(i)
+
+    def restart(self, i: int, timeout: float = 10.0) -> Process:
+        """Stop replica i if it runs, then start it again on the same data dir."""
+        if self.is_running(i):
+            self.stop(i, timeout)
+        return self._start_one(i)
+
+    def close(self) -> None:
+        """SIGKILL every process this harness started (idempotent)."""
+        for proc in self._all:
+            signal_process(proc, signal.SIGCONT)
+            signal_process(proc, signal.SIGKILL)
+        for proc in self._all:
+            proc.wait()
+
+    def __enter__(self) -> ProcessCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- admin -------------------------------------------------------------------------
+
+    def status(self, i: int, timeout: float = 3.0) -> admin_pb2.ReplicaStatus:
+        with AdminClient(self.gcs_address(i), timeout) as client:
+            return client.status()
+
+    def digest(self, i: int, timeout: float = 10.0) -> tuple[int, str]:
+        with AdminClient(self.gcs_address(i), timeout) as client:
+            return client.digest()
+
+    def admin(self, i: int, timeout: float = 10.0) -> AdminClient:
+        """An admin client of replica i (close it, or use it in a `with`)."""
+        return AdminClient(self.gcs_address(i), timeout)
+
+    def leader_address(self) -> str | None:
+        """The gRPC address of a replica that serves now, or None."""
+        leader = self._serving_leader()
+        return None if leader is None else self.gcs_address(leader)
+
+    def wait_for_leader(self, timeout: float = 30.0, exclude: Sequence[int] = ()) -> int:
+        """Index of a running replica that serves (leader, barrier applied)."""
+        return wait_until(
+            lambda: self._serving_leader(exclude), timeout, "no replica serves as leader"
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every running replica answers Status."""
+
+        def ready() -> bool | None:
+            return all(self._try_status(i) is not None for i in self.running()) or None
+
+        wait_until(ready, timeout, "not every running replica answers")
+
+    def wait_for_members(self, count: int, i: int, timeout: float = 30.0) -> list[str]:
+        """Wait until replica i lists `count` members, each registered (node id and gRPC
+        address known); returns their node ids."""
+
+        def members() -> list[str] | None:
+            status = self._try_status(i)
+            if status is None or len(status.members) != count:
+                return None
+            if not all(m.node_id and m.gcs_address for m in status.members):
+                return None
+            return sorted(m.node_id for m in status.members)
+
+        return wait_until(members, timeout, f"replica {i} does not list {count} members")
+
+    def _try_status(self, i: int) -> admin_pb2.ReplicaStatus | None:
+        try:
+            return self.status(i, timeout=1.0)
+        except GcsHaError:
+            return None
+
+    def _serving_leader(self, exclude: Sequence[int] = ()) -> int | None:
+        serving = []
+        for i in self.running():
+            status = None if i in exclude else self._try_status(i)
+            if status is not None and status.serving:
+                serving.append((status.term, i))
+        return max(serving)[1] if serving else None
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll `probe` every 0.1 s until it returns something other than None."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() >= end:
+            raise UnavailableError(f"{what} after {timeout:.0f} s")
+        time.sleep(0.1)
