@@ -1,10 +1,11 @@
 """The exceptions gcs-ha raises, as one tree.
 
 GcsHaError
-├── StorageError                 the local store failed (disk, LMDB); the replica cannot go on safely
+├── StorageError                 the local store failed (disk, LMDB); the replica stops
 │   ├── CorruptDataError         a journal, snapshot or LMDB file is damaged
 │   └── DataDirError             a data dir that is missing, locked, or belongs to another cluster/node
-├── InvalidRequestError          a request that can never succeed (unknown table, value too large)
+├── InvalidRequestError          a request that can never succeed (unknown table, too large)
+├── NotFoundError                the key or object a request names does not exist
 ├── NotLeaderError               this replica does not serve writes/reads now; retry on the leader
 ├── UnknownOutcomeError          the write may or may not have been applied (leader lost mid-way);
 │                                 retryable, and callers must be idempotent
@@ -35,6 +36,10 @@ class DataDirError(StorageError):
 
 class InvalidRequestError(GcsHaError):
     """The request can never succeed as sent (unknown table, oversized key or value)."""
+
+
+class NotFoundError(GcsHaError):
+    """The key or object the request names does not exist (Ray's NotFound)."""
 
 
 class NotLeaderError(GcsHaError):

@@ -38,8 +38,12 @@ from gcs_ha.consensus.api import Replica
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.managers.kv_manager import KvManager
 from gcs_ha.proto import admin_pb2_grpc
+from gcs_ha.proto.ray import gcs_service_pb2_grpc
 from gcs_ha.server.admin_service import AdminService
+from gcs_ha.server.kv_service import InternalKvService
+from gcs_ha.storage.internal_kv import InternalKv
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +68,17 @@ def _mount_health(server: grpc.aio.Server, services: Services) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(services.health, server)
 
 
+def _mount_internal_kv(server: grpc.aio.Server, services: Services) -> None:
+    manager = KvManager(InternalKv(services.replica.store))
+    servicer = InternalKvService(manager)
+    gcs_service_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+
 # Every service a replica serves on its gRPC port, one line each (Ray's GCS services go here).
 SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
     _mount_admin,
     _mount_health,
+    _mount_internal_kv,
 )
 
 

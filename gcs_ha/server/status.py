@@ -16,6 +16,18 @@ with `error_from_rpc`, so the CLI and the test harness handle one set of errors.
 Back from the wire: FAILED_PRECONDITION -> NotLeaderError (with the hint),
 UNAVAILABLE / DEADLINE_EXCEEDED -> UnavailableError, INVALID_ARGUMENT ->
 InvalidRequestError, INTERNAL -> StorageError, anything else -> GcsHaError.
+
+Ray's own services (InternalKV, ...) answer differently, as Ray's GCS does: a domain error
+travels in the reply's `status` field (GcsStatus{code, message}) with gRPC OK, using Ray's
+StatusCode numbers; everything that means "not here, not now" (NotLeaderError,
+UnavailableError, UnknownOutcomeError) is gRPC UNAVAILABLE, which Ray's clients queue and
+retry for up to 60 s (ray-gcs-contract.md section 1).
+
+| gcs_ha.errors        | Ray reply status            |
+|----------------------|-----------------------------|
+| NotFoundError        | 17 NotFound                 |
+| InvalidRequestError  | 34 InvalidArgument          |
+| StorageError         | gRPC INTERNAL (no reply)    |
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from gcs_ha.errors import (
     ConfigError,
     GcsHaError,
     InvalidRequestError,
+    NotFoundError,
     NotLeaderError,
     StorageError,
     UnavailableError,
@@ -55,6 +68,40 @@ _FROM_GRPC: dict[grpc.StatusCode, type[GcsHaError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
     grpc.StatusCode.INTERNAL: StorageError,
 }
+
+
+# Ray's StatusCode numbers (src/ray/common/status.h in Ray 2.60).
+RAY_OK = 0
+RAY_NOT_FOUND = 17
+RAY_INVALID_ARGUMENT = 34
+
+_TO_RAY: dict[type[GcsHaError], int] = {
+    NotFoundError: RAY_NOT_FOUND,
+    InvalidRequestError: RAY_INVALID_ARGUMENT,
+}
+
+
+def ray_status_for(error: GcsHaError) -> tuple[int, str] | None:
+    """The Ray StatusCode and message for a domain error, or None when the error is not
+    one (then the call is aborted with `abort_ray_call`)."""
+    for cls in type(error).__mro__:
+        if cls in _TO_RAY:
+            return _TO_RAY[cls], str(error) or cls.__name__
+    return None
+
+
+async def abort_ray_call(
+    context: grpc.aio.ServicerContext[object, object], error: GcsHaError
+) -> NoReturn:
+    """End a call of one of Ray's services that cannot be answered here and now:
+    UNAVAILABLE (Ray's clients retry) unless the error is a storage failure."""
+    if isinstance(error, StorageError):
+        await context.abort(grpc.StatusCode.INTERNAL, str(error))
+    message = str(error) or type(error).__name__
+    if isinstance(error, NotLeaderError) and error.leader_hint:
+        message = f"{message}; leader at {error.leader_hint}"
+    await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
 
 
 def grpc_status_for(error: GcsHaError) -> tuple[grpc.StatusCode, str]:

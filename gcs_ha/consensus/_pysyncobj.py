@@ -1,0 +1,614 @@
+"""The only gcs-ha module that imports pysyncobj: our settings and our patch layer.
+
+pysyncobj 0.3.17 has measured bugs (see docs/pysyncobj-patches.md and
+/work/shared/pysyncobj-facts.md) that gcs-ha fixes here, in its own code, by wrapping or
+replacing behaviour at the smallest point (a method, a module global). Every fix is a named
+patch; `apply_patches()` installs them all once (it also runs at import), and
+`patch_enabled(name, False)` switches one off at runtime so a test can show its bug.
+
+Patches (names as used by `patch_enabled`):
+- ``pickle5``: pysyncobj pickles with protocol 5 instead of 2 (bytes are not inflated).
+- ``safe_unpickle``: network frames and log commands are unpickled by an allow-list unpickler.
+- ``frame_limit``: a peer announcing a frame above MAX_FRAME_BYTES is disconnected at once,
+  and decompression is bounded by the same limit (pysyncobj issue #174, zip bombs).
+- ``b1_probe_floor``: a leader probing a follower ignores stale "reset to my last+1" replies.
+- ``b1_conflict_hint``: a follower answers a term mismatch with the first index of that term.
+- ``b2_monotonic_next``: a success ack never moves the leader's nextIndex backwards.
+- ``b3_entry_guard``: a command as large as an append batch is refused (InvalidRequestError).
+- ``journal_injection``: ``SyncObjConf.journalFile`` may be a journal object.
+- ``flush_before_ack``: ``journal.flush()`` before an append ack or a vote leaves the node.
+- ``flush_leader_tick``: ``journal.flush()`` before a leader counts its own log for commit.
+- ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
+- ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
+
+Errors raised: InvalidRequestError (oversized command), ConfigError (bad `make_conf` input),
+ValueError (unknown patch name; a programming error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import pickle
+import socket
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.syncobj
+import pysyncobj.tcp_connection
+import pysyncobj.transport
+from pysyncobj import (
+    FAIL_REASON,
+    SERIALIZER_STATE,
+    SyncObj,
+    SyncObjConf,
+    SyncObjConsumer,
+    SyncObjException,
+    replicated,
+    replicated_sync,
+)
+from pysyncobj.node import Node, TCPNode
+
+from gcs_ha.consensus.config import RaftTiming
+from gcs_ha.errors import ConfigError, InvalidRequestError
+
+__all__ = [
+    "BATCH_SIZE_BYTES",
+    "COMPRESS_LEVEL",
+    "FAIL_REASON",
+    "MAX_ENTRY_BYTES",
+    "MAX_FRAME_BYTES",
+    "PATCHES",
+    "RAFT_CANDIDATE",
+    "RAFT_FOLLOWER",
+    "RAFT_LEADER",
+    "SERIALIZER_STATE",
+    "SOCKET_BUFFER_BYTES",
+    "TCP_KEEPALIVE",
+    "Node",
+    "RaftJournal",
+    "SyncObj",
+    "SyncObjConf",
+    "SyncObjConsumer",
+    "SyncObjException",
+    "TCPNode",
+    "apply_patches",
+    "is_enabled",
+    "make_conf",
+    "patch_enabled",
+    "replicated",
+    "replicated_sync",
+    "restricted_loads",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_ENTRY_BYTES: Final = 48 * 2**20
+"""The largest command the proposer may create (bytes, as handed to pysyncobj)."""
+BATCH_SIZE_BYTES: Final = 2 * MAX_ENTRY_BYTES
+"""appendEntriesBatchSizeBytes: no legal entry reaches it, so B3's chunked path is dead code."""
+MAX_FRAME_BYTES: Final = 512 * 2**20
+"""Largest frame (and decompressed frame) a peer may send; a batch of legal entries fits."""
+COMPRESS_LEVEL: Final = 0
+"""zlib level for frames: 10 MB random costs 3 ms at 0, 152 ms at 1 or 3 (see the docs)."""
+TCP_KEEPALIVE: Final = (5, 2, 3)
+"""(idle s, probe interval s, probes): a silent dead peer is dropped after about 11 s."""
+SOCKET_BUFFER_BYTES: Final = 4 * 2**20
+"""SO_SNDBUF/SO_RCVBUF and recv size. pysyncobj's 64 KiB (which also turns off the kernel's
+autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue behind it."""
+LINK_TIMEOUT_S: Final = 1e9
+"""connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
+
+RAFT_FOLLOWER: Final[int] = pysyncobj.syncobj._RAFT_STATE.FOLLOWER
+RAFT_CANDIDATE: Final[int] = pysyncobj.syncobj._RAFT_STATE.CANDIDATE
+RAFT_LEADER: Final[int] = pysyncobj.syncobj._RAFT_STATE.LEADER
+
+PATCHES: Final = (
+    "pickle5",
+    "safe_unpickle",
+    "frame_limit",
+    "b1_probe_floor",
+    "b1_conflict_hint",
+    "b2_monotonic_next",
+    "b3_entry_guard",
+    "journal_injection",
+    "flush_before_ack",
+    "flush_leader_tick",
+    "compress_level",
+    "link_keepalive",
+)
+
+_enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
+_lock = threading.Lock()
+
+# Everything pysyncobj legitimately pickles onto the wire or into a log command, beyond plain
+# containers: its node classes (membership commands, status replies), and what protocol 2
+# needs for bytes and sets (peers that still run protocol 2).
+_SAFE_GLOBALS: Final = frozenset(
+    {
+        ("pysyncobj.node", "Node"),
+        ("pysyncobj.node", "TCPNode"),
+        ("_codecs", "encode"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("__builtin__", "set"),  # protocol < 3 names; Unpickler maps them to builtins
+        ("__builtin__", "frozenset"),
+    }
+)
+
+
+class RaftJournal(Protocol):
+    """What pysyncobj calls on a journal (positions are list offsets, not Raft indexes).
+
+    An object with `add` and `flush` given as `SyncObjConf.journalFile` is used as is.
+    Entries are `(command, index, term)` tuples; `[i]` and slices index the list.
+    """
+
+    def add(self, command: bytes, idx: int, term: int) -> None: ...
+    def clear(self) -> None: ...
+    def deleteEntriesFrom(self, entryFrom: int) -> None: ...
+    def deleteEntriesTo(self, entryTo: int) -> None: ...
+    def __getitem__(self, item: Any) -> Any: ...
+    def __len__(self) -> int: ...
+    def _destroy(self) -> None: ...
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None: ...
+    def getRaftCommitIndex(self) -> int: ...
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None: ...
+    def getCurrentTerm(self) -> int: ...
+    def getVotedForNodeId(self) -> Any: ...
+    def onOneSecondTimer(self) -> None: ...
+    def flush(self) -> object: ...
+
+
+@dataclass
+class _PatchState:
+    """Per-SyncObj state of the stateful fixes (created before pysyncobj's own __init__)."""
+
+    # Leader: lowest reject hint per follower since its last success (B1).
+    probe_floor: dict[Any, int] = field(default_factory=dict)
+    # Follower: the hint to put in the reject being sent for the current message (B1).
+    hint_override: int | None = None
+
+
+# --------------------------------------------------------------------------- switches
+
+
+def is_enabled(name: str) -> bool:
+    """Whether patch `name` is active (all are, unless a test switched one off)."""
+    return _enabled[name]
+
+
+@contextlib.contextmanager
+def patch_enabled(name: str, enabled: bool) -> Iterator[None]:
+    """Switch patch `name` on or off for the duration of the block (process-wide)."""
+    if name not in _enabled:
+        raise ValueError(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
+    with _lock:
+        previous = _enabled[name]
+        _set(name, enabled)
+    try:
+        yield
+    finally:
+        with _lock:
+            _set(name, previous)
+
+
+def _set(name: str, enabled: bool) -> None:
+    _enabled[name] = enabled
+    if name == "pickle5":
+        # pysyncobj.pickle reads this module global on every dump (journal meta included).
+        setattr(pysyncobj.pickle, "__protocol", 5 if enabled else 2)
+
+
+# --------------------------------------------------------------------------- pickle
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """Resolves only the globals in _SAFE_GLOBALS; anything else is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
+
+
+def restricted_loads(data: bytes) -> Any:
+    """Unpickle data that may come from an untrusted peer: no code can run."""
+    return _AllowListUnpickler(io.BytesIO(data)).load()
+
+
+class _PickleShim:
+    """Stands in for `pysyncobj.pickle` inside syncobj.py and tcp_connection.py."""
+
+    @staticmethod
+    def dumps(obj: Any, protocol: int | None = None) -> bytes:
+        dumped: bytes = pysyncobj.pickle.dumps(obj)
+        return dumped
+
+    @staticmethod
+    def loads(data: bytes | str) -> Any:
+        raw = data if isinstance(data, bytes) else data.encode("utf-8")
+        if _enabled["safe_unpickle"]:
+            return restricted_loads(raw)
+        return pysyncobj.pickle.loads(raw)
+
+
+class _ZlibShim:
+    """Stands in for `zlib` inside tcp_connection.py: our level, bounded decompression."""
+
+    @staticmethod
+    def compress(data: bytes, level: int = 3) -> bytes:
+        return zlib.compress(data, COMPRESS_LEVEL if _enabled["compress_level"] else level)
+
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        if not _enabled["frame_limit"]:
+            return zlib.decompress(data)
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(data, MAX_FRAME_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError("frame inflates beyond MAX_FRAME_BYTES or is truncated")
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _state(sync_obj: Any) -> _PatchState | None:
+    found: _PatchState | None = getattr(sync_obj, "_gcsha_patch_state", None)
+    return found
+
+
+def _flush_journal(sync_obj: Any) -> None:
+    """Call the journal's flush() if it has one (our DurableJournal: fsync if dirty)."""
+    flush = getattr(sync_obj._SyncObj__raftLog, "flush", None)
+    if flush is not None:
+        flush()
+
+
+def _is_durable_reply(message: Any) -> bool:
+    """An append ack or a vote grant: what the receiver may count toward a majority."""
+    if not isinstance(message, dict):
+        return False
+    kind = message.get("type")
+    return kind == "response_vote" or (kind == "next_node_idx" and bool(message.get("success")))
+
+
+def _is_reset_reject(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "next_node_idx"
+        and not message.get("success")
+        and bool(message.get("reset"))
+    )
+
+
+def _conflict_hint(sync_obj: Any, message: dict[str, Any]) -> int | None:
+    """On a follower, the nextIndex to suggest when `message` mismatches at prevLogIdx.
+
+    Raft's accelerated back-off: the first index of the conflicting term in our log, but
+    never at or below our commit index (those entries match every leader, and staying
+    above it keeps the probe above any later compaction point) and never above prevLogIdx.
+    None when the message is not a term mismatch.
+    """
+    if message.get("term", -1) < sync_obj._SyncObj__raftCurrentTerm:
+        return None
+    if "prevLogIdx" not in message or message.get("transmission") in ("start", "process"):
+        return None
+    prev = message["prevLogIdx"]
+    log = sync_obj._SyncObj__raftLog
+    first, last = log[0][1], log[-1][1]
+    if prev is None or not first <= prev <= last:
+        return None
+    conflict_term = log[prev - first][2]
+    if conflict_term == message.get("prevLogTerm"):
+        return None
+    lo, hi = 0, prev - first  # terms never decrease along a Raft log: binary search
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if log[mid][2] < conflict_term:
+            lo = mid + 1
+        else:
+            hi = mid
+    hint = max(first + lo, sync_obj._SyncObj__raftCommitIndex + 1, first + 1)
+    return int(min(hint, prev))
+
+
+# --------------------------------------------------------------------------- wrappers
+# Each wrapper calls the original it replaced, kept in _ORIG under the same key. The
+# SyncObj ones are installed on the class before any instance exists: pysyncobj binds its
+# callbacks (self.__onMessageReceived, ...) in __init__, so the bound methods are ours.
+
+_ORIG: dict[str, Any] = {}
+
+
+def _so_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    # Before pysyncobj snapshots its attribute names, so its dumps never carry our state.
+    self._gcsha_patch_state = _PatchState()
+    _ORIG["init"](self, *args, **kwargs)
+
+
+def _so_on_message(self: Any, node: Any, message: Any) -> None:
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "next_node_idx" and self._SyncObj__raftState == RAFT_LEADER:
+        _leader_on_ack(self, node, message)
+    elif kind == "append_entries":
+        _follower_on_append(self, node, message)
+    else:
+        _ORIG["on_message"](self, node, message)
+
+
+def _so_on_tick(self: Any, timeToWait: float = 0.0) -> None:
+    # `self` is a weakref proxy here (pysyncobj's tick thread); attribute access works.
+    if _enabled["flush_leader_tick"] and self._SyncObj__raftState == RAFT_LEADER:
+        _flush_journal(self)
+    _ORIG["on_tick"](self, timeToWait)
+
+
+def _so_become_leader(self: Any) -> None:
+    state = _state(self)
+    if state is not None:
+        state.probe_floor.clear()
+    _ORIG["become_leader"](self)
+    if _enabled["flush_leader_tick"]:
+        _flush_journal(self)  # the no-op; a 1-node cluster commits it in this very tick
+
+
+def _so_node_connected(self: Any, node: Any) -> None:
+    _forget_probe(self, node)
+    _ORIG["node_connected"](self, node)
+
+
+def _so_node_disconnected(self: Any, node: Any) -> None:
+    _forget_probe(self, node)
+    _ORIG["node_disconnected"](self, node)
+
+
+def _so_apply_command(self: Any, command: bytes, callback: Any, commandType: Any = None) -> None:
+    """B3 guard: no command may reach appendEntriesBatchSizeBytes (the chunked path)."""
+    size = len(command) + (0 if commandType is None else 1)
+    limit = self.conf.appendEntriesBatchSizeBytes
+    if _enabled["b3_entry_guard"] and size >= limit:
+        if isinstance(callback, tuple):  # forwarded by a follower: answer it, never raise
+            self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
+            return
+        raise InvalidRequestError(f"command of {size} bytes reaches the batch size {limit}")
+    _ORIG["apply_command"](self, command, callback, commandType)
+
+
+def _forget_probe(sync_obj: Any, node: Any) -> None:
+    state = _state(sync_obj)
+    if state is not None:
+        state.probe_floor.pop(node, None)
+
+
+def _leader_on_ack(sync_obj: Any, node: Any, message: dict[str, Any]) -> None:
+    """The leader's handling of a follower's `next_node_idx` reply, with fixes B1 and B2.
+
+    B2: pysyncobj sets nextIndex = acked + 1 on every success, pulling it back below entries
+    it already pipelined, so they are sent again and the follower truncates acked entries.
+    B1: after a probe (lower nextIndex) the follower also rejects the batches pipelined in
+    the same tick with "my last + 1", which undid the probe every tick, forever.
+    """
+    state = _state(sync_obj)
+    next_index = sync_obj._SyncObj__raftNextIndex
+    if message.get("success"):
+        if state is not None:
+            state.probe_floor.pop(node, None)
+        before = next_index.get(node)
+        _ORIG["on_message"](sync_obj, node, message)
+        after = next_index.get(node, 0)
+        if _enabled["b2_monotonic_next"] and before is not None and after < before:
+            next_index[node] = before
+        return
+    if message.get("reset") and state is not None and _enabled["b1_probe_floor"]:
+        hint = message["next_node_idx"]
+        floor = state.probe_floor.get(node)
+        if floor is not None and hint > floor:
+            message = {**message, "reset": False}  # stale: count it as a sign of life only
+        else:
+            state.probe_floor[node] = hint
+    _ORIG["on_message"](sync_obj, node, message)
+
+
+def _follower_on_append(sync_obj: Any, node: Any, message: dict[str, Any]) -> None:
+    """Handle append_entries; a term mismatch is answered with `_conflict_hint` (B1)."""
+    state = _state(sync_obj)
+    if state is None or not _enabled["b1_conflict_hint"]:
+        _ORIG["on_message"](sync_obj, node, message)
+        return
+    state.hint_override = _conflict_hint(sync_obj, message)
+    try:
+        _ORIG["on_message"](sync_obj, node, message)
+    finally:
+        state.hint_override = None
+
+
+def _transport_send(self: Any, node: Any, message: Any) -> bool:
+    """Flush before a durable reply leaves; put the conflict hint into a reject."""
+    sync_obj = self._syncObj
+    if _enabled["flush_before_ack"] and _is_durable_reply(message):
+        _flush_journal(sync_obj)
+    state = _state(sync_obj)
+    if state is not None and state.hint_override is not None and _is_reset_reject(message):
+        message = {**message, "next_node_idx": state.hint_override}
+    sent: bool = _ORIG["send"](self, node, message)
+    return sent
+
+
+def _transport_on_incoming(self: Any, conn: Any) -> None:
+    """pysyncobj sets TCP keepalive only on sockets it connects; also on accepted ones."""
+    _ORIG["on_incoming"](self, conn)
+    keepalive = self._syncObj.conf.tcp_keepalive
+    if _enabled["link_keepalive"] and keepalive is not None:
+        conn._TcpConnection__keepalive = keepalive
+        conn.setSockoptKeepalive()
+
+
+def _conn_process_read(self: Any) -> bool:
+    """After each recv, check every frame header now in the buffer against the limit.
+
+    `_gcsha_scan` is where the next unchecked header starts; it only lives within one read
+    loop (the buffer only grows then), and restarts at 0 when the parser takes over.
+    """
+    got: bool = _ORIG["process_read"](self)
+    if not got or not _enabled["frame_limit"]:
+        self._gcsha_scan = 0
+        return got
+    buf = self._TcpConnection__readBuffer
+    pos = getattr(self, "_gcsha_scan", 0)
+    while pos + 4 <= len(buf):
+        (size,) = struct.unpack_from("i", buf, pos)
+        if not 0 <= size <= MAX_FRAME_BYTES:
+            logger.warning("peer announced a %d-byte frame; disconnecting it", size)
+            self._gcsha_scan = 0
+            self.disconnect()
+            return False
+        pos += 4 + size
+    self._gcsha_scan = pos
+    return True
+
+
+def _conn_set_keepalive(self: Any) -> None:
+    """Keepalive plus TCP_USER_TIMEOUT, so a link with unacknowledged data also dies."""
+    _ORIG["set_keepalive"](self)
+    keepalive = self._TcpConnection__keepalive
+    sock = self._TcpConnection__socket
+    if not _enabled["link_keepalive"] or keepalive is None or sock is None:
+        return
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        idle, interval, probes = keepalive
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (idle + interval * probes) * 1000
+        )
+
+
+def _create_journal(journal_file: Any = None) -> Any:
+    """A journal object (with `add` and `flush`) passed as journalFile is used as is."""
+    injected = hasattr(journal_file, "add") and hasattr(journal_file, "flush")
+    if injected and _enabled["journal_injection"]:
+        return journal_file
+    return _ORIG["create_journal"](journal_file)
+
+
+# (owner, attribute, key in _ORIG, replacement)
+_REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
+    (SyncObj, "__init__", "init", _so_init),
+    (SyncObj, "_SyncObj__onMessageReceived", "on_message", _so_on_message),
+    (SyncObj, "_onTick", "on_tick", _so_on_tick),
+    (SyncObj, "_SyncObj__onBecomeLeader", "become_leader", _so_become_leader),
+    (SyncObj, "_SyncObj__onNodeConnected", "node_connected", _so_node_connected),
+    (SyncObj, "_SyncObj__onNodeDisconnected", "node_disconnected", _so_node_disconnected),
+    (SyncObj, "_applyCommand", "apply_command", _so_apply_command),
+    (pysyncobj.transport.TCPTransport, "send", "send", _transport_send),
+    (
+        pysyncobj.transport.TCPTransport,
+        "_onNewIncomingConnection",
+        "on_incoming",
+        _transport_on_incoming,
+    ),
+    (
+        pysyncobj.tcp_connection.TcpConnection,
+        "_TcpConnection__processRead",
+        "process_read",
+        _conn_process_read,
+    ),
+    (
+        pysyncobj.tcp_connection.TcpConnection,
+        "setSockoptKeepalive",
+        "set_keepalive",
+        _conn_set_keepalive,
+    ),
+    (pysyncobj.syncobj, "createJournal", "create_journal", _create_journal),
+    (pysyncobj.syncobj, "pickle", "syncobj_pickle", _PickleShim),
+    (pysyncobj.tcp_connection, "pickle", "conn_pickle", _PickleShim),
+    (pysyncobj.tcp_connection, "zlib", "conn_zlib", _ZlibShim),
+)
+
+
+def apply_patches() -> None:
+    """Install every patch once (idempotent, thread-safe). Runs at import of this module."""
+    with _lock:
+        if _ORIG:
+            return
+        _set("pickle5", _enabled["pickle5"])
+        for owner, attribute, key, replacement in _REPLACEMENTS:
+            _ORIG[key] = getattr(owner, attribute)
+            setattr(owner, attribute, replacement)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def make_conf(
+    *,
+    bind_address: str,
+    password: str | bytes | None,
+    insecure: bool = False,
+    journal: RaftJournal | None = None,
+    full_dump_file: str | None = None,
+    serializer: Callable[[str, Any], None] | None = None,
+    deserializer: Callable[[str], Any] | None = None,
+    serialize_checker: Callable[[], int] | None = None,
+    on_state_changed: Callable[[int, int], None] | None = None,
+    timing: RaftTiming | None = None,
+    log_compaction_min_entries: int = 20_000,
+    log_compaction_min_time_s: float = 3600.0,
+    batch_size_bytes: int = BATCH_SIZE_BYTES,
+) -> Any:
+    """Our SyncObjConf (measured in pysyncobj-facts.md section 8), with every patch applied.
+
+    bind_address: this node's own Raft "host:port" (pysyncobj would bind 0.0.0.0).
+    password: the cluster secret; required unless `insecure` (then peers are not
+    authenticated, though frames still cannot run code). Raises ConfigError.
+    """
+    apply_patches()
+    if password is None and not insecure:
+        raise ConfigError("a cluster secret is required (or run insecure explicitly)")
+    host, _, port = bind_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"bind address must be host:port, got {bind_address!r}")
+    t = timing or RaftTiming()
+    conf = SyncObjConf(
+        password=password,
+        bindAddress=bind_address,
+        journalFile=journal,
+        fullDumpFile=full_dump_file,
+        serializer=serializer,
+        deserializer=deserializer,
+        serializeChecker=serialize_checker,
+        onStateChanged=on_state_changed,
+        raftMinTimeout=t.election_min_s,
+        raftMaxTimeout=t.election_max_s,
+        appendEntriesPeriod=t.heartbeat_s,
+        leaderFallbackTimeout=t.leader_fallback_s,
+        autoTickPeriod=t.tick_s,
+        connectionRetryTime=t.reconnect_s,
+        connectionTimeout=LINK_TIMEOUT_S,
+        tcp_keepalive=TCP_KEEPALIVE,
+        appendEntriesUseBatch=False,
+        appendEntriesBatchSizeBytes=batch_size_bytes,
+        logCompactionMinEntries=log_compaction_min_entries,
+        logCompactionMinTime=log_compaction_min_time_s,
+        logCompactionBatchSize=2**20,
+        sendBufferSize=SOCKET_BUFFER_BYTES,
+        recvBufferSize=SOCKET_BUFFER_BYTES,
+        dynamicMembershipChange=True,
+        commandsWaitLeader=False,
+        useFork=False,  # never fork a multi-threaded process
+    )
+    try:
+        conf.validate()
+    except AssertionError as exc:
+        raise ConfigError(f"invalid Raft settings: {t}") from exc
+    return conf
+
+
+apply_patches()

@@ -1,0 +1,60 @@
+"""The internal KV manager (Ray's GcsInternalKVManager): Ray's namespaced key-value calls.
+
+Ray's processes keep their session metadata, exported functions and actor classes, and
+dashboard/autoscaler state here (ray-gcs-contract.md section 4). Semantics follow the real
+GCS: Get of a missing key is NotFound; Put returns whether the key was new and keeps an
+existing value when overwrite is false; Del returns how many keys went, by prefix if asked.
+
+Errors: NotFoundError (Get of a missing key), InvalidRequestError (an empty key, or a key
+or value over the limits), and whatever the store raises (NotLeaderError, ...).
+"""
+
+from __future__ import annotations
+
+from gcs_ha.errors import InvalidRequestError, NotFoundError
+from gcs_ha.storage.internal_kv import InternalKv
+
+
+class KvManager:
+    """Serves the InternalKV calls over the replicated KV table."""
+
+    def __init__(self, kv: InternalKv, internal_config: str = "{}") -> None:
+        self._kv = kv
+        self._internal_config = internal_config
+
+    async def get(self, namespace: bytes, key: bytes) -> bytes:
+        _check_key(key)
+        value = await self._kv.get(namespace, key)
+        if value is None:
+            raise NotFoundError("Failed to find the key")
+        return value
+
+    async def multi_get(self, namespace: bytes, keys: list[bytes]) -> dict[bytes, bytes]:
+        for key in keys:
+            _check_key(key)
+        return await self._kv.multi_get(namespace, keys)
+
+    async def put(self, namespace: bytes, key: bytes, value: bytes, overwrite: bool) -> bool:
+        _check_key(key)
+        return await self._kv.put(namespace, key, value, overwrite)
+
+    async def delete(self, namespace: bytes, key: bytes, by_prefix: bool) -> int:
+        if not by_prefix:
+            _check_key(key)
+        return await self._kv.delete(namespace, key, by_prefix)
+
+    async def exists(self, namespace: bytes, key: bytes) -> bool:
+        _check_key(key)
+        return await self._kv.exists(namespace, key)
+
+    async def keys(self, namespace: bytes, prefix: bytes) -> list[bytes]:
+        return await self._kv.keys(namespace, prefix)
+
+    def internal_config(self) -> str:
+        """The system config JSON handed to raylets (GetInternalConfig)."""
+        return self._internal_config
+
+
+def _check_key(key: bytes) -> None:
+    if not key:
+        raise InvalidRequestError("empty key")
