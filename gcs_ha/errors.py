@@ -3,7 +3,7 @@
 GcsHaError
 ├── StorageError                 the local store failed (disk, LMDB); the replica stops
 │   ├── CorruptDataError         a journal, snapshot or LMDB file is damaged
-│   └── DataDirError             a data dir that is missing, locked, or belongs to another cluster/node
+│   └── DataDirError             a data dir that is missing, locked, or another node's
 ├── InvalidRequestError          a request that can never succeed (unknown table, too large)
 ├── NotFoundError                the key or object a request names does not exist
 ├── NotLeaderError               this replica does not serve writes/reads now; retry on the leader
