@@ -44,10 +44,20 @@ from gcs_ha.proto.ray import gcs_service_pb2_grpc
 from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.kv_service import InternalKvService
 from gcs_ha.storage.internal_kv import InternalKv
+from gcs_ha.storage.store_client import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 1.0
+
+# Messages up to 4x the value limit are read, so an oversized value gets Ray's
+# InvalidArgument status naming the limit rather than gRPC's RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 4 * MAX_VALUE_BYTES
+GRPC_SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # two replicas can never share a port
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class ReplicaProcess:
         with DataDir.open(cfg.data_dir, cfg.node_id, cfg.cluster_name) as data_dir:
             if data_dir.created:
                 log.info("initialised data dir %s", data_dir.path)
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
             _bind(server, cfg.gcs_address)
             replica = self._factory(cfg)
             try:
