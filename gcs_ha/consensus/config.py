@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class RaftTiming:
-    """Raft timing, tuned on this kind of machine (see docs/consensus.md).
+    """Raft timing, tuned on this kind of machine (see docs/pysyncobj-patches.md).
 
     Defaults: election timeout 0.3-0.6 s, heartbeat 0.05 s, a leader that hears from
     no majority for 1.5 s steps down, reconnect every 0.5 s, idle links kept open.

@@ -59,6 +59,10 @@ class MembershipOps:
         if member.raft_address in self._node.status.peers:
             logger.info("member %s is already in the cluster", member.raft_address)
         else:
+            # Snapshot first: the new member then catches up from the snapshot and the few
+            # entries after it, not by replaying the whole log.
+            index = await self.compact()
+            logger.info("adding %s (snapshot at %d)", member.raft_address, index)
             await self._call(lambda done: self._node.add_node(member.raft_address, done), timeout)
         await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), member_record(member))
 

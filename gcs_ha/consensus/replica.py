@@ -188,7 +188,7 @@ class RaftReplica:
     def registered_members(self) -> dict[str, MemberInfo]:
         """node id -> MemberInfo, from the local copy of the members table."""
         out: dict[str, MemberInfo] = {}
-        with self._require_sm().env.read() as txn:
+        with self.snapshotter().env_lock, self._require_sm().env.read() as txn:
             for key, value in txn.scan(MEMBERS_TABLE):
                 doc = json.loads(value)
                 node_id = key.decode()

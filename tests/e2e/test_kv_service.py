@@ -23,7 +23,10 @@ NOT_FOUND, INVALID_ARGUMENT = 17, 34
 def leader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProcessCluster, int]]:
     with ProcessCluster(3, tmp_path_factory.mktemp("kv"), GCS_PORT, RAFT_PORT) as cluster:
         cluster.start()
-        yield cluster, cluster.wait_for_leader(timeout=60)
+        leader = cluster.wait_for_leader(timeout=60)
+        for i in range(3):  # every replica registered itself: no more writes of its own
+            cluster.wait_for_members(3, i)
+        yield cluster, leader
 
 
 def stub(cluster: ProcessCluster, i: int) -> pb_grpc.InternalKVGcsServiceStub:
