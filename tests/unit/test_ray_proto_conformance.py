@@ -1,7 +1,9 @@
 """Our ray.rpc protos (protos/gcs_ha/proto/ray/) must match the ray==2.60.0 wheel's schema.
 
 Ray's binaries decode what we send with their own schema, so every message, field and enum value
-we declare must carry Ray's full name, number, type and cardinality. Both schemas are handled as
+we declare must carry Ray's full name, number, type and cardinality, and every service and method
+Ray's name, request/reply types and streaming flags (gRPC routes calls by /service/method and
+decodes bodies by those types). Both schemas are handled as
 FileDescriptorSet protos, never loaded into one descriptor pool: ours and Ray's declare the same
 full names (ray.rpc.Address, ...) in different files, which a single pool rejects.
 
@@ -36,6 +38,29 @@ Fdp = descriptor_pb2.FieldDescriptorProto
 # for a field, "ray.rpc.X.Nested" for a nested type, "ray.rpc.E.VALUE" for an enum value). Each one
 # must also be listed in docs/protos.md. Keep in sync: stale entries fail the test too.
 KNOWN_OMISSIONS: frozenset[str] = frozenset()
+
+RAY_PACKAGES = ("ray.rpc", "ray.rpc.autoscaler", "ray.rpc.events", "ray.rpc.syncer")
+
+# The services a real Ray 2.60 GCS serves (as listed by gRPC reflection on its port), and the ones
+# it calls as a client (raylets, core workers). All must be declared with every method.
+GCS_SERVED = (
+    "ray.rpc.NodeInfoGcsService",
+    "ray.rpc.NodeResourceInfoGcsService",
+    "ray.rpc.JobInfoGcsService",
+    "ray.rpc.ActorInfoGcsService",
+    "ray.rpc.PlacementGroupInfoGcsService",
+    "ray.rpc.InternalKVGcsService",
+    "ray.rpc.ControlPlanePubSubGcsService",
+    "ray.rpc.ObservabilityPubSubService",
+    "ray.rpc.RuntimeEnvGcsService",
+    "ray.rpc.WorkerInfoGcsService",
+    "ray.rpc.TaskInfoGcsService",
+    "ray.rpc.RayEventExportGcsService",
+    "ray.rpc.autoscaler.AutoscalerStateService",
+    "ray.rpc.syncer.RaySyncer",
+)
+GCS_CALLS = ("ray.rpc.NodeManagerService", "ray.rpc.CoreWorkerService")
+GCS_SERVED_METHODS = 62  # 54 in gcs_service.proto, 7 autoscaler, 1 syncer
 
 # Runs in a clean interpreter: imports Ray's generated modules only, writes a FileDescriptorSet.
 _RAY_DUMP = r"""
@@ -94,16 +119,17 @@ sys.stdout.buffer.write(descriptor_pb2.FileDescriptorSet(file=list(files.values(
 
 @dataclass
 class Schema:
-    """Messages and enums of a FileDescriptorSet, by full name without the leading dot."""
+    """Messages, enums and services of a FileDescriptorSet, by full name without the leading dot."""
 
     messages: dict[str, descriptor_pb2.DescriptorProto]
     enums: dict[str, descriptor_pb2.EnumDescriptorProto]
     syntax: dict[str, str]  # message or enum full name -> syntax of its file
+    services: dict[str, descriptor_pb2.ServiceDescriptorProto]
 
 
 def index(files: descriptor_pb2.FileDescriptorSet) -> Schema:
-    """Flatten every (nested) message and enum of `files` into a Schema."""
-    schema = Schema({}, {}, {})
+    """Flatten every (nested) message, enum and service of `files` into a Schema."""
+    schema = Schema({}, {}, {}, {})
 
     def walk(prefix: str, msg: descriptor_pb2.DescriptorProto, syntax: str) -> None:
         name = f"{prefix}.{msg.name}"
@@ -122,6 +148,8 @@ def index(files: descriptor_pb2.FileDescriptorSet) -> Schema:
         for enum in fd.enum_type:
             schema.enums[f"{fd.package}.{enum.name}"] = enum
             schema.syntax[f"{fd.package}.{enum.name}"] = syntax
+        for service in fd.service:
+            schema.services[f"{fd.package}.{service.name}"] = service
     return schema
 
 
@@ -203,11 +231,39 @@ def compare(ours: Schema, ray: Schema) -> list[str]:
                     f"enum value {name}.{value.name} = {value.number}: Ray has "
                     f"{values.get(value.name)}"
                 )
+    return problems + compare_services(ours, ray)
+
+
+def method_signature(method: descriptor_pb2.MethodDescriptorProto) -> tuple[str, str, bool, bool]:
+    """What a gRPC peer relies on besides the name: request, reply and streaming on each side."""
+    return (
+        method.input_type.lstrip("."),
+        method.output_type.lstrip("."),
+        method.client_streaming,
+        method.server_streaming,
+    )
+
+
+def compare_services(ours: Schema, ray: Schema) -> list[str]:
+    """Every way our services and methods disagree with Ray's."""
+    problems: list[str] = []
+    for name, service in ours.services.items():
+        theirs = ray.services.get(name)
+        if theirs is None:
+            problems.append(f"service {name}: not in Ray")
+            continue
+        by_name = {m.name: m for m in theirs.method}
+        for method in service.method:
+            other = by_name.get(method.name)
+            if other is None:
+                problems.append(f"method {name}.{method.name}: not in Ray")
+            elif (mine := method_signature(method)) != (expected := method_signature(other)):
+                problems.append(f"method {name}.{method.name}: ours {mine} != Ray's {expected}")
     return problems
 
 
 def omissions(ours: Schema, ray: Schema) -> set[str]:
-    """Parts of Ray's versions of our messages and enums that we do not declare."""
+    """Parts of Ray's versions of our messages, enums and services that we do not declare."""
     missing: set[str] = set()
     for name, msg in ours.messages.items():
         theirs = ray.messages.get(name)
@@ -223,6 +279,11 @@ def omissions(ours: Schema, ray: Schema) -> set[str]:
         if theirs_enum is not None:
             have = {v.name for v in enum.value}
             missing |= {f"{name}.{v.name}" for v in theirs_enum.value if v.name not in have}
+    for name, service in ours.services.items():
+        theirs_service = ray.services.get(name)
+        if theirs_service is not None:
+            methods = {m.name for m in service.method}
+            missing |= {f"{name}.{m.name}" for m in theirs_service.method if m.name not in methods}
     return missing
 
 
@@ -256,7 +317,7 @@ def ours(ours_set: descriptor_pb2.FileDescriptorSet) -> Schema:
 def test_our_files_use_rays_packages(ours_set: descriptor_pb2.FileDescriptorSet) -> None:
     assert len(ours_set.file) == len(our_files()) >= 2
     for fd in ours_set.file:
-        assert fd.package in ("ray.rpc", "ray.rpc.syncer"), fd.name
+        assert fd.package in RAY_PACKAGES, fd.name
         assert fd.syntax == "proto3", fd.name
 
 
@@ -283,11 +344,28 @@ def test_omissions_are_exactly_the_listed_ones(ours: Schema, ray_schema: Schema)
     assert [name for name in KNOWN_OMISSIONS if name not in docs] == []
 
 
+def test_gcs_services_are_declared_whole(ours: Schema, ray_schema: Schema) -> None:
+    """Every service the GCS serves or calls is ours, with all of Ray's methods (no omissions)."""
+    assert [s for s in GCS_SERVED + GCS_CALLS if s not in ours.services] == []
+    served = [m.name for s in GCS_SERVED for m in ours.services[s].method]
+    assert len(served) == GCS_SERVED_METHODS
+    assert [
+        f"{s}.{m.name}"
+        for s in GCS_SERVED + GCS_CALLS
+        for m in ray_schema.services[s].method
+        if m.name not in {ours_method.name for ours_method in ours.services[s].method}
+    ] == []
+
+
 def test_ray_reference_is_complete(ray_schema: Schema) -> None:
     """Guards the reference itself: an empty or truncated dump would make comparisons vacuous."""
     assert len(ray_schema.messages["ray.rpc.TaskSpec"].field) >= 40
     syncer = ray_schema.messages["ray.rpc.syncer.ResourceViewSyncMessage"]
     assert [f.number for f in syncer.field] == list(range(1, 9))
+    assert sum(len(ray_schema.services[s].method) for s in GCS_SERVED) == GCS_SERVED_METHODS
+    start_sync = ray_schema.services["ray.rpc.syncer.RaySyncer"].method[0]
+    batch = "ray.rpc.syncer.RaySyncMessageBatch"
+    assert method_signature(start_sync) == (batch, batch, True, True)
 
 
 # --- negative checks: the comparator must notice each kind of drift -------------------------
@@ -378,6 +456,37 @@ def _file(s: descriptor_pb2.FileDescriptorSet, stem: str) -> descriptor_pb2.File
     return next(fd for fd in s.file if fd.name.endswith(f"/{stem}.proto"))
 
 
+def _method(
+    s: descriptor_pb2.FileDescriptorSet, service: str, method: str
+) -> descriptor_pb2.MethodDescriptorProto:
+    for fd in s.file:
+        for svc in fd.service:
+            if f"{fd.package}.{svc.name}" == service:
+                return next(m for m in svc.method if m.name == method)
+    raise KeyError(f"{service}.{method}")
+
+
+def _method_input(s: descriptor_pb2.FileDescriptorSet) -> None:
+    method = _method(s, "ray.rpc.NodeInfoGcsService", "CheckAlive")
+    method.input_type = ".ray.rpc.GetClusterIdRequest"
+
+
+def _method_output(s: descriptor_pb2.FileDescriptorSet) -> None:
+    _method(s, "ray.rpc.CoreWorkerService", "PushTask").output_type = ".ray.rpc.KillActorReply"
+
+
+def _method_streaming(s: descriptor_pb2.FileDescriptorSet) -> None:
+    _method(s, "ray.rpc.syncer.RaySyncer", "StartSync").client_streaming = False
+
+
+def _method_name(s: descriptor_pb2.FileDescriptorSet) -> None:
+    _method(s, "ray.rpc.NodeManagerService", "KillLocalActor").name = "KillActor"
+
+
+def _extra_service(s: descriptor_pb2.FileDescriptorSet) -> None:
+    _file(s, "gcs_service").service.add(name="NotARayService")
+
+
 DRIFTS: dict[str, Callable[[descriptor_pb2.FileDescriptorSet], None]] = {
     "renumbered field": _renumber,
     "renamed field": _rename,
@@ -392,6 +501,11 @@ DRIFTS: dict[str, Callable[[descriptor_pb2.FileDescriptorSet], None]] = {
     "unknown message": _extra_message,
     "unknown field": _extra_field,
     "syncer field": _syncer_field,
+    "method request type": _method_input,
+    "method reply type": _method_output,
+    "method streaming flag": _method_streaming,
+    "method renamed": _method_name,
+    "unknown service": _extra_service,
 }
 
 
@@ -415,6 +529,20 @@ def test_omission_check_notices_a_dropped_field(
     del msg.field[0]
     assert omissions(index(altered), ray_schema) - set(KNOWN_OMISSIONS) == {
         "ray.rpc.GcsNodeInfo.node_id"
+    }
+
+
+def test_omission_check_notices_a_dropped_method(
+    ours_set: descriptor_pb2.FileDescriptorSet, ray_schema: Schema
+) -> None:
+    altered = descriptor_pb2.FileDescriptorSet()
+    altered.CopyFrom(ours_set)
+    service = next(s for s in _file(altered, "node_manager").service)
+    methods = [m for m in service.method if m.name != "GlobalGC"]
+    del service.method[:]
+    service.method.extend(methods)
+    assert omissions(index(altered), ray_schema) - set(KNOWN_OMISSIONS) == {
+        "ray.rpc.NodeManagerService.GlobalGC"
     }
 
 
@@ -502,6 +630,69 @@ SAMPLES: dict[str, tuple[str, str, str]] = {
           runtime_env_info { serialized_runtime_env: "{}" } }
         job_info { status: "RUNNING" entrypoint_num_cpus: 0 metadata { key: "a" value: "b" } }
         is_running_tasks: false
+        """,
+    ),
+    # Requests and replies: one per file, covering pubsub's status at field 100, oneof payloads,
+    # cross-package references and the well-known Timestamp.
+    "GcsSubscriberPollReply": (
+        "gcs_service",
+        "gcs_service_pb2",
+        """
+        pub_messages { channel_type: GCS_ACTOR_CHANNEL key_id: "a" sequence_id: 7
+          actor_message { actor_id: "a" state: ALIVE } }
+        pub_messages { channel_type: RAY_LOG_CHANNEL sequence_id: 8
+          log_batch_message { ip: "127.0.0.1" pid: "12" lines: "hello" } }
+        publisher_id: "pub" status { code: 17 message: "m" }
+        """,
+    ),
+    "GcsSubscriberCommandBatchRequest": (
+        "gcs_service",
+        "gcs_service_pb2",
+        """
+        subscriber_id: "s" sender_id: "n"
+        commands { channel_type: GCS_NODE_ADDRESS_AND_LIVENESS_CHANNEL subscribe_message { } }
+        commands { channel_type: GCS_ACTOR_CHANNEL key_id: "a" unsubscribe_message { } }
+        """,
+    ),
+    "RequestWorkerLeaseRequest": (
+        "node_manager",
+        "node_manager_pb2",
+        """
+        lease_spec { lease_id: "l" job_id: "j" type: ACTOR_CREATION_TASK actor_id: "a"
+          required_resources { key: "CPU" value: 1 }
+          scheduling_strategy { node_affinity_scheduling_strategy { node_id: "n" soft: true } }
+          function_descriptor { python_function_descriptor { module_name: "m" } } }
+        backlog_size: 0 grant_or_reject: true
+        """,
+    ),
+    "PushTaskRequest": (
+        "core_worker",
+        "core_worker_pb2",
+        """
+        intended_worker_id: "w" sequence_number: -1
+        task_spec { type: ACTOR_CREATION_TASK actor_creation_task_spec { actor_id: "a" } }
+        resource_mapping { name: "CPU" resource_ids { index: 0 quantity: 1 } }
+        """,
+    ),
+    "GetClusterResourceStateReply": (
+        "autoscaler",
+        "autoscaler_pb2",
+        """
+        cluster_resource_state { cluster_resource_state_version: 3
+          node_states { node_id: "n" status: IDLE available_resources { key: "CPU" value: 1 } }
+          pending_resource_requests { count: 2 request { resources_bundle { key: "GPU" value: 1 }
+            label_selectors { label_constraints { label_key: "z" label_values: "a" } } } } }
+        """,
+    ),
+    "AddEventsRequest": (
+        "events",
+        "events_event_aggregator_service_pb2",
+        """
+        events_data { events { event_id: "e" source_type: GCS event_type: NODE_LIFECYCLE_EVENT
+          timestamp { seconds: 5 nanos: 6 } severity: INFO
+          node_lifecycle_event { node_id: "n" state_transitions { state: DEAD
+            death_info { reason: EXPECTED_TERMINATION } } } }
+          task_events_metadata { dropped_task_attempts { task_id: "t" attempt_number: 1 } } }
         """,
     ),
 }

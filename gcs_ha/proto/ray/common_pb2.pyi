@@ -826,3 +826,242 @@ class TaskAttempt(_message.Message):
     task_id: bytes
     attempt_number: int
     def __init__(self, task_id: _Optional[bytes] = ..., attempt_number: _Optional[int] = ...) -> None: ...
+
+class ObjectReferenceCount(_message.Message):
+    __slots__ = ("reference", "has_local_ref", "borrowers", "stored_in_objects", "contained_in_borrowed_ids", "contains")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    HAS_LOCAL_REF_FIELD_NUMBER: _ClassVar[int]
+    BORROWERS_FIELD_NUMBER: _ClassVar[int]
+    STORED_IN_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINED_IN_BORROWED_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    reference: ObjectReference
+    has_local_ref: bool
+    borrowers: _containers.RepeatedCompositeFieldContainer[Address]
+    stored_in_objects: _containers.RepeatedCompositeFieldContainer[ObjectReference]
+    contained_in_borrowed_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    contains: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, reference: _Optional[_Union[ObjectReference, _Mapping]] = ..., has_local_ref: _Optional[bool] = ..., borrowers: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., stored_in_objects: _Optional[_Iterable[_Union[ObjectReference, _Mapping]]] = ..., contained_in_borrowed_ids: _Optional[_Iterable[bytes]] = ..., contains: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class NamedActorInfo(_message.Message):
+    __slots__ = ("ray_namespace", "name")
+    RAY_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ray_namespace: str
+    name: str
+    def __init__(self, ray_namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class PlacementGroupSpec(_message.Message):
+    __slots__ = ("placement_group_id", "name", "bundles", "strategy", "creator_job_id", "creator_actor_id", "creator_job_dead", "creator_actor_dead", "is_detached", "soft_target_node_id", "topology_strategy")
+    class TopologyStrategyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PlacementStrategy
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PlacementStrategy, str]] = ...) -> None: ...
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_JOB_DEAD_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ACTOR_DEAD_FIELD_NUMBER: _ClassVar[int]
+    IS_DETACHED_FIELD_NUMBER: _ClassVar[int]
+    SOFT_TARGET_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    name: str
+    bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    strategy: PlacementStrategy
+    creator_job_id: bytes
+    creator_actor_id: bytes
+    creator_job_dead: bool
+    creator_actor_dead: bool
+    is_detached: bool
+    soft_target_node_id: bytes
+    topology_strategy: _containers.ScalarMap[str, PlacementStrategy]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[_Union[PlacementStrategy, str]] = ..., creator_job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ..., creator_job_dead: _Optional[bool] = ..., creator_actor_dead: _Optional[bool] = ..., is_detached: _Optional[bool] = ..., soft_target_node_id: _Optional[bytes] = ..., topology_strategy: _Optional[_Mapping[str, PlacementStrategy]] = ...) -> None: ...
+
+class LeaseSpec(_message.Message):
+    __slots__ = ("lease_id", "job_id", "caller_address", "type", "actor_id", "is_detached_actor", "root_detached_actor_id", "max_actor_restarts", "required_resources", "required_placement_resources", "scheduling_strategy", "label_selector", "depth", "runtime_env_info", "dependencies", "parent_task_id", "language", "function_descriptor", "dynamic_worker_options", "max_retries", "attempt_number", "task_name", "fallback_strategy")
+    class RequiredResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RequiredPlacementResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_DETACHED_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ROOT_DETACHED_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTOR_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_PLACEMENT_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULING_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_INFO_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_WORKER_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    lease_id: bytes
+    job_id: bytes
+    caller_address: Address
+    type: TaskType
+    actor_id: bytes
+    is_detached_actor: bool
+    root_detached_actor_id: bytes
+    max_actor_restarts: int
+    required_resources: _containers.ScalarMap[str, float]
+    required_placement_resources: _containers.ScalarMap[str, float]
+    scheduling_strategy: SchedulingStrategy
+    label_selector: LabelSelector
+    depth: int
+    runtime_env_info: _runtime_env_pb2.RuntimeEnvInfo
+    dependencies: _containers.RepeatedCompositeFieldContainer[ObjectReference]
+    parent_task_id: bytes
+    language: Language
+    function_descriptor: FunctionDescriptor
+    dynamic_worker_options: _containers.RepeatedScalarFieldContainer[str]
+    max_retries: int
+    attempt_number: int
+    task_name: str
+    fallback_strategy: FallbackStrategy
+    def __init__(self, lease_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., caller_address: _Optional[_Union[Address, _Mapping]] = ..., type: _Optional[_Union[TaskType, str]] = ..., actor_id: _Optional[bytes] = ..., is_detached_actor: _Optional[bool] = ..., root_detached_actor_id: _Optional[bytes] = ..., max_actor_restarts: _Optional[int] = ..., required_resources: _Optional[_Mapping[str, float]] = ..., required_placement_resources: _Optional[_Mapping[str, float]] = ..., scheduling_strategy: _Optional[_Union[SchedulingStrategy, _Mapping]] = ..., label_selector: _Optional[_Union[LabelSelector, _Mapping]] = ..., depth: _Optional[int] = ..., runtime_env_info: _Optional[_Union[_runtime_env_pb2.RuntimeEnvInfo, _Mapping]] = ..., dependencies: _Optional[_Iterable[_Union[ObjectReference, _Mapping]]] = ..., parent_task_id: _Optional[bytes] = ..., language: _Optional[_Union[Language, str]] = ..., function_descriptor: _Optional[_Union[FunctionDescriptor, _Mapping]] = ..., dynamic_worker_options: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt_number: _Optional[int] = ..., task_name: _Optional[str] = ..., fallback_strategy: _Optional[_Union[FallbackStrategy, _Mapping]] = ...) -> None: ...
+
+class CoreWorkerStats(_message.Message):
+    __slots__ = ("num_pending_tasks", "num_object_refs_in_scope", "ip_address", "port", "actor_id", "used_resources", "num_in_plasma", "num_local_objects", "used_object_store_memory", "task_queue_length", "num_executed_tasks", "object_refs", "job_id", "worker_id", "language", "pid", "worker_type", "objects_total", "num_owned_objects", "num_owned_actors", "num_running_tasks", "num_in_flight_arg_pinning_requests", "num_of_failed_arg_pinning_requests")
+    class UsedResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ResourceAllocations
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ResourceAllocations, _Mapping]] = ...) -> None: ...
+    NUM_PENDING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    NUM_OBJECT_REFS_IN_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_IN_PLASMA_FIELD_NUMBER: _ClassVar[int]
+    NUM_LOCAL_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    USED_OBJECT_STORE_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TASK_QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXECUTED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_REFS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NUM_OWNED_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_OWNED_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    NUM_IN_FLIGHT_ARG_PINNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_OF_FAILED_ARG_PINNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    num_pending_tasks: int
+    num_object_refs_in_scope: int
+    ip_address: str
+    port: int
+    actor_id: bytes
+    used_resources: _containers.MessageMap[str, ResourceAllocations]
+    num_in_plasma: int
+    num_local_objects: int
+    used_object_store_memory: int
+    task_queue_length: int
+    num_executed_tasks: int
+    object_refs: _containers.RepeatedCompositeFieldContainer[ObjectRefInfo]
+    job_id: bytes
+    worker_id: bytes
+    language: Language
+    pid: int
+    worker_type: WorkerType
+    objects_total: int
+    num_owned_objects: int
+    num_owned_actors: int
+    num_running_tasks: int
+    num_in_flight_arg_pinning_requests: int
+    num_of_failed_arg_pinning_requests: int
+    def __init__(self, num_pending_tasks: _Optional[int] = ..., num_object_refs_in_scope: _Optional[int] = ..., ip_address: _Optional[str] = ..., port: _Optional[int] = ..., actor_id: _Optional[bytes] = ..., used_resources: _Optional[_Mapping[str, ResourceAllocations]] = ..., num_in_plasma: _Optional[int] = ..., num_local_objects: _Optional[int] = ..., used_object_store_memory: _Optional[int] = ..., task_queue_length: _Optional[int] = ..., num_executed_tasks: _Optional[int] = ..., object_refs: _Optional[_Iterable[_Union[ObjectRefInfo, _Mapping]]] = ..., job_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., language: _Optional[_Union[Language, str]] = ..., pid: _Optional[int] = ..., worker_type: _Optional[_Union[WorkerType, str]] = ..., objects_total: _Optional[int] = ..., num_owned_objects: _Optional[int] = ..., num_owned_actors: _Optional[int] = ..., num_running_tasks: _Optional[int] = ..., num_in_flight_arg_pinning_requests: _Optional[int] = ..., num_of_failed_arg_pinning_requests: _Optional[int] = ...) -> None: ...
+
+class ResourceAllocations(_message.Message):
+    __slots__ = ("resource_slots",)
+    class ResourceSlot(_message.Message):
+        __slots__ = ("slot", "allocation")
+        SLOT_FIELD_NUMBER: _ClassVar[int]
+        ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+        slot: int
+        allocation: float
+        def __init__(self, slot: _Optional[int] = ..., allocation: _Optional[float] = ...) -> None: ...
+    RESOURCE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    resource_slots: _containers.RepeatedCompositeFieldContainer[ResourceAllocations.ResourceSlot]
+    def __init__(self, resource_slots: _Optional[_Iterable[_Union[ResourceAllocations.ResourceSlot, _Mapping]]] = ...) -> None: ...
+
+class ObjectRefInfo(_message.Message):
+    __slots__ = ("object_id", "call_site", "object_size", "local_ref_count", "submitted_task_ref_count", "contained_in_owned", "pinned_in_memory", "task_status", "attempt_number")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_SITE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_REF_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_TASK_REF_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINED_IN_OWNED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_IN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TASK_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    call_site: str
+    object_size: int
+    local_ref_count: int
+    submitted_task_ref_count: int
+    contained_in_owned: _containers.RepeatedScalarFieldContainer[bytes]
+    pinned_in_memory: bool
+    task_status: TaskStatus
+    attempt_number: int
+    def __init__(self, object_id: _Optional[bytes] = ..., call_site: _Optional[str] = ..., object_size: _Optional[int] = ..., local_ref_count: _Optional[int] = ..., submitted_task_ref_count: _Optional[int] = ..., contained_in_owned: _Optional[_Iterable[bytes]] = ..., pinned_in_memory: _Optional[bool] = ..., task_status: _Optional[_Union[TaskStatus, str]] = ..., attempt_number: _Optional[int] = ...) -> None: ...
+
+class ReturnObject(_message.Message):
+    __slots__ = ("object_id", "in_plasma", "data", "metadata", "nested_inlined_refs", "size", "direct_transport_metadata")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    IN_PLASMA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    NESTED_INLINED_REFS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_TRANSPORT_METADATA_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    in_plasma: bool
+    data: bytes
+    metadata: bytes
+    nested_inlined_refs: _containers.RepeatedCompositeFieldContainer[ObjectReference]
+    size: int
+    direct_transport_metadata: bytes
+    def __init__(self, object_id: _Optional[bytes] = ..., in_plasma: _Optional[bool] = ..., data: _Optional[bytes] = ..., metadata: _Optional[bytes] = ..., nested_inlined_refs: _Optional[_Iterable[_Union[ObjectReference, _Mapping]]] = ..., size: _Optional[int] = ..., direct_transport_metadata: _Optional[bytes] = ...) -> None: ...
+
+class StreamingGeneratorReturnIdInfo(_message.Message):
+    __slots__ = ("object_id", "is_plasma_object")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_PLASMA_OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    is_plasma_object: bool
+    def __init__(self, object_id: _Optional[bytes] = ..., is_plasma_object: _Optional[bool] = ...) -> None: ...

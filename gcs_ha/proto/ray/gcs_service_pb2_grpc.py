@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gcs_ha.proto.ray import events_pb2 as gcs__ha_dot_proto_dot_ray_dot_events__pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -344,6 +345,2393 @@ class InternalKVGcsService:
             '/ray.rpc.InternalKVGcsService/GetInternalConfig',
             gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetInternalConfigRequest.SerializeToString,
             gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetInternalConfigReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class NodeInfoGcsServiceStub:
+    """Node membership, served by every gcs-ha replica that leads.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetClusterId = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/GetClusterId',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdReply.FromString,
+                _registered_method=True)
+        self.RegisterNode = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/RegisterNode',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeReply.FromString,
+                _registered_method=True)
+        self.UnregisterNode = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/UnregisterNode',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeReply.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/DrainNode',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeReply.FromString,
+                _registered_method=True)
+        self.GetAllNodeInfo = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/GetAllNodeInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoReply.FromString,
+                _registered_method=True)
+        self.GetAllNodeAddressAndLiveness = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/GetAllNodeAddressAndLiveness',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessReply.FromString,
+                _registered_method=True)
+        self.CheckAlive = channel.unary_unary(
+                '/ray.rpc.NodeInfoGcsService/CheckAlive',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveReply.FromString,
+                _registered_method=True)
+
+
+class NodeInfoGcsServiceServicer:
+    """Node membership, served by every gcs-ha replica that leads.
+    """
+
+    def GetClusterId(self, request, context):
+        """First call of every client; the only call sent without the ray_cluster_id header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterNode(self, request, context):
+        """A raylet at startup, once (not again after a failover).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterNode(self, request, context):
+        """A raylet stopping gracefully (SIGTERM).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Legacy drain; the GCS answers and sends ShutdownRaylet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllNodeInfo(self, request, context):
+        """ray.nodes(), CLIs and workers, with selectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllNodeAddressAndLiveness(self, request, context):
+        """Snapshot taken after subscribing to the liveness channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckAlive(self, request, context):
+        """Raylets every 60 s (own id), dashboard every 5 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NodeInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetClusterId': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterId,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdReply.SerializeToString,
+            ),
+            'RegisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterNode,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeReply.SerializeToString,
+            ),
+            'UnregisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterNode,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeReply.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeReply.SerializeToString,
+            ),
+            'GetAllNodeInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllNodeInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoReply.SerializeToString,
+            ),
+            'GetAllNodeAddressAndLiveness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllNodeAddressAndLiveness,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessReply.SerializeToString,
+            ),
+            'CheckAlive': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAlive,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.NodeInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.NodeInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NodeInfoGcsService:
+    """Node membership, served by every gcs-ha replica that leads.
+    """
+
+    @staticmethod
+    def GetClusterId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/GetClusterId',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetClusterIdReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/RegisterNode',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/UnregisterNode',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UnregisterNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/DrainNode',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.DrainNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllNodeInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/GetAllNodeInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllNodeAddressAndLiveness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/GetAllNodeAddressAndLiveness',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllNodeAddressAndLivenessReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAlive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeInfoGcsService/CheckAlive',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CheckAliveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class NodeResourceInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetAllAvailableResources = channel.unary_unary(
+                '/ray.rpc.NodeResourceInfoGcsService/GetAllAvailableResources',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesReply.FromString,
+                _registered_method=True)
+        self.GetAllTotalResources = channel.unary_unary(
+                '/ray.rpc.NodeResourceInfoGcsService/GetAllTotalResources',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesReply.FromString,
+                _registered_method=True)
+        self.GetAllResourceUsage = channel.unary_unary(
+                '/ray.rpc.NodeResourceInfoGcsService/GetAllResourceUsage',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageReply.FromString,
+                _registered_method=True)
+        self.GetDrainingNodes = channel.unary_unary(
+                '/ray.rpc.NodeResourceInfoGcsService/GetDrainingNodes',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesReply.FromString,
+                _registered_method=True)
+
+
+class NodeResourceInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetAllAvailableResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllTotalResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllResourceUsage(self, request, context):
+        """Autoscaler monitor, every 5 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrainingNodes(self, request, context):
+        """Nodes being drained, with deadlines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NodeResourceInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetAllAvailableResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllAvailableResources,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesReply.SerializeToString,
+            ),
+            'GetAllTotalResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllTotalResources,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesReply.SerializeToString,
+            ),
+            'GetAllResourceUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllResourceUsage,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageReply.SerializeToString,
+            ),
+            'GetDrainingNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrainingNodes,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.NodeResourceInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.NodeResourceInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NodeResourceInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetAllAvailableResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeResourceInfoGcsService/GetAllAvailableResources',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllAvailableResourcesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllTotalResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeResourceInfoGcsService/GetAllTotalResources',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllTotalResourcesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllResourceUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeResourceInfoGcsService/GetAllResourceUsage',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllResourceUsageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrainingNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.NodeResourceInfoGcsService/GetDrainingNodes',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetDrainingNodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JobInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddJob = channel.unary_unary(
+                '/ray.rpc.JobInfoGcsService/AddJob',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobReply.FromString,
+                _registered_method=True)
+        self.MarkJobFinished = channel.unary_unary(
+                '/ray.rpc.JobInfoGcsService/MarkJobFinished',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedReply.FromString,
+                _registered_method=True)
+        self.GetAllJobInfo = channel.unary_unary(
+                '/ray.rpc.JobInfoGcsService/GetAllJobInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoReply.FromString,
+                _registered_method=True)
+        self.GetNextJobID = channel.unary_unary(
+                '/ray.rpc.JobInfoGcsService/GetNextJobID',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDReply.FromString,
+                _registered_method=True)
+
+
+class JobInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def AddJob(self, request, context):
+        """The raylet a driver attached to, on the driver's behalf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkJobFinished(self, request, context):
+        """The same raylet, when the driver exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllJobInfo(self, request, context):
+        """Raylets at startup (skipping both expensive fields); the job list in the dashboard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNextJobID(self, request, context):
+        """ray.init() in a driver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddJob,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobReply.SerializeToString,
+            ),
+            'MarkJobFinished': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkJobFinished,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedReply.SerializeToString,
+            ),
+            'GetAllJobInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllJobInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoReply.SerializeToString,
+            ),
+            'GetNextJobID': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNextJobID,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.JobInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.JobInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JobInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def AddJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.JobInfoGcsService/AddJob',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddJobReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkJobFinished(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.JobInfoGcsService/MarkJobFinished',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.MarkJobFinishedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllJobInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.JobInfoGcsService/GetAllJobInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllJobInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNextJobID(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.JobInfoGcsService/GetNextJobID',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNextJobIDReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ActorInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RegisterActor = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/RegisterActor',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorReply.FromString,
+                _registered_method=True)
+        self.RestartActorForLineageReconstruction = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/RestartActorForLineageReconstruction',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionReply.FromString,
+                _registered_method=True)
+        self.CreateActor = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/CreateActor',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorReply.FromString,
+                _registered_method=True)
+        self.GetActorInfo = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/GetActorInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoReply.FromString,
+                _registered_method=True)
+        self.GetNamedActorInfo = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/GetNamedActorInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoReply.FromString,
+                _registered_method=True)
+        self.ListNamedActors = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/ListNamedActors',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsReply.FromString,
+                _registered_method=True)
+        self.GetAllActorInfo = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/GetAllActorInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoReply.FromString,
+                _registered_method=True)
+        self.KillActorViaGcs = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/KillActorViaGcs',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsReply.FromString,
+                _registered_method=True)
+        self.ReportActorOutOfScope = channel.unary_unary(
+                '/ray.rpc.ActorInfoGcsService/ReportActorOutOfScope',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeReply.FromString,
+                _registered_method=True)
+
+
+class ActorInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def RegisterActor(self, request, context):
+        """The owner, before CreateActor; may be replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartActorForLineageReconstruction(self, request, context):
+        """The owner needs an out-of-scope actor back to recompute lost objects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateActor(self, request, context):
+        """Replies once the actor's creation task has run on its worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetActorInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNamedActorInfo(self, request, context):
+        """ray.get_actor(); NotFound (17) when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNamedActors(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllActorInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillActorViaGcs(self, request, context):
+        """ray.kill().
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportActorOutOfScope(self, request, context):
+        """The owner dropped every handle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ActorInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RegisterActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterActor,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorReply.SerializeToString,
+            ),
+            'RestartActorForLineageReconstruction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartActorForLineageReconstruction,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionReply.SerializeToString,
+            ),
+            'CreateActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateActor,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorReply.SerializeToString,
+            ),
+            'GetActorInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActorInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoReply.SerializeToString,
+            ),
+            'GetNamedActorInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNamedActorInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoReply.SerializeToString,
+            ),
+            'ListNamedActors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNamedActors,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsReply.SerializeToString,
+            ),
+            'GetAllActorInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllActorInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoReply.SerializeToString,
+            ),
+            'KillActorViaGcs': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillActorViaGcs,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsReply.SerializeToString,
+            ),
+            'ReportActorOutOfScope': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportActorOutOfScope,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.ActorInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.ActorInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ActorInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def RegisterActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/RegisterActor',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RegisterActorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartActorForLineageReconstruction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/RestartActorForLineageReconstruction',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RestartActorForLineageReconstructionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/CreateActor',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreateActorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActorInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/GetActorInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetActorInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNamedActorInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/GetNamedActorInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedActorInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNamedActors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/ListNamedActors',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ListNamedActorsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllActorInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/GetAllActorInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllActorInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillActorViaGcs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/KillActorViaGcs',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.KillActorViaGcsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportActorOutOfScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ActorInfoGcsService/ReportActorOutOfScope',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportActorOutOfScopeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PlacementGroupInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/CreatePlacementGroup',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/RemovePlacementGroup',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/GetPlacementGroup',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetNamedPlacementGroup = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/GetNamedPlacementGroup',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetAllPlacementGroup = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/GetAllPlacementGroup',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.WaitPlacementGroupUntilReady = channel.unary_unary(
+                '/ray.rpc.PlacementGroupInfoGcsService/WaitPlacementGroupUntilReady',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyReply.FromString,
+                _registered_method=True)
+
+
+class PlacementGroupInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNamedPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitPlacementGroupUntilReady(self, request, context):
+        """Replies once every bundle is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PlacementGroupInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupReply.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupReply.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupReply.SerializeToString,
+            ),
+            'GetNamedPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNamedPlacementGroup,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupReply.SerializeToString,
+            ),
+            'GetAllPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllPlacementGroup,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupReply.SerializeToString,
+            ),
+            'WaitPlacementGroupUntilReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitPlacementGroupUntilReady,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.PlacementGroupInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.PlacementGroupInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PlacementGroupInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/CreatePlacementGroup',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.CreatePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/RemovePlacementGroup',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.RemovePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/GetPlacementGroup',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNamedPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/GetNamedPlacementGroup',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetNamedPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/GetAllPlacementGroup',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitPlacementGroupUntilReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.PlacementGroupInfoGcsService/WaitPlacementGroupUntilReady',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.WaitPlacementGroupUntilReadyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ControlPlanePubSubGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GcsPublish = channel.unary_unary(
+                '/ray.rpc.ControlPlanePubSubGcsService/GcsPublish',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.FromString,
+                _registered_method=True)
+        self.GcsSubscriberPoll = channel.unary_unary(
+                '/ray.rpc.ControlPlanePubSubGcsService/GcsSubscriberPoll',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.FromString,
+                _registered_method=True)
+        self.GcsSubscriberCommandBatch = channel.unary_unary(
+                '/ray.rpc.ControlPlanePubSubGcsService/GcsSubscriberCommandBatch',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.FromString,
+                _registered_method=True)
+
+
+class ControlPlanePubSubGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GcsPublish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcsSubscriberPoll(self, request, context):
+        """Long poll: held until a message exists for the subscriber.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcsSubscriberCommandBatch(self, request, context):
+        """Subscribe and unsubscribe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ControlPlanePubSubGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GcsPublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsPublish,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.SerializeToString,
+            ),
+            'GcsSubscriberPoll': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsSubscriberPoll,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.SerializeToString,
+            ),
+            'GcsSubscriberCommandBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsSubscriberCommandBatch,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.ControlPlanePubSubGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.ControlPlanePubSubGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ControlPlanePubSubGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GcsPublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ControlPlanePubSubGcsService/GcsPublish',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcsSubscriberPoll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ControlPlanePubSubGcsService/GcsSubscriberPoll',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcsSubscriberCommandBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ControlPlanePubSubGcsService/GcsSubscriberCommandBatch',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ObservabilityPubSubServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GcsPublish = channel.unary_unary(
+                '/ray.rpc.ObservabilityPubSubService/GcsPublish',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.FromString,
+                _registered_method=True)
+        self.ReportJobError = channel.unary_unary(
+                '/ray.rpc.ObservabilityPubSubService/ReportJobError',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorReply.FromString,
+                _registered_method=True)
+        self.GcsSubscriberPoll = channel.unary_unary(
+                '/ray.rpc.ObservabilityPubSubService/GcsSubscriberPoll',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.FromString,
+                _registered_method=True)
+        self.GcsSubscriberCommandBatch = channel.unary_unary(
+                '/ray.rpc.ObservabilityPubSubService/GcsSubscriberCommandBatch',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.FromString,
+                _registered_method=True)
+
+
+class ObservabilityPubSubServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GcsPublish(self, request, context):
+        """Log monitors (RAY_LOG_CHANNEL) and dashboard agents (node resource usage).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportJobError(self, request, context):
+        """Published on RAY_ERROR_INFO_CHANNEL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcsSubscriberPoll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcsSubscriberCommandBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ObservabilityPubSubServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GcsPublish': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsPublish,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.SerializeToString,
+            ),
+            'ReportJobError': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportJobError,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorReply.SerializeToString,
+            ),
+            'GcsSubscriberPoll': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsSubscriberPoll,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.SerializeToString,
+            ),
+            'GcsSubscriberCommandBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcsSubscriberCommandBatch,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.ObservabilityPubSubService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.ObservabilityPubSubService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ObservabilityPubSubService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GcsPublish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ObservabilityPubSubService/GcsPublish',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsPublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportJobError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ObservabilityPubSubService/ReportJobError',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportJobErrorReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcsSubscriberPoll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ObservabilityPubSubService/GcsSubscriberPoll',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberPollReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcsSubscriberCommandBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.ObservabilityPubSubService/GcsSubscriberCommandBatch',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GcsSubscriberCommandBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RuntimeEnvGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PinRuntimeEnvURI = channel.unary_unary(
+                '/ray.rpc.RuntimeEnvGcsService/PinRuntimeEnvURI',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIReply.FromString,
+                _registered_method=True)
+
+
+class RuntimeEnvGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def PinRuntimeEnvURI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RuntimeEnvGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PinRuntimeEnvURI': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinRuntimeEnvURI,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.RuntimeEnvGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.RuntimeEnvGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RuntimeEnvGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PinRuntimeEnvURI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.RuntimeEnvGcsService/PinRuntimeEnvURI',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.PinRuntimeEnvURIReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkerInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReportWorkerFailure = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/ReportWorkerFailure',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureReply.FromString,
+                _registered_method=True)
+        self.GetWorkerInfo = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/GetWorkerInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoReply.FromString,
+                _registered_method=True)
+        self.GetAllWorkerInfo = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/GetAllWorkerInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoReply.FromString,
+                _registered_method=True)
+        self.AddWorkerInfo = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/AddWorkerInfo',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoReply.FromString,
+                _registered_method=True)
+        self.UpdateWorkerDebuggerPort = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/UpdateWorkerDebuggerPort',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortReply.FromString,
+                _registered_method=True)
+        self.UpdateWorkerNumPausedThreads = channel.unary_unary(
+                '/ray.rpc.WorkerInfoGcsService/UpdateWorkerNumPausedThreads',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsReply.FromString,
+                _registered_method=True)
+
+
+class WorkerInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ReportWorkerFailure(self, request, context):
+        """A raylet, when one of its workers exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkerInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAllWorkerInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddWorkerInfo(self, request, context):
+        """Every worker and driver at startup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkerDebuggerPort(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkerNumPausedThreads(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkerInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReportWorkerFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportWorkerFailure,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureReply.SerializeToString,
+            ),
+            'GetWorkerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoReply.SerializeToString,
+            ),
+            'GetAllWorkerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllWorkerInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoReply.SerializeToString,
+            ),
+            'AddWorkerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddWorkerInfo,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoReply.SerializeToString,
+            ),
+            'UpdateWorkerDebuggerPort': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkerDebuggerPort,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortReply.SerializeToString,
+            ),
+            'UpdateWorkerNumPausedThreads': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkerNumPausedThreads,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.WorkerInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.WorkerInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WorkerInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ReportWorkerFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/ReportWorkerFailure',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.ReportWorkerFailureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/GetWorkerInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetWorkerInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllWorkerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/GetAllWorkerInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetAllWorkerInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddWorkerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/AddWorkerInfo',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddWorkerInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkerDebuggerPort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/UpdateWorkerDebuggerPort',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerDebuggerPortReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkerNumPausedThreads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.WorkerInfoGcsService/UpdateWorkerNumPausedThreads',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.UpdateWorkerNumPausedThreadsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class TaskInfoGcsServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddTaskEventData = channel.unary_unary(
+                '/ray.rpc.TaskInfoGcsService/AddTaskEventData',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataReply.FromString,
+                _registered_method=True)
+        self.GetTaskEvents = channel.unary_unary(
+                '/ray.rpc.TaskInfoGcsService/GetTaskEvents',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsReply.FromString,
+                _registered_method=True)
+
+
+class TaskInfoGcsServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def AddTaskEventData(self, request, context):
+        """Core workers, batched about every second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskEvents(self, request, context):
+        """The state API (ray list tasks, the dashboard).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TaskInfoGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddTaskEventData': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTaskEventData,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataReply.SerializeToString,
+            ),
+            'GetTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskEvents,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.TaskInfoGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.TaskInfoGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TaskInfoGcsService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def AddTaskEventData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.TaskInfoGcsService/AddTaskEventData',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.AddTaskEventDataReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.TaskInfoGcsService/GetTaskEvents',
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_gcs__service__pb2.GetTaskEventsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class RayEventExportGcsServiceStub:
+    """================================================================================================
+    RayEventExportGcsService: structured Ray events (messages in events.proto, package
+    ray.rpc.events).
+    ================================================================================================
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddEvents = channel.unary_unary(
+                '/ray.rpc.RayEventExportGcsService/AddEvents',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsReply.FromString,
+                _registered_method=True)
+
+
+class RayEventExportGcsServiceServicer:
+    """================================================================================================
+    RayEventExportGcsService: structured Ray events (messages in events.proto, package
+    ray.rpc.events).
+    ================================================================================================
+
+    """
+
+    def AddEvents(self, request, context):
+        """A batch of events in the ray.rpc.events schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RayEventExportGcsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddEvents,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.RayEventExportGcsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.RayEventExportGcsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RayEventExportGcsService:
+    """================================================================================================
+    RayEventExportGcsService: structured Ray events (messages in events.proto, package
+    ray.rpc.events).
+    ================================================================================================
+
+    """
+
+    @staticmethod
+    def AddEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ray.rpc.RayEventExportGcsService/AddEvents',
+            gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_events__pb2.AddEventsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gcs_ha.proto.ray import ray_syncer_pb2 as gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,91 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class RaySyncerStub:
+    """================================================================================================
+    RaySyncer: the stream itself. The raylet is the client; batches flow both ways for the stream's
+    whole life (see the hub in docs and the contract, section 7).
+    ================================================================================================
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartSync = channel.stream_stream(
+                '/ray.rpc.syncer.RaySyncer/StartSync',
+                request_serializer=gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.FromString,
+                _registered_method=True)
+
+
+class RaySyncerServicer:
+    """================================================================================================
+    RaySyncer: the stream itself. The raylet is the client; batches flow both ways for the stream's
+    whole life (see the hub in docs and the contract, section 7).
+    ================================================================================================
+
+    """
+
+    def StartSync(self, request_iterator, context):
+        """Raylets open one stream each (metadata node_id=<hex>) and keep it open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RaySyncerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartSync': grpc.stream_stream_rpc_method_handler(
+                    servicer.StartSync,
+                    request_deserializer=gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ray.rpc.syncer.RaySyncer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ray.rpc.syncer.RaySyncer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RaySyncer:
+    """================================================================================================
+    RaySyncer: the stream itself. The raylet is the client; batches flow both ways for the stream's
+    whole life (see the hub in docs and the contract, section 7).
+    ================================================================================================
+
+    """
+
+    @staticmethod
+    def StartSync(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ray.rpc.syncer.RaySyncer/StartSync',
+            gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.SerializeToString,
+            gcs__ha_dot_proto_dot_ray_dot_ray__syncer__pb2.RaySyncMessageBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
