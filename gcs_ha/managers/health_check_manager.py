@@ -1,0 +1,159 @@
+"""The health-check manager (Ray's GcsHealthCheckManager): is each ALIVE raylet still there?
+
+One asyncio task per checked node (ray-gcs-contract.md section 9):
+  1. wait `initial_delay_s` (5 s): a grace period, so a node just registered, or every
+     node after a failover, is not declared dead before it could answer;
+  2. every `period_s` (3 s), unless the node proved itself alive since the last check
+     (`mark_healthy`, called for every syncer message from the node: the check is skipped
+     until `period_s` after that message), send grpc.health.v1 `Check(service=<node id
+     hex>)` to the raylet with a `timeout_s` (10 s) deadline;
+  3. a SERVING answer resets the failure budget to `failure_threshold` (5); anything else
+     (an error, a timeout, NOT_SERVING, NOT_FOUND for a raylet restarted under another
+     id) spends one; when it reaches zero the node is declared dead: the task ends and
+     `on_node_death(node_id)` runs (the node manager marks it DEAD and tells everyone).
+
+So a killed raylet is declared dead about `initial_delay + threshold x period` after it
+was added, or `threshold x period` after its last answer; a hung one, whose checks time
+out, after `threshold x (timeout + period)`.
+
+Lifecycle: `start` clears everything (checks are added by the node manager when it
+starts leading, `add_node`, and for every node registered afterwards); `stop` cancels
+every check. `remove_node` stops one node's checks (it died or left).
+
+Errors: none of its own. A failed death handler is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gcs_ha.errors import UnavailableError
+from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
+from gcs_ha.managers.ports import RayletClientPool
+from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
+
+log = logging.getLogger(__name__)
+
+INITIAL_DELAY_S = 5.0  # health_check_initial_delay_ms
+PERIOD_S = 3.0  # health_check_period_ms
+TIMEOUT_S = 10.0  # health_check_timeout_ms
+FAILURE_THRESHOLD = 5  # health_check_failure_threshold
+
+NodeDeathHandler = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass
+class _Checked:
+    """One node under watch: its record, when it last proved alive, its check task."""
+
+    node: GcsNodeInfo
+    last_healthy: float = -math.inf
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class GcsHealthCheckManager:
+    """Health-checks raylets and reports the ones that stop answering."""
+
+    def __init__(
+        self,
+        pool: RayletClientPool,
+        on_node_death: NodeDeathHandler | None = None,
+        *,
+        initial_delay_s: float = INITIAL_DELAY_S,
+        period_s: float = PERIOD_S,
+        timeout_s: float = TIMEOUT_S,
+        failure_threshold: int = FAILURE_THRESHOLD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min(initial_delay_s, period_s, timeout_s) < 0 or failure_threshold < 1:
+            raise ValueError("health check delays must be >= 0 and the threshold >= 1")
+        self._pool = pool
+        self._on_node_death = on_node_death
+        self.initial_delay_s = initial_delay_s
+        self.period_s = period_s
+        self.timeout_s = timeout_s
+        self.failure_threshold = failure_threshold
+        self._clock = clock
+        self._nodes: dict[bytes, _Checked] = {}
+        self._tasks = BackgroundTasks("health_check")
+
+    @property
+    def name(self) -> str:
+        return "health_check"
+
+    def set_death_handler(self, on_node_death: NodeDeathHandler) -> None:
+        """Who is told that a node failed its checks (the node manager sets itself)."""
+        self._on_node_death = on_node_death
+
+    async def start(self, init: GcsInitData) -> None:
+        """Start empty: the node manager adds the ALIVE nodes once serving begins."""
+        self._nodes.clear()
+
+    async def stop(self) -> None:
+        """Cancel every check and forget every node."""
+        self._nodes.clear()
+        await self._tasks.cancel_all()
+
+    # -- nodes under watch -------------------------------------------------------------
+
+    def add_node(self, node: GcsNodeInfo) -> None:
+        """Start checking `node` after the initial delay (no-op if already checked)."""
+        node_id = bytes(node.node_id)
+        if node_id in self._nodes:
+            return
+        checked = self._nodes[node_id] = _Checked(node)
+        checked.task = self._tasks.spawn(self._watch(node_id, checked), node_id.hex()[:12])
+
+    def remove_node(self, node_id: bytes) -> None:
+        """Stop checking the node (it died or left)."""
+        checked = self._nodes.pop(bytes(node_id), None)
+        if checked is not None and checked.task is not None:
+            checked.task.cancel()
+
+    def mark_healthy(self, node_id: bytes) -> None:
+        """The node just showed it is alive (a syncer message): skip checks for a period."""
+        checked = self._nodes.get(bytes(node_id))
+        if checked is not None:
+            checked.last_healthy = self._clock()
+
+    def nodes(self) -> list[bytes]:
+        """The ids of the nodes being checked."""
+        return list(self._nodes)
+
+    # -- one node's checks -------------------------------------------------------------
+
+    async def _watch(self, node_id: bytes, checked: _Checked) -> None:
+        await asyncio.sleep(self.initial_delay_s)
+        remaining = self.failure_threshold
+        while remaining > 0:
+            next_check = checked.last_healthy + self.period_s
+            now = self._clock()
+            if now < next_check:  # fresh news from the node: no RPC needed yet
+                await asyncio.sleep(next_check - now)
+                continue
+            if await self._check(checked.node):
+                remaining = self.failure_threshold
+            else:
+                remaining -= 1
+                log.warning(
+                    "health check of node %s failed, %d left", node_id.hex()[:12], remaining
+                )
+            if remaining > 0:
+                await asyncio.sleep(self.period_s)
+        if self._nodes.get(node_id) is checked:
+            del self._nodes[node_id]  # so the death handler's remove_node spares this task
+            log.warning("node %s missed too many health checks", node_id.hex())
+            if self._on_node_death is not None:
+                await self._on_node_death(node_id)
+
+    async def _check(self, node: GcsNodeInfo) -> bool:
+        try:
+            return await self._pool.health_check(node, self.timeout_s)
+        except UnavailableError as exc:
+            log.debug("health check: %s", exc)
+            return False
