@@ -18,6 +18,8 @@ class _GcsStatus(Protocol):
     code: int
     message: str
 
+    def SetInParent(self) -> None: ...
+
 
 class RayReply(Protocol):
     """A reply of Ray's GCS services: every one has a GcsStatus `status`."""
@@ -30,7 +32,9 @@ R = TypeVar("R", bound=RayReply)
 
 
 async def ray_call(context: Context, reply: R, handler: Callable[[R], Awaitable[None]]) -> R:
-    """Run `handler(reply)`, which fills `reply`; on a domain error set reply.status."""
+    """Run `handler(reply)`, which fills `reply`; on a domain error set reply.status.
+    A success carries an empty `status {}`, as Ray's GCS sends it."""
+    reply.status.SetInParent()
     try:
         await handler(reply)
     except GcsHaError as error:
