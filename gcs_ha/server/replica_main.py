@@ -5,12 +5,14 @@
   2. create the gRPC server and bind its port (a port in use fails here, before Raft
      starts; SO_REUSEPORT is off so two replicas can never share a port);
   3. start the replica (RaftReplica: loads LMDB and the Raft log, joins its peers);
-  4. mount the services of `SERVICES` and start serving; the health service says
-     SERVING for "" only while this replica serves (leader with its barrier applied);
+  4. mount the services of `SERVICES` on the server and their managers on the
+     `GcsServer` (gcs_server.py), which follows leadership from then on (promotes and
+     demotes the managers, routes Ray's calls, keeps the health service up to date),
+     and start serving;
   5. run `after_start` (e.g. `gcs-ha join` asking the leader to add this replica), and
      with `supervisor_pid` (set by `gcs-ha up`) stop when that supervisor is gone;
-  6. wait for SIGTERM, SIGINT or the admin Shutdown call, then stop gRPC (1 s grace),
-     stop the replica, release the data dir.
+  6. wait for SIGTERM, SIGINT or the admin Shutdown call, then stop the GcsServer,
+     stop gRPC (1 s grace), stop the replica, release the data dir.
 
 Raises (before serving): DataDirError / CorruptDataError from the data dir or the
 replica, ConfigError when the gRPC port cannot be bound. `run` returns the process
@@ -28,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 # Public as grpc_health.v1.AsyncHealthServicer; imported from its module because the
 # installed type stubs do not declare `health.aio`.
@@ -39,9 +41,12 @@ from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.managers.kv_manager import KvManager
+from gcs_ha.managers.manager import StatelessManager
 from gcs_ha.proto import admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2_grpc
 from gcs_ha.server.admin_service import AdminService
+from gcs_ha.server.cluster_id import ClusterIdServicer
+from gcs_ha.server.gcs_server import GcsServer
 from gcs_ha.server.kv_service import InternalKvService
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.store_client import MAX_VALUE_BYTES
@@ -67,6 +72,7 @@ class Services:
     replica: Replica
     health: AsyncHealthServicer
     request_shutdown: Callable[[], None]
+    gcs: GcsServer
 
 
 def _mount_admin(server: grpc.aio.Server, services: Services) -> None:
@@ -79,16 +85,26 @@ def _mount_health(server: grpc.aio.Server, services: Services) -> None:
 
 
 def _mount_internal_kv(server: grpc.aio.Server, services: Services) -> None:
+    # The KV keeps its read barrier: its reads go to storage on every call.
     manager = KvManager(InternalKv(services.replica.store))
+    services.gcs.add_manager(StatelessManager("internal_kv"))
     servicer = InternalKvService(manager)
     gcs_service_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
 
-# Every service a replica serves on its gRPC port, one line each (Ray's GCS services go here).
+def _mount_node_info(server: grpc.aio.Server, services: Services) -> None:
+    # GetClusterId only, until the node manager brings the rest of NodeInfoGcsService.
+    servicer = ClusterIdServicer(services.gcs.cluster_id)
+    gcs_service_pb2_grpc.add_NodeInfoGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+
+# Every service a replica serves on its gRPC port, one line each (Ray's GCS services go
+# here). Their managers start in this order (dependency order) and stop in reverse.
 SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
     _mount_admin,
     _mount_health,
     _mount_internal_kv,
+    _mount_node_info,
 )
 
 
@@ -98,41 +114,6 @@ def default_replica_factory(config: ReplicaConfig) -> Replica:
 
     replica: Replica = RaftReplica(config)
     return replica
-
-
-class _HealthTracker:
-    """A LeadershipListener keeping the overall health status equal to "serving"."""
-
-    def __init__(self, servicer: AsyncHealthServicer) -> None:
-        self._servicer = servicer
-        self._serving = False
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def on_serving(self, term: int) -> None:
-        log.info("serving as leader of term %d", term)
-        self._set(True)
-
-    def on_demoted(self) -> None:
-        log.info("not serving (demoted or stopping)")
-        self._set(False)
-
-    def _set(self, serving: bool) -> None:
-        self._serving = serving
-        task = asyncio.get_running_loop().create_task(self.sync())
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("health update failed", exc_info=task.exception())
-
-    async def sync(self, serving: bool | None = None) -> None:
-        """Publish the latest known state (or `serving`, when given, as the new state)."""
-        if serving is not None:
-            self._serving = serving
-        status = health_pb2.HealthCheckResponse
-        await self._servicer.set("", status.SERVING if self._serving else status.NOT_SERVING)
 
 
 class ReplicaProcess:
@@ -175,30 +156,28 @@ class ReplicaProcess:
         with DataDir.open(cfg.data_dir, cfg.node_id, cfg.cluster_name) as data_dir:
             if data_dir.created:
                 log.info("initialised data dir %s", data_dir.path)
-            server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-            _bind(server, cfg.gcs_address)
             replica = self._factory(cfg)
+            health = AsyncHealthServicer()
+            gcs = GcsServer(replica, health, cfg.node_id)
+            server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=gcs.interceptors)
+            _bind(server, cfg.gcs_address)
             try:
                 await replica.start()
             except BaseException:
                 await _stop_quietly(replica)
                 raise
             try:
-                await self._serve(server, replica)
+                await self._serve(server, Services(replica, health, self.request_stop, gcs))
             finally:
                 await replica.stop()
         log.info("stopped")
         return self._exit_code
 
-    async def _serve(self, server: grpc.aio.Server, replica: Replica) -> None:
+    async def _serve(self, server: grpc.aio.Server, services: Services) -> None:
         """Serve the gRPC services until a stop is requested, then stop the server."""
-        servicer = AsyncHealthServicer()
-        tracker = _HealthTracker(servicer)
-        replica.add_listener(tracker)
-        await tracker.sync(replica.status().serving)
-        services = Services(replica, servicer, self.request_stop)
         for mount in SERVICES:
             mount(server, services)
+        await services.gcs.start()
         await server.start()
         cfg = self.config
         log.info(
@@ -218,7 +197,8 @@ class ReplicaProcess:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await servicer.enter_graceful_shutdown()
+            await services.gcs.stop()
+            await services.health.enter_graceful_shutdown()
             await server.stop(STOP_GRACE_S)
 
     async def _run_after_start(self) -> None:

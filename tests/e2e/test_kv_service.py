@@ -89,14 +89,13 @@ def test_bad_requests_get_ray_statuses_and_change_nothing(
 
 
 @pytest.mark.slow
-def test_follower_answers_unavailable(leader: tuple[ProcessCluster, int]) -> None:
+def test_follower_forwards_to_the_leader(leader: tuple[ProcessCluster, int]) -> None:
     cluster, i = leader
     follower = next(j for j in range(3) if j != i)
-    with pytest.raises(grpc.RpcError) as info:
-        stub(cluster, follower).InternalKVGet(
-            pb.InternalKVGetRequest(namespace=b"n", key=b"k"), timeout=10
-        )
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    kv = stub(cluster, follower)
+    kv.InternalKVPut(pb.InternalKVPutRequest(namespace=b"fw", key=b"k", value=b"v"), timeout=10)
+    got = kv.InternalKVGet(pb.InternalKVGetRequest(namespace=b"fw", key=b"k"), timeout=10)
+    assert (got.status.code, got.value) == (0, b"v")
 
 
 RAY_CLIENT = """

@@ -1,0 +1,133 @@
+"""The manager lifecycle: what every GCS manager offers to the server, and what it gets.
+
+As in Ray's GcsServer, a manager is built once per process and started with the tables'
+contents (`GcsInitData`) when this replica becomes the serving leader; unlike Ray's, it is
+also stopped, when the replica loses leadership, and may be started again in a later term.
+So `start` rebuilds every piece of in-memory state from `init` (never keeps any from an
+earlier term) and `stop` drops it, cancels the manager's background tasks and with them
+its outbound calls. Managers see tables and the event loop, never Raft, LMDB or gRPC.
+
+The server (gcs_ha.server.gcs_server) starts managers in the order they were added
+(dependency order: a manager may use the ones added before it), calls them only between
+`start` and `stop`, and stops them in reverse order. `start` may be cancelled (a demotion
+during a promotion); `stop` is then still called if `start` had returned.
+
+Errors: `GcsInitData.load` raises what the tables raise (CorruptDataError for a record
+that does not parse; the StoreClient's errors). A manager's `start` may raise any
+GcsHaError; the server then stops the managers already started and retries later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gcs_ha.proto.ray.common_pb2 import TaskSpec
+from gcs_ha.proto.ray.gcs_pb2 import (
+    ActorTableData,
+    GcsNodeInfo,
+    JobTableData,
+    PlacementGroupTableData,
+)
+from gcs_ha.storage.tables import GcsTableStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GcsInitData:
+    """Every table a manager needs at start, read once (Ray's GcsInitData), keyed by id."""
+
+    jobs: dict[bytes, JobTableData] = field(default_factory=dict)
+    nodes: dict[bytes, GcsNodeInfo] = field(default_factory=dict)
+    actors: dict[bytes, ActorTableData] = field(default_factory=dict)
+    actor_task_specs: dict[bytes, TaskSpec] = field(default_factory=dict)
+    placement_groups: dict[bytes, PlacementGroupTableData] = field(default_factory=dict)
+
+    @classmethod
+    async def load(cls, tables: GcsTableStorage) -> GcsInitData:
+        """Read every table once. The job-indexed tables rebuild their job index from
+        exactly the records read (`GcsTableWithJobId.load`)."""
+        return cls(
+            jobs=await tables.job_table.get_all(),
+            nodes=await tables.node_table.get_all(),
+            actors=await tables.actor_table.load(),
+            actor_task_specs=await tables.actor_task_spec_table.load(),
+            placement_groups=await tables.placement_group_table.get_all(),
+        )
+
+
+class Manager(Protocol):
+    """One GCS manager's lifecycle (see the module docstring for the rules)."""
+
+    @property
+    def name(self) -> str:
+        """A short name for logs ("internal_kv", "node", ...)."""
+        ...
+
+    async def start(self, init: GcsInitData) -> None:
+        """Rebuild in-memory state from `init` and start background work (Ray's DoStart)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop background work and outbound calls; drop in-memory state."""
+        ...
+
+
+class StatelessManager:
+    """The lifecycle of a component that keeps no state between calls (every call goes to
+    the tables), such as the internal KV manager: start and stop have nothing to do. It
+    lets such a component take its place in the start order."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self, init: GcsInitData) -> None:
+        """Nothing to rebuild."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class BackgroundTasks:
+    """A manager's background tasks: spawned while started, all cancelled by `cancel_all`
+    (from the manager's `stop`). A task that fails is logged with its traceback, never
+    dropped silently; the failure does not stop the other tasks."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run `coro` as a task on the running loop until it ends or `cancel_all`."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self._owner}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def cancel(self) -> None:
+        """Ask every task to stop (they end at their next await)."""
+        for task in self._tasks:
+            task.cancel()
+
+    async def cancel_all(self) -> None:
+        """Cancel every task and wait until each has ended."""
+        tasks = list(self._tasks)
+        self.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
