@@ -31,6 +31,7 @@ from gcs_ha import __version__
 from gcs_ha.addresses import check_address
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
+from gcs_ha.bench.kv import kv as bench_kv
 from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.errors import ConfigError, GcsHaError
@@ -333,6 +334,7 @@ def bench() -> None:
 
 bench.add_command(bench_storage)
 bench.add_command(bench_failover)
+bench.add_command(bench_kv)
 
 
 if __name__ == "__main__":

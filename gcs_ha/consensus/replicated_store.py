@@ -43,6 +43,14 @@ class ReplicatedStoreClient(StoreClient):
         self._not_serving = not_serving
         self.consistent_reads = consistent_reads
 
+    def without_read_barrier(self) -> ReplicatedStoreClient:
+        """A view sharing this client's write path whose reads skip the read barrier
+        (local LMDB at once). Safe for a serving leader's managers right after promotion,
+        whose barrier already applied everything committed before (leadership.py)."""
+        return ReplicatedStoreClient(
+            self._proposer, self._env, self._not_serving, consistent_reads=False
+        )
+
     # -- writes -----------------------------------------------------------------------
 
     async def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:

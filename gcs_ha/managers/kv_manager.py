@@ -12,15 +12,25 @@ or value over the limits), and whatever the store raises (NotLeaderError, ...).
 from __future__ import annotations
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
+from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.storage.internal_kv import InternalKv
 
 
 class KvManager:
-    """Serves the InternalKV calls over the replicated KV table."""
+    """Serves the InternalKV calls over the replicated KV table. Keeps no state of its
+    own: every call goes to the table (with the store's read barrier)."""
+
+    name = "internal_kv"
 
     def __init__(self, kv: InternalKv, internal_config: str = "{}") -> None:
         self._kv = kv
         self._internal_config = internal_config
+
+    async def start(self, init: GcsInitData) -> None:
+        """Nothing to rebuild."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
 
     async def get(self, namespace: bytes, key: bytes) -> bytes:
         _check_key(key)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -81,9 +80,7 @@ def without_read_barrier(store: StoreClient) -> StoreClient:
     """A view of `store` whose reads skip the replicated store's read barrier (the
     module docstring says why that is safe for the managers); other stores as they are."""
     if isinstance(store, ReplicatedStoreClient):
-        view = copy.copy(store)
-        view.consistent_reads = False
-        return view
+        return store.without_read_barrier()
     return store
 
 

@@ -41,7 +41,6 @@ from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.managers.kv_manager import KvManager
-from gcs_ha.managers.manager import StatelessManager
 from gcs_ha.proto import admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2_grpc
 from gcs_ha.server.admin_service import AdminService
@@ -87,7 +86,7 @@ def _mount_health(server: grpc.aio.Server, services: Services) -> None:
 def _mount_internal_kv(server: grpc.aio.Server, services: Services) -> None:
     # The KV keeps its read barrier: its reads go to storage on every call.
     manager = KvManager(InternalKv(services.replica.store))
-    services.gcs.add_manager(StatelessManager("internal_kv"))
+    services.gcs.add_manager(manager)
     servicer = InternalKvService(manager)
     gcs_service_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
