@@ -17,7 +17,7 @@ from collections.abc import Callable
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import LeadershipListener
 from gcs_ha.consensus.proposer import GroupCommitProposer
-from gcs_ha.errors import GcsHaError, UnknownOutcomeError
+from gcs_ha.errors import GcsHaError, NotLeaderError, UnknownOutcomeError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,10 @@ class Leadership:
         was_serving = self._serving_term is not None
         self._serving_term = None
         self._serving.clear()
-        self._proposer.fail_all(UnknownOutcomeError(f"leadership lost: {why}"))
+        self._proposer.fail_all(
+            UnknownOutcomeError(f"leadership lost: {why}"),
+            NotLeaderError(f"leadership lost before the request was proposed: {why}"),
+        )
         if was_serving:
             logger.warning("stopped serving: %s", why)
             for listener in self._listeners:

@@ -80,19 +80,57 @@ class MembershipOps:
         await self._replica.store.delete(MEMBERS_TABLE, node_id.encode())
 
     async def transfer(self, node_id: str | None, timeout: float) -> None:
+        """Hand leadership to `node_id` (None: the most caught-up connected follower).
+
+        pysyncobj only hands over to a follower whose log matches the leader's exactly,
+        and the old leader wins the election again if it appended meanwhile. So new
+        proposals are held (queued) until a follower has caught up and the election it
+        starts is over; then they go to whoever leads."""
         self._require_serving()
-        address = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        start_term = self._node.term()
+        proposer = self._replica.proposer()
+        proposer.hold()
+        try:
+            address = await self._caught_up_target(node_id, deadline)
+            await self._call(
+                lambda done: self._node.transfer_leadership(address, done),
+                max(0.1, deadline - loop.time()),
+            )
+            while self._node.is_leader() and self._node.term() == start_term:
+                if loop.time() > deadline:
+                    raise UnavailableError("leadership transfer did not complete in time")
+                await asyncio.sleep(0.005)
+        finally:
+            proposer.release()
+        if self._node.is_leader():
+            raise UnavailableError("the transfer's election was won by this replica again")
+
+    async def _caught_up_target(self, node_id: str | None, deadline: float) -> str:
+        """The Raft address of the target once its log matches the leader's."""
+        wanted = None
         if node_id is not None:
             member = self._replica.registered_members().get(node_id)
             if member is None:
                 raise ConfigError(f"no member with node id {node_id!r}")
-            address = member.raft_address
-        await self._call(lambda done: self._node.transfer_leadership(address, done), timeout)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._node.is_leader():
-            if asyncio.get_running_loop().time() > deadline:
-                raise UnavailableError("leadership transfer did not complete in time")
-            await asyncio.sleep(0.02)
+            wanted = member.raft_address
+        loop = asyncio.get_running_loop()
+        while True:
+            status = self._node.status
+            candidates = [wanted] if wanted else sorted(status.connected)
+            for address in candidates:
+                if (
+                    address in status.connected
+                    and status.match_index.get(address, -1) == status.last_log_index
+                    and self._replica.proposer().inflight == 0
+                ):
+                    return address
+            if loop.time() > deadline:
+                raise UnavailableError(
+                    f"no follower caught up for the transfer ({wanted or 'any'})"
+                )
+            await asyncio.sleep(0.01)
 
     async def compact(self) -> int:
         """Take a snapshot now and compact the log; returns the snapshot's Raft index."""

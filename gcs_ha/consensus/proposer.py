@@ -51,6 +51,7 @@ class GroupCommitProposer:
         self._inflight: set[int] = set()
         self._batches: dict[int, _Batch] = {}
         self._next_id = 0
+        self._held = False
         self.entries_proposed = 0
         self.requests_proposed = 0
 
@@ -67,19 +68,38 @@ class GroupCommitProposer:
         self._pump()
         return await future
 
-    def fail_all(self, error: GcsHaError) -> None:
-        """Fail every queued and in-flight request (leadership lost)."""
+    @property
+    def inflight(self) -> int:
+        """Entries proposed and not completed yet."""
+        return len(self._inflight)
+
+    def hold(self) -> None:
+        """Stop proposing new entries (requests queue up) until `release()`; entries in
+        flight complete as usual. Used to let a follower catch up before a leadership
+        transfer."""
+        self._held = True
+
+    def release(self) -> None:
+        """Resume proposing after `hold()`."""
+        self._held = False
+        self._pump()
+
+    def fail_all(self, error: GcsHaError, queued_error: GcsHaError | None = None) -> None:
+        """Fail every request (leadership lost): those in flight with `error` (they may
+        have committed), those still queued with `queued_error` (they were never proposed;
+        defaults to `error`)."""
         for _, future in self._queue:
-            _fail(future, error)
+            _fail(future, queued_error or error)
         self._queue.clear()
         for batch in self._batches.values():
             for future, _ in batch.futures:
                 _fail(future, error)
         self._batches.clear()
         self._inflight.clear()
+        self._held = False
 
     def _pump(self) -> None:
-        while self._queue and len(self._inflight) < self._max_inflight:
+        while self._queue and not self._held and len(self._inflight) < self._max_inflight:
             batch = self._take_batch()
             batch_id = self._next_id
             self._next_id += 1

@@ -225,6 +225,11 @@ class RaftReplica:
                 return member.gcs_address
         return ""
 
+    def proposer(self) -> GroupCommitProposer:
+        if self._proposer is None:
+            raise StorageError("the replica is not started")
+        return self._proposer
+
     def snapshotter(self) -> Snapshotter:
         if self._snapshotter is None:
             raise StorageError("the replica is not started")
