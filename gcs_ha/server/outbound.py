@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -137,6 +137,28 @@ class GrpcRayletClientPool:
     async def shutdown_raylet(self, node: GcsNodeInfo, graceful: bool) -> None:
         """NodeManagerService.ShutdownRaylet (behind NodeInfoGcsService.DrainNode)."""
         await self._call(node, "ShutdownRaylet", nm.ShutdownRayletRequest(graceful=graceful))
+
+    async def drain_raylet(
+        self, node: GcsNodeInfo, reason: int, reason_message: str, deadline_timestamp_ms: int
+    ) -> nm.DrainRayletReply:
+        """NodeManagerService.DrainRaylet (behind the autoscaler's DrainNode)."""
+        request = nm.DrainRayletRequest(
+            reason=reason,  # type: ignore[arg-type]
+            reason_message=reason_message,
+            deadline_timestamp_ms=deadline_timestamp_ms,
+        )
+        reply: nm.DrainRayletReply = await self._call(node, "DrainRaylet", request)
+        return reply
+
+    async def resize_local_resource_instances(
+        self, node: GcsNodeInfo, resources: Mapping[str, float]
+    ) -> nm.ResizeLocalResourceInstancesReply:
+        """NodeManagerService.ResizeLocalResourceInstances (autoscaler resize)."""
+        request = nm.ResizeLocalResourceInstancesRequest(resources=dict(resources))
+        reply: nm.ResizeLocalResourceInstancesReply = await self._call(
+            node, "ResizeLocalResourceInstances", request
+        )
+        return reply
 
     def forget(self, node_id: bytes) -> None:
         """Drop the node's channel (closed in the background)."""

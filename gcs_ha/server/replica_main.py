@@ -40,14 +40,10 @@ from gcs_ha.consensus.api import Replica
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
-from gcs_ha.managers.kv_manager import KvManager
 from gcs_ha.proto import admin_pb2_grpc
-from gcs_ha.proto.ray import gcs_service_pb2_grpc
+from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
-from gcs_ha.server.cluster_id import ClusterIdServicer
 from gcs_ha.server.gcs_server import GcsServer
-from gcs_ha.server.kv_service import InternalKvService
-from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.store_client import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
@@ -83,18 +79,11 @@ def _mount_health(server: grpc.aio.Server, services: Services) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(services.health, server)
 
 
-def _mount_internal_kv(server: grpc.aio.Server, services: Services) -> None:
-    # The KV keeps its read barrier: its reads go to storage on every call.
-    manager = KvManager(InternalKv(services.replica.store))
-    services.gcs.add_manager(manager)
-    servicer = InternalKvService(manager)
-    gcs_service_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-
-
-def _mount_node_info(server: grpc.aio.Server, services: Services) -> None:
-    # GetClusterId only, until the node manager brings the rest of NodeInfoGcsService.
-    servicer = ClusterIdServicer(services.gcs.cluster_id)
-    gcs_service_pb2_grpc.add_NodeInfoGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+def _mount_ray_gcs(server: grpc.aio.Server, services: Services) -> None:
+    # Every Ray GCS manager and service (gcs_ha.server.assembly). The KV service keeps
+    # its read barrier: its reads go to storage on every call.
+    ray = assembly.build(services.gcs, services.replica.store)
+    assembly.mount(server, services.gcs, ray)
 
 
 # Every service a replica serves on its gRPC port, one line each (Ray's GCS services go
@@ -102,8 +91,7 @@ def _mount_node_info(server: grpc.aio.Server, services: Services) -> None:
 SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
     _mount_admin,
     _mount_health,
-    _mount_internal_kv,
-    _mount_node_info,
+    _mount_ray_gcs,
 )
 
 

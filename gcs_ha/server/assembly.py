@@ -1,0 +1,144 @@
+"""The Ray GCS, assembled: every manager built once, wired to the others, registered with
+the GcsServer in dependency order, and every Ray service mounted on the replica's port.
+
+This is the one place that knows how the managers depend on each other (as Ray's
+GcsServer::DoStart does). Managers start in the order they are added here and stop in
+reverse; listeners wire node deaths, job ends and worker deaths across managers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc.aio
+
+from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
+from gcs_ha.managers.event_export_manager import EventExportManager
+from gcs_ha.managers.function_manager import FunctionManager
+from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.job_manager import JobManager
+from gcs_ha.managers.kv_manager import KvManager
+from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.pubsub_manager import PubsubManager
+from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
+from gcs_ha.managers.syncer_hub import SyncerHub
+from gcs_ha.managers.task_manager import TaskManager
+from gcs_ha.managers.worker_manager import WorkerManager
+from gcs_ha.proto.ray import gcs_pb2, gcs_service_pb2_grpc
+from gcs_ha.server import (
+    autoscaler_service,
+    event_export_service,
+    job_service,
+    node_service,
+    pubsub_service,
+    resource_service,
+    runtime_env_service,
+    syncer_service,
+    task_service,
+    worker_service,
+)
+from gcs_ha.server.gcs_server import GcsServer
+from gcs_ha.server.job_service import CoreWorkerDriverProbe
+from gcs_ha.server.kv_service import InternalKvService
+from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.storage.internal_kv import InternalKv
+from gcs_ha.storage.store_client import StoreClient
+
+
+@dataclass(frozen=True)
+class RayGcs:
+    """Every manager of one replica's Ray GCS (built once, started on each promotion)."""
+
+    pool: GrpcRayletClientPool
+    kv: KvManager
+    pubsub: PubsubManager
+    health: GcsHealthCheckManager
+    nodes: GcsNodeManager
+    resources: GcsResourceManager
+    syncer: SyncerHub
+    functions: FunctionManager
+    runtime_envs: RuntimeEnvManager
+    tasks: TaskManager
+    jobs: JobManager
+    workers: WorkerManager
+    events: EventExportManager
+    autoscaler: GcsAutoscalerStateManager
+
+
+def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
+    """Build and wire the managers; register them with `gcs` in dependency order.
+    `store` is the replica's store with read barriers (the KV service reads through it);
+    the other managers read `gcs.tables` (local, after the promotion barrier)."""
+    tables = gcs.tables
+    pool = GrpcRayletClientPool(cluster_id_hex=lambda: gcs.cluster_id.hex)
+    pubsub = PubsubManager()
+    health = GcsHealthCheckManager(pool)
+    nodes = GcsNodeManager(tables, pubsub, pool, health)
+    resources = GcsResourceManager(pool)
+    functions = FunctionManager(tables.internal_kv)
+    runtime_envs = RuntimeEnvManager(tables.internal_kv)
+    tasks = TaskManager()
+    ray = RayGcs(
+        pool=pool,
+        kv=KvManager(InternalKv(store)),
+        pubsub=pubsub,
+        health=health,
+        nodes=nodes,
+        resources=resources,
+        syncer=SyncerHub(receiver=resources, heartbeat=health.mark_healthy),
+        functions=functions,
+        runtime_envs=runtime_envs,
+        tasks=tasks,
+        jobs=JobManager(
+            tables, pubsub, functions, runtime_envs, driver_probe=CoreWorkerDriverProbe()
+        ),
+        workers=WorkerManager(tables, pubsub),
+        events=EventExportManager(tasks),
+        autoscaler=GcsAutoscalerStateManager(resources, tables.internal_kv, pool),
+    )
+    for manager in (
+        ray.pool, ray.kv, ray.pubsub, ray.health, ray.nodes, ray.resources, ray.syncer,
+        ray.functions, ray.runtime_envs, ray.tasks, ray.jobs, ray.workers, ray.events,
+        ray.autoscaler,
+    ):  # fmt: skip
+        gcs.add_manager(manager)
+    _wire(gcs, ray)
+    return ray
+
+
+def _wire(gcs: GcsServer, ray: RayGcs) -> None:
+    """Cross-manager events, as Ray's GcsServer installs them."""
+    ray.nodes.add_node_added_listener(ray.resources.on_node_added)
+    ray.nodes.add_node_removed_listener(ray.resources.on_node_dead)
+    ray.nodes.add_node_removed_listener(lambda node: ray.syncer.on_node_dead(node.node_id))
+    ray.nodes.add_node_removed_listener(lambda node: ray.jobs.on_node_removed(node.node_id))
+    ray.nodes.add_node_removed_listener(_drop_subscribers(ray.pubsub))
+    ray.jobs.add_job_finished_listener(ray.tasks.on_job_finished)
+    ray.workers.add_worker_dead_listener(ray.tasks.on_worker_dead)
+    gcs.add_after_serving(ray.nodes.on_leader_started)
+    gcs.add_after_serving(ray.jobs.collect_garbage)
+
+
+def _drop_subscribers(pubsub: PubsubManager) -> Callable[[gcs_pb2.GcsNodeInfo], None]:
+    def drop(node: gcs_pb2.GcsNodeInfo) -> None:
+        pubsub.remove_subscribers_of(node.node_id)
+
+    return drop
+
+
+def mount(server: grpc.aio.Server, gcs: GcsServer, ray: RayGcs) -> None:
+    """Serve every Ray GCS service of `ray` on `server`."""
+    kv = InternalKvService(ray.kv)
+    gcs_service_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(kv, server)  # type: ignore[no-untyped-call]
+    node_service.mount(server, node_service.NodeInfoDeps(ray.nodes, gcs.cluster_id))
+    pubsub_service.mount(server, ray.pubsub)
+    resource_service.mount(server, ray.resources)
+    syncer_service.mount(server, ray.syncer)
+    autoscaler_service.mount(server, ray.autoscaler)
+    job_service.mount(server, ray.jobs)
+    worker_service.mount(server, ray.workers)
+    task_service.mount(server, ray.tasks)
+    runtime_env_service.mount(server, ray.runtime_envs)
+    event_export_service.mount(server, ray.events)
