@@ -98,14 +98,17 @@ class MembershipOps:
                 lambda done: self._node.transfer_leadership(address, done),
                 max(0.1, deadline - loop.time()),
             )
-            while self._node.is_leader() and self._node.term() == start_term:
+            # Done when this replica stepped down. pysyncobj sets the new term before the
+            # new role, so "leader in start_term + 1" is a moment, not an outcome; leading
+            # again in a later term means this replica won the next election.
+            while self._node.is_leader():
+                if self._node.term() >= start_term + 2:
+                    raise UnavailableError("the transfer's election was won by this replica again")
                 if loop.time() > deadline:
                     raise UnavailableError("leadership transfer did not complete in time")
                 await asyncio.sleep(0.005)
         finally:
             proposer.release()
-        if self._node.is_leader():
-            raise UnavailableError("the transfer's election was won by this replica again")
 
     async def _caught_up_target(self, node_id: str | None, deadline: float) -> str:
         """The Raft address of the target once its log matches the leader's."""
