@@ -5,6 +5,11 @@ dashboard/autoscaler state here (ray-gcs-contract.md section 4). Semantics follo
 GCS: Get of a missing key is NotFound; Put returns whether the key was new and keeps an
 existing value when overwrite is false; Del returns how many keys went, by prefix if asked.
 
+The system config (GetInternalConfig) is what Ray's GCS gets as `--config_list` from the
+head node. gcs-ha has no such command line: the head node's launcher (`gcs-ha ray-head`,
+gcs_ha/ray_head_main.py) stores that JSON under SYSTEM_CONFIG_NAMESPACE /
+SYSTEM_CONFIG_KEY, and every leader serves it from there ("{}" until a head stored one).
+
 Errors: NotFoundError (Get of a missing key), InvalidRequestError (an empty key, or a key
 or value over the limits), and whatever the store raises (NotLeaderError, ...).
 """
@@ -15,6 +20,10 @@ from gcs_ha.errors import InvalidRequestError, NotFoundError
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.storage.internal_kv import InternalKv
 
+SYSTEM_CONFIG_NAMESPACE = b"gcs_ha"
+SYSTEM_CONFIG_KEY = b"system_config"
+EMPTY_CONFIG = "{}"
+
 
 class KvManager:
     """Serves the InternalKV calls over the replicated KV table. Keeps no state of its
@@ -22,9 +31,8 @@ class KvManager:
 
     name = "internal_kv"
 
-    def __init__(self, kv: InternalKv, internal_config: str = "{}") -> None:
+    def __init__(self, kv: InternalKv) -> None:
         self._kv = kv
-        self._internal_config = internal_config
 
     async def start(self, init: GcsInitData) -> None:
         """Nothing to rebuild."""
@@ -60,9 +68,13 @@ class KvManager:
     async def keys(self, namespace: bytes, prefix: bytes) -> list[bytes]:
         return await self._kv.keys(namespace, prefix)
 
-    def internal_config(self) -> str:
-        """The system config JSON handed to raylets (GetInternalConfig)."""
-        return self._internal_config
+    async def internal_config(self) -> str:
+        """The system config JSON handed to raylets (GetInternalConfig): the head node's,
+        as its launcher stored it, or "{}" when none was stored."""
+        value = await self._kv.get(SYSTEM_CONFIG_NAMESPACE, SYSTEM_CONFIG_KEY)
+        if value is None:
+            return EMPTY_CONFIG
+        return value.decode("utf-8", errors="replace")
 
 
 def _check_key(key: bytes) -> None:

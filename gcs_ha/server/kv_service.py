@@ -71,6 +71,6 @@ class InternalKvService(pb_grpc.InternalKVGcsServiceServicer):
         self, request: pb.GetInternalConfigRequest, context: Context
     ) -> pb.GetInternalConfigReply:
         async def handle(reply: pb.GetInternalConfigReply) -> None:
-            reply.config = self._kv.internal_config()
+            reply.config = await self._kv.internal_config()
 
         return await ray_call(context, pb.GetInternalConfigReply(), handle)

@@ -1,0 +1,95 @@
+"""`gcs-ha ray-head`: start a real Ray head node whose GCS is a gcs-ha cluster.
+
+    gcs-ha ray-head --address HOST:PORT [-- RAY START OPTIONS]
+
+Ray's `ray start --head` always spawns its own gcs_server; there is no option to point
+a head node at an external GCS (ray-gcs-contract.md section 14). This command checks
+that ADDRESS is a reachable gcs-ha replica, then replaces itself (exec) with
+gcs_ha/ray_head_main.py, which runs Ray's own `ray start --head RAY START OPTIONS` with
+one change: no gcs_server, the GCS address is ADDRESS, and the head's system config
+goes into gcs-ha's KV for GetInternalConfig. Read that module for how.
+
+Ray runs in a separate Python process because this one (the gcs-ha CLI) has imported
+gcs_ha.proto.ray, whose protobuf symbols clash with Ray's own.
+
+Errors: ConfigError for options that cannot go with a gcs-ha head (`--address`,
+`--port`, `--head` after "--"), UnavailableError when nothing answers at ADDRESS,
+GcsHaError when something answers there that is not a gcs-ha replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from gcs_ha.addresses import check_address
+from gcs_ha.admin_client import AdminClient
+from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
+from gcs_ha.managers.kv_manager import SYSTEM_CONFIG_KEY, SYSTEM_CONFIG_NAMESPACE
+
+log = logging.getLogger(__name__)
+
+MAIN_MODULE = "gcs_ha.ray_head_main"
+CHECK_TIMEOUT_S = 5.0
+
+# `ray start` options that make no sense here, and why.
+_REFUSED = {
+    "--address": "--address after '--' means an external Redis to Ray: give gcs-ha's "
+    "address as --address before '--'",
+    "--port": "--port is the GCS port of a head node, and the GCS is gcs-ha: drop it",
+    "--head": "--head is implied: drop it",
+}
+
+
+def check_ray_options(ray_args: Sequence[str]) -> None:
+    """Refuse the `ray start` options a gcs-ha head cannot take (ConfigError)."""
+    for arg in ray_args:
+        reason = _REFUSED.get(arg.split("=", 1)[0])
+        if reason is not None:
+            raise ConfigError(reason)
+
+
+def check_gcs_ha(address: str, timeout: float = CHECK_TIMEOUT_S) -> str:
+    """Make sure a gcs-ha replica answers at `address`; returns its cluster's leader node
+    id, or "" when that replica knows no leader yet (Ray's client will wait for one).
+
+    Raises UnavailableError (nothing answers) or GcsHaError (not a gcs-ha replica).
+    """
+    check_address(address)
+    try:
+        with AdminClient(address, timeout) as admin:
+            status = admin.status()
+    except UnavailableError:
+        raise  # "cannot reach ADDRESS: no gcs-ha replica answers there", or a timeout
+    except GcsHaError as exc:
+        raise GcsHaError(f"{address} is not a gcs-ha replica ({exc})") from None
+    return status.leader_node_id
+
+
+def head_command(address: str, ray_args: Sequence[str]) -> list[str]:
+    """The command line of the Ray process (gcs_ha/ray_head_main.py)."""
+    return [
+        sys.executable,
+        "-m",
+        MAIN_MODULE,
+        f"--address={address}",
+        f"--config-namespace={SYSTEM_CONFIG_NAMESPACE.decode()}",
+        f"--config-key={SYSTEM_CONFIG_KEY.decode()}",
+        "--",
+        *ray_args,
+    ]
+
+
+def exec_ray_head(address: str, ray_args: Sequence[str]) -> NoReturn:
+    """Check the address and options, then become `ray start --head` on gcs-ha."""
+    check_ray_options(ray_args)
+    leader = check_gcs_ha(address)
+    if not leader:
+        log.warning("%s knows no gcs-ha leader yet; Ray will wait for one", address)
+    cmd = head_command(address, ray_args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
