@@ -5,6 +5,7 @@
     gcs-ha status  show every member of a cluster
     gcs-ha join    run a new replica and add it to a running cluster
     gcs-ha leave   remove a replica from its cluster and shut it down
+    gcs-ha ray-head  start a Ray head node whose GCS is a gcs-ha cluster
     gcs-ha bench   benchmarks (commands added by gcs_ha.bench)
 
 A mistake of the user (bad flag, missing secret, unreachable address, a data dir of
@@ -35,6 +36,7 @@ from gcs_ha.bench.kv import kv as bench_kv
 from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.ray_head import exec_ray_head
 from gcs_ha.secret import decide_security, load_secret
 from gcs_ha.server.replica_main import ReplicaProcess
 from gcs_ha.up import resolve_layout, run_up
@@ -325,6 +327,16 @@ def up(
         _name("cluster name", cluster_name)
     layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name)
     sys.exit(run_up(layout, log_level, click.echo))
+
+
+@cli.command(name="ray-head", context_settings={"ignore_unknown_options": True})
+@click.option("--address", required=True, help="gRPC HOST:PORT of any gcs-ha replica.")
+@click.argument("ray_args", nargs=-1, type=click.UNPROCESSED)
+@friendly_errors
+def ray_head(address: str, ray_args: tuple[str, ...]) -> None:
+    """Start a Ray head node on the gcs-ha cluster at ADDRESS: `ray start --head` with
+    RAY_ARGS (give them after '--'), without a gcs_server of its own."""
+    exec_ray_head(address, ray_args)
 
 
 @cli.group()

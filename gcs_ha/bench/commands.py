@@ -1,0 +1,205 @@
+"""The `gcs-ha bench` commands (click). The measuring modules are imported lazily:
+they pull in the consensus layer, which `gcs-ha --help` should not pay for."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _int_list(_ctx: Any, _param: Any, value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{value!r}: give one or more integers >= 1")
+    return numbers
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s bench %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:  # "stopped serving: replica stopping" at every cluster's end is noise
+        logging.getLogger("gcs_ha.consensus.leadership").setLevel(logging.ERROR)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of points.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds measured per point (after the warm-up).",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of writes before each measurement.",
+)
+@click.option(
+    "--writers",
+    default="1,16,128",
+    show_default=True,
+    callback=_int_list,
+    help="Concurrent writers, comma-separated.",
+)
+@click.option(
+    "--replicas",
+    default="1,3",
+    show_default=True,
+    callback=_int_list,
+    help="Replica counts, comma-separated.",
+)
+@click.option("--value-bytes", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--lmdb-batch",
+    type=click.IntRange(min=2),
+    default=100,
+    show_default=True,
+    help="Puts per transaction of the lmdb-batch baseline.",
+)
+@click.option("--no-lmdb", is_flag=True, help="Skip the raw LMDB baselines.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run everything N times and report the median of each field.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
+)
+@click.option("--keep", is_flag=True, help="Keep the data and replica logs.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=26000,
+    show_default=True,
+    help="Raft port of r0; r<i> uses BASE+i, its gRPC port BASE+50+i.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def storage(
+    *,
+    as_json: bool,
+    duration: float,
+    warmup: float,
+    writers: tuple[int, ...],
+    replicas: tuple[int, ...],
+    value_bytes: int,
+    lmdb_batch: int,
+    no_lmdb: bool,
+    repeat: int,
+    data_dir: Path | None,
+    keep: bool,
+    base_port: int,
+    verbose: bool,
+) -> None:
+    """Acknowledged writes/s and latency of the replicated store, and raw LMDB on the same
+    disk. The leader (r0) runs in this process; the other replicas are `gcs-ha start`
+    processes."""
+    from gcs_ha.bench.stats import median_points, render_table  # noqa: PLC0415
+    from gcs_ha.bench.storage import StorageBenchConfig, headline, run_storage_bench  # noqa: PLC0415
+
+    _setup_logging(verbose)
+    config = StorageBenchConfig(
+        writers=writers,
+        replicas=replicas,
+        duration_s=duration,
+        warmup_s=warmup,
+        value_bytes=value_bytes,
+        lmdb_batch=lmdb_batch,
+        base_port=base_port,
+        data_dir=data_dir,
+        keep=keep,
+        lmdb=not no_lmdb,
+    )
+    runs = [run_storage_bench(config) for _ in range(repeat)]
+    rows = runs[0] if repeat == 1 else median_points(runs)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(render_table(rows))
+        for line in headline(rows):
+            click.echo(line)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--kills", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--writers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Writers in the serving replica.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=0.02,
+    show_default=True,
+    help="Seconds each writer pauses between writes.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of steady writes before each kill.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
+)
+@click.option("--keep", is_flag=True, help="Keep the data, ack logs and replica logs.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=26100,
+    show_default=True,
+    help="Raft port of r0; r<i> uses BASE+i, its gRPC port BASE+50+i.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def failover(
+    *,
+    as_json: bool,
+    kills: int,
+    writers: int,
+    interval: float,
+    settle: float,
+    data_dir: Path | None,
+    keep: bool,
+    base_port: int,
+    verbose: bool,
+) -> None:
+    """Time from kill -9 of the leader to the first write acknowledged by the new leader,
+    over KILLS kills of a 3-replica cluster of separate processes."""
+    from gcs_ha.bench.failover import FailoverBenchConfig, render, run_failover_bench  # noqa: PLC0415
+
+    _setup_logging(verbose)
+    config = FailoverBenchConfig(
+        kills=kills,
+        writers=writers,
+        interval_s=interval,
+        settle_s=settle,
+        base_port=base_port,
+        data_dir=data_dir,
+        keep=keep,
+    )
+    summary = run_failover_bench(config)
+    click.echo(json.dumps(summary, indent=2) if as_json else render(summary))

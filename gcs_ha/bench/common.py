@@ -1,0 +1,54 @@
+"""What the benchmarks share: addresses, the run directory, the child processes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from gcs_ha.processes import Process, terminate_all
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+CLUSTER_NAME = "gcs-ha-bench"
+GCS_PORT_OFFSET = 50  # replica i: Raft port base+i, gRPC port base+GCS_PORT_OFFSET+i
+
+
+class ProcessSet:
+    """Every child process a benchmark started; `close()` stops them all by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[Process] = []
+
+    def add(self, proc: Process) -> Process:
+        self.procs.append(proc)
+        return proc
+
+    def close(self, timeout: float = 5.0) -> None:
+        """SIGTERM the ones still running, SIGKILL after `timeout`. Idempotent."""
+        terminate_all([p for p in self.procs if p.poll() is None], timeout)
+
+
+@contextlib.contextmanager
+def run_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
+    """A fresh directory for one run, under `parent` (the disk being measured; default
+    the temp dir). Removed afterwards unless `keep`, or the run failed with an error
+    (then its path, with the replicas' logs, is logged). Ctrl-C removes it too."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="gcs-ha-bench-", dir=parent))
+    failed = False
+    try:
+        yield base
+    except Exception:
+        failed = True
+        raise
+    finally:
+        if failed or keep:
+            log.warning("benchmark data and logs kept in %s", base)
+        else:
+            shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,338 @@
+"""`gcs-ha bench kv`: InternalKVPut/Get through Ray's own client stubs, gcs-ha against Ray.
+
+For each system (gcs_ha.bench.kv_systems: Ray's `gcs_server` in memory and on Redis,
+gcs-ha with 1 and 3 durable replicas), started fresh and alone on loopback, the load
+generator (gcs_ha.bench.kv_client, a separate process importing only grpc and Ray's
+generated stubs) runs every op x client-count point against it. While a point's window
+is open this process samples the CPU time of the system's server processes (from
+/proc), so each row also says how many cores the servers used and the CPU cost per op.
+
+A row (what `--json` prints, one per system x op x clients):
+    system, op, clients, ops_per_s, p50_ms, p99_ms, errors, ops, seconds,
+    client_cores, server_cores, server_cpu_ms_per_op
+and, on gcs-ha-3 put rows, `vs_ray_redis` / `vs_ray_memory`: the ops/s ratios.
+
+Raises ConfigError (a system that cannot run here) and UnavailableError (a server or
+the load generator failed; the message names its log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
+from gcs_ha.bench.kv_systems import (
+    PROFILE_ENV,
+    REDIS_FSYNC,
+    SYSTEMS,
+    THREADS_ENV,
+    RunningSystem,
+    check_available,
+    start_system,
+    thread_cpu,
+    write_thread_cpu,
+)
+from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
+from gcs_ha.processes import Process, terminate_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KvBenchConfig:
+    """What `gcs-ha bench kv` measures."""
+
+    systems: tuple[str, ...] = SYSTEMS
+    clients: tuple[int, ...] = (1, 16, 64)
+    ops: tuple[str, ...] = ("put", "get")
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    value_bytes: int = 200
+    base_port: int = 31000
+    redis_fsync: str = "everysec"
+    data_dir: Path | None = None
+    keep: bool = False
+
+
+def run_kv_bench(config: KvBenchConfig) -> list[dict[str, Any]]:
+    """Every system, one after the other; returns the rows (ratios added)."""
+    check_available(config.systems)
+    rows: list[dict[str, Any]] = []
+    with _run_dir(config.data_dir, config.keep) as base:
+        for system in config.systems:
+            with start_system(system, base / system, config.base_port, config.redis_fsync) as sut:
+                log.info("%s serving at %s", system, sut.address)
+                rows += measure(sut, config, base / system)
+    return add_ratios(rows)
+
+
+@contextlib.contextmanager
+def _run_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
+    """A fresh directory for the run's data and logs, removed afterwards unless `keep`;
+    kept (path logged) when a server or the load generator failed, for its logs."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="gcs-ha-bench-kv-", dir=parent))
+    failed = False
+    try:
+        yield base
+    except GcsHaError:
+        failed = True
+        raise
+    finally:
+        if keep or failed:
+            log.warning("benchmark data and logs kept in %s", base)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def client_command(address: str, config: KvBenchConfig) -> list[str]:
+    """The load generator's command line."""
+    return [
+        sys.executable,
+        "-m",
+        "gcs_ha.bench.kv_client",
+        f"--address={address}",
+        f"--ops={','.join(config.ops)}",
+        f"--clients={','.join(map(str, config.clients))}",
+        f"--duration={config.duration_s}",
+        f"--warmup={config.warmup_s}",
+        f"--value-bytes={config.value_bytes}",
+    ]
+
+
+def measure(sut: RunningSystem, config: KvBenchConfig, base: Path) -> list[dict[str, Any]]:
+    """Run the load generator against `sut`; its points, with the servers' CPU use."""
+    log_path = base / "logs" / "kv_client.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as err:
+        proc = subprocess.Popen(
+            client_command(sut.address, config),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        rows = _follow(proc, sut)
+    finally:
+        terminate_all([proc], 5.0)
+    if proc.returncode != 0 or len(rows) != len(config.ops) * len(config.clients):
+        raise UnavailableError(
+            f"{sut.name}: the load generator exited with code {proc.returncode}; see {log_path}"
+        )
+    return rows
+
+
+def _follow(proc: Process, sut: RunningSystem) -> list[dict[str, Any]]:
+    """Read the load generator's events until it exits; sample CPU at window edges."""
+    rows: list[dict[str, Any]] = []
+    cpu_at_start: dict[str, float] = {}
+    cpu_s = 0.0
+    thread_dir = os.environ.get(THREADS_ENV) or os.environ.get(PROFILE_ENV)
+    for event in _events(proc, sut):
+        kind = event.pop("event")
+        if kind == "window_start":
+            cpu_at_start = thread_cpu(sut.procs.values())
+        elif kind == "window_end":
+            used = {
+                t: s - cpu_at_start.get(t, 0.0) for t, s in thread_cpu(sut.procs.values()).items()
+            }
+            cpu_s = sum(used.values())
+            if thread_dir:
+                write_thread_cpu(Path(thread_dir), sut, event, used)
+        elif kind == "point":
+            rows.append(_row(sut.name, event, cpu_s))
+            log.info("%s", rows[-1])
+    return rows
+
+
+def _events(proc: Process, sut: RunningSystem) -> Iterator[dict[str, Any]]:
+    """The load generator's JSON lines; UnavailableError if a server process exits."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            if selector.select(timeout=0.5):
+                line = proc.stdout.readline()
+                if not line:
+                    proc.wait()
+                    return
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    log.warning("load generator printed %r", line[:200])
+            sut.check_alive()
+
+
+def _row(system: str, point: dict[str, Any], server_cpu_s: float) -> dict[str, Any]:
+    seconds = point["seconds"]
+    return {
+        "system": system,
+        **point,
+        "server_cores": round(server_cpu_s / seconds, 3),
+        "server_cpu_ms_per_op": (
+            round(server_cpu_s * 1000.0 / point["ops"], 4) if point["ops"] else None
+        ),
+    }
+
+
+def _csv_ints(_ctx: Any, _param: Any, value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"{value!r}: give one or more integers >= 1")
+    return numbers
+
+
+def _csv_choice(choices: Sequence[str]) -> Any:
+    def parse(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+        bad = [n for n in names if n not in choices]
+        if not names or bad:
+            raise click.BadParameter(f"{value!r}: choose from {', '.join(choices)}")
+        return names
+
+    return parse
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM: unwind like Ctrl-C, so every started process is stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds measured per point (after the warm-up).",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of load before each measurement.",
+)
+@click.option(
+    "--clients",
+    default="1,16,64",
+    show_default=True,
+    callback=_csv_ints,
+    help="Concurrent clients, comma-separated.",
+)
+@click.option(
+    "--systems",
+    default=",".join(SYSTEMS),
+    show_default=True,
+    callback=_csv_choice(SYSTEMS),
+    help="Systems to measure, comma-separated.",
+)
+@click.option(
+    "--ops",
+    default="put,get",
+    show_default=True,
+    callback=_csv_choice(("put", "get")),
+    help="InternalKV calls to measure.",
+)
+@click.option("--value-bytes", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run everything N times and report the median of each field.",
+)
+@click.option(
+    "--redis-fsync",
+    type=click.Choice(REDIS_FSYNC),
+    default="everysec",
+    show_default=True,
+    help="ray-redis: Redis AOF fsync policy (none = AOF off).",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=31000,
+    show_default=True,
+    help="Ray GCS BASE, Redis BASE+1, gcs-ha gRPC BASE+10+i, Raft BASE+20+i.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
+)
+@click.option("--keep", is_flag=True, help="Keep the data and server logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def kv(
+    *,
+    as_json: bool,
+    duration: float,
+    warmup: float,
+    clients: tuple[int, ...],
+    systems: tuple[str, ...],
+    ops: tuple[str, ...],
+    value_bytes: int,
+    repeat: int,
+    redis_fsync: str,
+    base_port: int,
+    data_dir: Path | None,
+    keep: bool,
+    verbose: bool,
+) -> None:
+    """InternalKVPut/Get through Ray's own client stubs: Ray's gcs_server (in memory, on
+    Redis) against gcs-ha with 1 and 3 durable replicas, all started by this command.
+    Set GCS_HA_BENCH_THREADS=DIR to record each server thread's CPU time per point, and
+    GCS_HA_BENCH_PROFILE=DIR to do that and run the gcs-ha replicas under cProfile."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s bench %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = KvBenchConfig(
+        systems=systems,
+        clients=clients,
+        ops=ops,
+        duration_s=duration,
+        warmup_s=warmup,
+        value_bytes=value_bytes,
+        base_port=base_port,
+        redis_fsync=redis_fsync,
+        data_dir=data_dir,
+        keep=keep,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        runs = [run_kv_bench(config) for _ in range(repeat)]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rows = runs[0] if repeat == 1 else add_ratios(median_rows(runs))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(render_table(rows))
+    for line in ratio_lines(rows):
+        click.echo(line, err=as_json)
