@@ -311,6 +311,11 @@ def render_table(view: ClusterView) -> str:
 @click.option("--port", type=int, help="gRPC port of r0 (default 6379); r<i> uses PORT+i.")
 @click.option("--raft-port", type=int, help="Raft port of r0 (default PORT+1000).")
 @click.option("--cluster-name", help="Cluster name (default gcs-ha).")
+@click.option(
+    "--host",
+    help="Address every replica binds and announces (default 127.0.0.1). Ray rewrites "
+    "127.0.0.1 to the machine's IP, so for Ray on this machine use e.g. 127.0.0.2.",
+)
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
 @friendly_errors
 def up(
@@ -320,12 +325,13 @@ def up(
     port: int | None,
     raft_port: int | None,
     cluster_name: str | None,
+    host: str | None,
     log_level: str,
 ) -> None:
     """Run a local cluster of N replicas in the foreground (development)."""
     if cluster_name is not None:
         _name("cluster name", cluster_name)
-    layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name)
+    layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name, host=host)
     sys.exit(run_up(layout, log_level, click.echo))
 
 

@@ -83,6 +83,8 @@ def resolve_layout(
     port: int | None,
     raft_port: int | None,
     cluster_name: str | None,
+    *,
+    host: str | None = None,
 ) -> UpLayout:
     """The layout from the options, checked against (and completed from) DIR/up.json."""
     data_dir = data_dir.absolute()
@@ -93,6 +95,7 @@ def resolve_layout(
             "port": port,
             "raft_port": raft_port,
             "cluster_name": cluster_name,
+            "host": host,
         }
         for key, value in given.items():
             if value is not None and value != getattr(recorded, key):
@@ -106,7 +109,9 @@ def resolve_layout(
     _check_no_foreign_replicas(data_dir, replicas)
     port = 6379 if port is None else port
     raft_port = port + 1000 if raft_port is None else raft_port
-    layout = UpLayout(data_dir, replicas, port, raft_port, cluster_name or "gcs-ha")
+    layout = UpLayout(
+        data_dir, replicas, port, raft_port, cluster_name or "gcs-ha", host or "127.0.0.1"
+    )
     _check_ports(layout)
     return layout
 
@@ -121,6 +126,7 @@ def _read_manifest(data_dir: Path) -> UpLayout | None:
             port=int(raw["port"]),
             raft_port=int(raw["raft_port"]),
             cluster_name=str(raw["cluster_name"]),
+            host=str(raw.get("host", "127.0.0.1")),
         )
     except FileNotFoundError:
         return None
@@ -154,7 +160,7 @@ def _check_ports(layout: UpLayout) -> None:
 
 def _write_manifest(layout: UpLayout) -> None:
     record = asdict(layout)
-    del record["data_dir"], record["host"]
+    del record["data_dir"]
     path = layout.data_dir / MANIFEST
     if not path.exists():
         path.write_text(json.dumps(record, indent=2) + "\n")

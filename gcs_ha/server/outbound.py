@@ -25,8 +25,9 @@ Errors: UnavailableError (above); InvalidRequestError for a bundle that is not a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -38,7 +39,7 @@ from gcs_ha.errors import InvalidRequestError, UnavailableError
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray import node_manager_pb2 as nm
 from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
-from gcs_ha.proto.ray.common_pb2 import Bundle
+from gcs_ha.proto.ray.common_pb2 import ActorDeathCause, Bundle, LeaseSpec
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A new raylet on a dead one's address must not share its subchannel in backoff.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 CLUSTER_ID_METADATA = "ray_cluster_id"
 
@@ -80,6 +83,8 @@ class GrpcRayletClientPool:
         self._timeout_s = call_timeout_s
         self._conns: dict[bytes, _Conn] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._released: dict[bytes, asyncio.Event] = {}  # this term's actor worker releases
+        self._bundles_released: dict[bytes, asyncio.Event] = {}  # this term's bundle releases
 
     # -- Manager lifecycle -------------------------------------------------------------
 
@@ -88,7 +93,9 @@ class GrpcRayletClientPool:
         return "raylet_client_pool"
 
     async def start(self, init: GcsInitData) -> None:
-        """Nothing to rebuild: channels are made on first use."""
+        """Channels are made on first use; no actor worker release happened yet."""
+        self._released = {}
+        self._bundles_released = {}
 
     async def stop(self) -> None:
         """Close every channel (calls in flight fail) and wait for the closes."""
@@ -116,7 +123,10 @@ class GrpcRayletClientPool:
         self, node: GcsNodeInfo, worker_ids_in_use: Iterable[bytes]
     ) -> None:
         request = nm.ReleaseUnusedActorWorkersRequest(worker_ids_in_use=list(worker_ids_in_use))
-        await self._call(node, "ReleaseUnusedActorWorkers", request)
+        try:
+            await self._call(node, "ReleaseUnusedActorWorkers", request)
+        finally:  # actor leases to the node may go now (wait_actor_workers_released)
+            self._released.setdefault(bytes(node.node_id), asyncio.Event()).set()
 
     async def release_unused_bundles(
         self, node: GcsNodeInfo, bundles_in_use: Iterable[object]
@@ -126,7 +136,10 @@ class GrpcRayletClientPool:
             if not isinstance(bundle, Bundle):
                 raise InvalidRequestError(f"not a Bundle: {type(bundle).__name__}")
             request.bundles_in_use.append(bundle)
-        await self._call(node, "ReleaseUnusedBundles", request)
+        try:
+            await self._call(node, "ReleaseUnusedBundles", request)
+        finally:  # bundles may be prepared on the node now (wait_bundles_released)
+            self._bundles_released.setdefault(bytes(node.node_id), asyncio.Event()).set()
 
     async def get_resource_load(self, node: GcsNodeInfo) -> nm.GetResourceLoadReply:
         reply: nm.GetResourceLoadReply = await self._call(
@@ -160,6 +173,90 @@ class GrpcRayletClientPool:
         )
         return reply
 
+    async def prepare_bundle_resources(self, node: GcsNodeInfo, bundles: Sequence[Bundle]) -> bool:
+        """NodeManagerService.PrepareBundleResources: True when the raylet reserved them."""
+        request = nm.PrepareBundleResourcesRequest(bundle_specs=list(bundles))
+        reply: nm.PrepareBundleResourcesReply = await self._call(
+            node, "PrepareBundleResources", request
+        )
+        return bool(reply.success)
+
+    async def commit_bundle_resources(self, node: GcsNodeInfo, bundles: Sequence[Bundle]) -> None:
+        """NodeManagerService.CommitBundleResources (the prepared bundles become usable)."""
+        request = nm.CommitBundleResourcesRequest(bundle_specs=list(bundles))
+        await self._call(node, "CommitBundleResources", request)
+
+    async def remove_placement_group_bundles(
+        self, node: GcsNodeInfo, placement_group_id: bytes, bundles: Sequence[Bundle]
+    ) -> None:
+        """NodeManagerService.RemovePlacementGroupBundles (cancel prepared or committed)."""
+        request = nm.RemovePlacementGroupBundlesRequest(
+            placement_group_id=placement_group_id, bundle_specs=list(bundles)
+        )
+        await self._call(node, "RemovePlacementGroupBundles", request)
+
+    # -- actor scheduling ---------------------------------------------------------------
+
+    async def request_worker_lease(
+        self, node: GcsNodeInfo, lease_spec: LeaseSpec, grant_or_reject: bool
+    ) -> nm.RequestWorkerLeaseReply:
+        """NodeManagerService.RequestWorkerLease, without a deadline (the raylet answers
+        when it granted, spilled back, rejected or cancelled; a worker may take long to
+        start). A deadline would make the GCS retry a lease the raylet still queues."""
+        request = nm.RequestWorkerLeaseRequest(
+            lease_spec=lease_spec,
+            grant_or_reject=grant_or_reject,
+            backlog_size=0,
+            is_selected_based_on_locality=False,
+        )
+        reply: nm.RequestWorkerLeaseReply = await self._call(
+            node, "RequestWorkerLease", request, deadline=False
+        )
+        return reply
+
+    async def cancel_worker_lease(self, node: GcsNodeInfo, lease_id: bytes) -> None:
+        """NodeManagerService.CancelWorkerLease (a queued lease is dropped)."""
+        await self._call(node, "CancelWorkerLease", nm.CancelWorkerLeaseRequest(lease_id=lease_id))
+
+    async def kill_local_actor(
+        self,
+        node: GcsNodeInfo,
+        actor_id: bytes,
+        worker_id: bytes,
+        force_kill: bool,
+        death_cause: ActorDeathCause | None,
+    ) -> None:
+        """NodeManagerService.KillLocalActor (the raylet kills the actor's worker)."""
+        request = nm.KillLocalActorRequest(
+            intended_actor_id=actor_id, worker_id=worker_id, force_kill=force_kill
+        )
+        if death_cause is not None:
+            request.death_cause.CopyFrom(death_cause)
+        await self._call(node, "KillLocalActor", request)
+
+    async def is_local_worker_dead(self, node: GcsNodeInfo, worker_id: bytes) -> bool:
+        """NodeManagerService.IsLocalWorkerDead."""
+        request = nm.IsLocalWorkerDeadRequest(worker_id=worker_id)
+        reply: nm.IsLocalWorkerDeadReply = await self._call(node, "IsLocalWorkerDead", request)
+        return bool(reply.is_dead)
+
+    async def wait_actor_workers_released(self, node_id: bytes, timeout_s: float) -> None:
+        """Return once a ReleaseUnusedActorWorkers call to the node ended (answered or
+        failed) in this term, or after `timeout_s` (Ray's GCS holds actor leases to a node
+        until that reply: a lease granted before it could lose its worker to it)."""
+        released = self._released.setdefault(bytes(node_id), asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), timeout_s)
+
+    async def wait_bundles_released(self, node_id: bytes, timeout_s: float) -> bool:
+        """Wait until a ReleaseUnusedBundles call to the node ended (answered or failed)
+        in this term; False after `timeout_s` without one (Ray's GCS prepares no bundle
+        on a node before that reply: the release would free it)."""
+        released = self._bundles_released.setdefault(bytes(node_id), asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), timeout_s)
+        return released.is_set()
+
     def forget(self, node_id: bytes) -> None:
         """Drop the node's channel (closed in the background)."""
         conn = self._conns.pop(bytes(node_id), None)
@@ -184,11 +281,15 @@ class GrpcRayletClientPool:
         conn = self._conns[node_id] = _Conn(address)
         return conn
 
-    async def _call(self, node: GcsNodeInfo, method: str, request: Message) -> Any:
-        """Call NodeManagerService.`method` on the node's raylet with the pool's deadline."""
+    async def _call(
+        self, node: GcsNodeInfo, method: str, request: Message, *, deadline: bool = True
+    ) -> Any:
+        """Call NodeManagerService.`method` on the node's raylet with the pool's deadline
+        (or none)."""
         rpc = getattr(self._conn(node).node_manager, method)
+        timeout = self._timeout_s if deadline else None
         try:
-            return await rpc(request, timeout=self._timeout_s, metadata=self._metadata())
+            return await rpc(request, timeout=timeout, metadata=self._metadata())
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(node, method, exc) from exc
 
