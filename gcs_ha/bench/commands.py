@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from gcs_ha.errors import GcsHaError
+
 
 def _int_list(_ctx: Any, _param: Any, value: str) -> tuple[int, ...]:
     try:
@@ -127,7 +129,10 @@ def storage(
         keep=keep,
         lmdb=not no_lmdb,
     )
-    runs = [run_storage_bench(config) for _ in range(repeat)]
+    try:
+        runs = [run_storage_bench(config) for _ in range(repeat)]
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
     rows = runs[0] if repeat == 1 else median_points(runs)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -201,5 +206,8 @@ def failover(
         data_dir=data_dir,
         keep=keep,
     )
-    summary = run_failover_bench(config)
+    try:
+        summary = run_failover_bench(config)
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else render(summary))

@@ -71,8 +71,12 @@ class BenchCluster:
             cluster_name=CLUSTER_NAME,
         )
         self.replica = RaftReplica(config)
-        await self.replica.start()
-        await self._make_r0_lead(self.replica)
+        try:
+            await self.replica.start()
+            await self._make_r0_lead(self.replica)
+        except BaseException:
+            await self._stop()
+            raise
         return self.replica
 
     async def __aexit__(
@@ -81,6 +85,10 @@ class BenchCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop r0 (if it got started) and every follower process."""
         replica, self.replica = self.replica, None
         try:
             if replica is not None:
@@ -112,7 +120,10 @@ class BenchCluster:
             leader = await asyncio.to_thread(self._serving_follower)
             if leader is not None:
                 await asyncio.to_thread(_transfer_to_r0, self.gcs_address(leader))
-        raise UnavailableError(f"r0 did not become the serving leader in {LEADER_TIMEOUT_S:.0f} s")
+        raise UnavailableError(
+            f"r0 did not become the serving leader in {LEADER_TIMEOUT_S:.0f} s (are ports "
+            f"{self.raft_address(0)}.. free? replica logs: {self.base_dir / 'logs'})"
+        )
 
     def _check_followers(self) -> None:
         for i, proc in self._followers.items():

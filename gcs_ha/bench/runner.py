@@ -72,6 +72,8 @@ class ServingWriters:
         self._cancel()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._write(term, w)) for w in range(self._writers)]
+        for task in self._tasks:
+            task.add_done_callback(_report_failure)
 
     def on_demoted(self) -> None:
         self._cancel()
@@ -96,6 +98,12 @@ class ServingWriters:
                 continue
             self._log.event("ack", term)
             await asyncio.sleep(self._interval_s)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """A writer that died of anything but cancellation is logged, not swallowed."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("writer failed", exc_info=task.exception())
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
