@@ -236,12 +236,23 @@ class LmdbEnv:
     """One LMDB environment directory holding every table and the applied index."""
 
     def __init__(
-        self, path: Path, *, map_size: int = 8 << 30, sync: bool = True, max_readers: int = 1024
+        self,
+        path: Path,
+        *,
+        map_size: int = 8 << 30,
+        sync: bool = True,
+        metasync: bool | None = None,
+        max_readers: int = 1024,
     ) -> None:
+        """sync: fsync the data pages at each commit. metasync (default: = sync): also fsync
+        the meta page; without it a system crash may undo the LAST committed transaction
+        (never corrupt the environment) — right when something else (the Raft journal)
+        holds that transaction durably and replays it."""
         self.path = Path(path)
         self._lock_fd = _lock_dir(self.path)
         try:
-            self._env = _open_env(self.path, map_size, sync, max_readers)
+            meta = sync if metasync is None else metasync
+            self._env = _open_env(self.path, map_size, (sync, meta), max_readers)
             self._dbs, self._meta = _open_dbs(self._env, self.path)
         except BaseException:
             os.close(self._lock_fd)
@@ -394,7 +405,9 @@ def _lock_dir(path: Path) -> int:
     return fd
 
 
-def _open_env(path: Path, map_size: int, sync: bool, max_readers: int) -> lmdb.Environment:
+def _open_env(
+    path: Path, map_size: int, sync: tuple[bool, bool], max_readers: int
+) -> lmdb.Environment:
     """Open the LMDB environment in `path`, checking its data file is whole."""
     try:
         env = lmdb.open(
@@ -402,8 +415,8 @@ def _open_env(path: Path, map_size: int, sync: bool, max_readers: int) -> lmdb.E
             map_size=map_size,
             max_dbs=_MAX_DBS,
             max_readers=max_readers,
-            sync=sync,
-            metasync=sync,
+            sync=sync[0],
+            metasync=sync[1],
             max_spare_txns=4,
         )
     except _CORRUPT as exc:
