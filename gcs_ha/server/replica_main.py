@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -50,7 +49,6 @@ from gcs_ha.storage.store_client import MAX_VALUE_BYTES
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 1.0
-GIL_SWITCH_INTERVAL_S = 1e-4
 
 # Messages up to 4x the value limit are read, so an oversized value gets Ray's
 # InvalidArgument status naming the limit rather than gRPC's RESOURCE_EXHAUSTED.
@@ -141,10 +139,6 @@ class ReplicaProcess:
     async def run(self) -> int:
         """Start everything, serve until asked to stop, stop; returns the exit code."""
         self._install_signal_handlers()
-        # The gRPC loop and the Raft tick thread share the GIL; a short switch interval
-        # lets the tick thread (fsyncs, replication) run as soon as it is ready.
-        # Measured: +45% InternalKVPut at 64 clients with 3 replicas (docs/benchmarks.md).
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         cfg = self.config
         with DataDir.open(cfg.data_dir, cfg.node_id, cfg.cluster_name) as data_dir:
             if data_dir.created:
