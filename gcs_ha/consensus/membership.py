@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from gcs_ha.consensus import envelope
@@ -93,11 +94,7 @@ class MembershipOps:
         proposer = self._replica.proposer()
         proposer.hold()
         try:
-            address = await self._caught_up_target(node_id, deadline)
-            await self._call(
-                lambda done: self._node.transfer_leadership(address, done),
-                max(0.1, deadline - loop.time()),
-            )
+            await self._hand_over(node_id, deadline)
             # Done when this replica stepped down. pysyncobj sets the new term before the
             # new role, so "leader in start_term + 1" is a moment, not an outcome; leading
             # again in a later term means this replica won the next election.
@@ -110,6 +107,23 @@ class MembershipOps:
         finally:
             proposer.release()
 
+    async def _hand_over(self, node_id: str | None, deadline: float) -> None:
+        """Send the hand-over to a caught-up follower; pysyncobj re-checks the match at
+        call time and denies it if the follower fell behind meanwhile: try again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            address = await self._caught_up_target(node_id, deadline)
+            try:
+                await self._call(
+                    functools.partial(self._node.transfer_leadership, address),
+                    max(0.1, deadline - loop.time()),
+                )
+                return
+            except UnavailableError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+
     async def _caught_up_target(self, node_id: str | None, deadline: float) -> str:
         """The Raft address of the target once its log matches the leader's."""
         wanted = None
@@ -119,20 +133,23 @@ class MembershipOps:
                 raise ConfigError(f"no member with node id {node_id!r}")
             wanted = member.raft_address
         loop = asyncio.get_running_loop()
+        while self._replica.proposer().inflight:  # the last entries reach the log first
+            if loop.time() > deadline:
+                raise UnavailableError("entries in flight did not complete for the transfer")
+            await asyncio.sleep(0.005)
+        quiet_since = time.monotonic()
         while True:
-            status = self._node.status
+            status = self._node.status  # copied in the Raft thread; use one taken after now
             candidates = [wanted] if wanted else sorted(status.connected)
             for address in candidates:
                 if (
-                    address in status.connected
+                    status.taken_at > quiet_since
+                    and address in status.connected
                     and status.match_index.get(address, -1) == status.last_log_index
-                    and self._replica.proposer().inflight == 0
                 ):
                     return address
             if loop.time() > deadline:
-                raise UnavailableError(
-                    f"no follower caught up for the transfer ({wanted or 'any'})"
-                )
+                raise UnavailableError(f"no follower caught up to transfer to ({wanted or 'any'})")
             await asyncio.sleep(0.01)
 
     async def compact(self) -> int:

@@ -108,6 +108,10 @@ def test_snapshot_catches_up_a_new_member(tmp_path: Path) -> None:
             await c.wait_applied(index)
             await c.converged()
             assert len(leader.members()) == 4
+            for _ in range(200):  # every replica registers itself once it knows a leader
+                if {m.node_id for m in leader.members()} == {"r0", "r1", "r2", "r3"}:
+                    break
+                await asyncio.sleep(0.05)
             assert {m.node_id for m in leader.members()} == {"r0", "r1", "r2", "r3"}
 
     run(main())
