@@ -6,6 +6,9 @@ GcsHaError
 │   └── DataDirError             a data dir that is missing, locked, or another node's
 ├── InvalidRequestError          a request that can never succeed (unknown table, too large)
 ├── NotFoundError                the key or object a request names does not exist
+├── AlreadyExistsError           the name a request would take is taken (Ray's AlreadyExists)
+├── InvalidStateError            the object named is in a state where the request cannot
+│                                 succeed, e.g. an actor already destroyed (Ray's Invalid)
 ├── NotLeaderError               this replica does not serve writes/reads now; retry on the leader
 ├── UnknownOutcomeError          the write may or may not have been applied (leader lost mid-way);
 │                                 retryable, and callers must be idempotent
@@ -40,6 +43,15 @@ class InvalidRequestError(GcsHaError):
 
 class NotFoundError(GcsHaError):
     """The key or object the request names does not exist (Ray's NotFound)."""
+
+
+class AlreadyExistsError(GcsHaError):
+    """The name the request would take is taken (Ray's AlreadyExists), e.g. a named actor."""
+
+
+class InvalidStateError(GcsHaError):
+    """The object the request names is in a state where the request cannot succeed
+    (Ray's Invalid), e.g. creating an actor that was already destroyed."""
 
 
 class NotLeaderError(GcsHaError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 
+from gcs_ha.managers.actor_manager import ActorDeps, GcsActorManager
 from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
 from gcs_ha.managers.event_export_manager import EventExportManager
 from gcs_ha.managers.function_manager import FunctionManager
@@ -20,6 +21,8 @@ from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.job_manager import JobManager
 from gcs_ha.managers.kv_manager import KvManager
 from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
+from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
 from gcs_ha.managers.pubsub_manager import PubsubManager
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
@@ -28,10 +31,12 @@ from gcs_ha.managers.task_manager import TaskManager
 from gcs_ha.managers.worker_manager import WorkerManager
 from gcs_ha.proto.ray import gcs_pb2, gcs_service_pb2_grpc
 from gcs_ha.server import (
+    actor_service,
     autoscaler_service,
     event_export_service,
     job_service,
     node_service,
+    placement_group_service,
     pubsub_service,
     resource_service,
     runtime_env_service,
@@ -39,6 +44,7 @@ from gcs_ha.server import (
     task_service,
     worker_service,
 )
+from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
 from gcs_ha.server.gcs_server import GcsServer
 from gcs_ha.server.job_service import CoreWorkerDriverProbe
 from gcs_ha.server.kv_service import InternalKvService
@@ -52,6 +58,7 @@ class RayGcs:
     """Every manager of one replica's Ray GCS (built once, started on each promotion)."""
 
     pool: GrpcRayletClientPool
+    core_workers: GrpcCoreWorkerClientPool
     kv: KvManager
     pubsub: PubsubManager
     health: GcsHealthCheckManager
@@ -62,7 +69,9 @@ class RayGcs:
     runtime_envs: RuntimeEnvManager
     tasks: TaskManager
     jobs: JobManager
+    placement_groups: GcsPlacementGroupManager
     workers: WorkerManager
+    actors: GcsActorManager
     events: EventExportManager
     autoscaler: GcsAutoscalerStateManager
 
@@ -80,8 +89,20 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
     functions = FunctionManager(tables.internal_kv)
     runtime_envs = RuntimeEnvManager(tables.internal_kv)
     tasks = TaskManager()
+    jobs = JobManager(tables, pubsub, functions, runtime_envs, driver_probe=CoreWorkerDriverProbe())
+    placement_groups = GcsPlacementGroupManager(
+        tables,
+        GcsPlacementGroupScheduler(resources, pool),
+        resources,
+        namespace_of=lambda job_id: _ray_namespace(jobs, job_id),
+    )
+    core_workers = GrpcCoreWorkerClientPool(cluster_id_hex=lambda: gcs.cluster_id.hex)
+    actors = GcsActorManager(
+        ActorDeps(tables, pubsub, nodes, resources, pool, core_workers, functions, runtime_envs)
+    )
     ray = RayGcs(
         pool=pool,
+        core_workers=core_workers,
         kv=KvManager(InternalKv(store)),
         pubsub=pubsub,
         health=health,
@@ -91,16 +112,24 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
         functions=functions,
         runtime_envs=runtime_envs,
         tasks=tasks,
-        jobs=JobManager(
-            tables, pubsub, functions, runtime_envs, driver_probe=CoreWorkerDriverProbe()
-        ),
+        jobs=jobs,
+        placement_groups=placement_groups,
         workers=WorkerManager(tables, pubsub),
+        actors=actors,
         events=EventExportManager(tasks),
-        autoscaler=GcsAutoscalerStateManager(resources, tables.internal_kv, pool),
+        autoscaler=GcsAutoscalerStateManager(
+            resources,
+            tables.internal_kv,
+            pool,
+            bundles_on_node=placement_groups.placement_groups_on_node,
+            on_drain_requested=actors.set_preempted_and_publish,
+        ),
     )
     for manager in (
-        ray.pool, ray.kv, ray.pubsub, ray.health, ray.nodes, ray.resources, ray.syncer,
-        ray.functions, ray.runtime_envs, ray.tasks, ray.jobs, ray.workers, ray.events,
+        ray.pool, ray.core_workers, ray.kv, ray.pubsub, ray.health, ray.nodes, ray.resources,
+        ray.syncer,
+        ray.functions, ray.runtime_envs, ray.tasks, ray.jobs, ray.placement_groups,
+        ray.workers, ray.actors, ray.events,
         ray.autoscaler,
     ):  # fmt: skip
         gcs.add_manager(manager)
@@ -116,9 +145,35 @@ def _wire(gcs: GcsServer, ray: RayGcs) -> None:
     ray.nodes.add_node_removed_listener(lambda node: ray.jobs.on_node_removed(node.node_id))
     ray.nodes.add_node_removed_listener(_drop_subscribers(ray.pubsub))
     ray.jobs.add_job_finished_listener(ray.tasks.on_job_finished)
+    ray.nodes.add_node_added_listener(ray.placement_groups.on_node_added)
+    ray.nodes.add_node_removed_listener(ray.placement_groups.on_node_removed)
+    ray.nodes.set_in_use_providers(bundles=ray.placement_groups.bundles_in_use)
+    ray.jobs.add_job_finished_listener(ray.placement_groups.on_job_finished)
     ray.workers.add_worker_dead_listener(ray.tasks.on_worker_dead)
+    _wire_actors(ray)
     gcs.add_after_serving(ray.nodes.on_leader_started)
     gcs.add_after_serving(ray.jobs.collect_garbage)
+
+
+def _wire_actors(ray: RayGcs) -> None:
+    """The actor manager's events (Ray's InstallEventListeners): new nodes schedule
+    pending actors, dead nodes and workers restart or bury theirs (and drop their
+    core-worker channels), leader start spares the actor workers in use."""
+    ray.nodes.set_in_use_providers(workers=ray.actors.workers_in_use)
+    ray.nodes.add_node_added_listener(ray.actors.on_node_added)
+    ray.nodes.add_node_removed_listener(ray.actors.on_node_dead)
+    ray.nodes.add_node_removed_listener(lambda n: ray.core_workers.disconnect_node(n.node_id))
+    ray.workers.add_worker_dead_listener(ray.actors.on_worker_dead)
+    ray.workers.add_worker_dead_listener(
+        lambda w: ray.core_workers.disconnect(w.worker_address.worker_id)
+    )
+    ray.actors.set_placement_group_cleaner(ray.placement_groups.on_actor_dead)
+
+
+def _ray_namespace(jobs: JobManager, job_id: bytes) -> str:
+    """The Ray namespace of a job (its driver's JobConfig), "" for an unknown job."""
+    job = jobs.get_job(job_id)
+    return "" if job is None else job.config.ray_namespace
 
 
 def _drop_subscribers(pubsub: PubsubManager) -> Callable[[gcs_pb2.GcsNodeInfo], None]:
@@ -138,6 +193,8 @@ def mount(server: grpc.aio.Server, gcs: GcsServer, ray: RayGcs) -> None:
     syncer_service.mount(server, ray.syncer)
     autoscaler_service.mount(server, ray.autoscaler)
     job_service.mount(server, ray.jobs)
+    placement_group_service.mount(server, ray.placement_groups)
+    actor_service.mount(server, ray.actors)
     worker_service.mount(server, ray.workers)
     task_service.mount(server, ray.tasks)
     runtime_env_service.mount(server, ray.runtime_envs)

@@ -5,10 +5,16 @@ its implementation. One channel per node, made on first use from the node's
 `node_manager_address:node_manager_port` and kept until `forget(node_id)` (the node died)
 or `stop()` (this replica stops leading). A node whose address changed gets a new channel.
 
-Every call has a deadline. A raylet that cannot be reached, answers with a gRPC error or
-runs out of time raises `UnavailableError` naming the node and the method; callers decide
-whether to retry. The health check (grpc.health.v1 `Check` with service = the node id in
-hex, ray-gcs-contract.md section 9) returns False for an answer other than SERVING; a
+Every call has a deadline except RequestWorkerLease (a raylet answers a lease once a
+worker started, which may take long; retrying a lease still queued would lease twice). A
+raylet that cannot be reached, answers with a gRPC error or runs out of time raises
+`UnavailableError` naming the node and the method; callers decide whether to retry.
+ReleaseUnusedActorWorkers and ReleaseUnusedBundles record, per term, that the node got
+them (`wait_actor_workers_released`, `wait_bundles_released`): the actor and placement
+group schedulers hold their first lease or reservation on a node until then.
+
+The health check (grpc.health.v1 `Check` with service = the node id in hex,
+ray-gcs-contract.md section 9) returns False for an answer other than SERVING; a
 raylet restarted on the same port under a new id answers NOT_FOUND, which is a gRPC error
 and so raises UnavailableError too: both count as a failed check.
 

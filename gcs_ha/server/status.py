@@ -26,6 +26,8 @@ retry for up to 60 s (ray-gcs-contract.md section 1).
 | gcs_ha.errors        | Ray reply status            |
 |----------------------|-----------------------------|
 | NotFoundError        | 17 NotFound                 |
+| AlreadyExistsError   | 20 AlreadyExists            |
+| InvalidStateError    | 4 Invalid                   |
 | InvalidRequestError  | 34 InvalidArgument          |
 | StorageError         | gRPC INTERNAL (no reply)    |
 """
@@ -39,9 +41,11 @@ import grpc
 import grpc.aio
 
 from gcs_ha.errors import (
+    AlreadyExistsError,
     ConfigError,
     GcsHaError,
     InvalidRequestError,
+    InvalidStateError,
     NotFoundError,
     NotLeaderError,
     StorageError,
@@ -72,12 +76,18 @@ _FROM_GRPC: dict[grpc.StatusCode, type[GcsHaError]] = {
 
 # Ray's StatusCode numbers (src/ray/common/status.h in Ray 2.60).
 RAY_OK = 0
+RAY_INVALID = 4
+RAY_CREATION_TASK_ERROR = 16
 RAY_NOT_FOUND = 17
+RAY_SCHEDULING_CANCELLED = 19
+RAY_ALREADY_EXISTS = 20
 RAY_INVALID_ARGUMENT = 34
 
 _TO_RAY: dict[type[GcsHaError], int] = {
     NotFoundError: RAY_NOT_FOUND,
     InvalidRequestError: RAY_INVALID_ARGUMENT,
+    AlreadyExistsError: RAY_ALREADY_EXISTS,
+    InvalidStateError: RAY_INVALID,
 }
 
 

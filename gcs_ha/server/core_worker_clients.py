@@ -1,0 +1,162 @@
+"""Outbound calls from the GCS to core workers: Ray's CoreWorkerClientPool over grpc.aio.
+
+The actor manager and scheduler call core workers (`gcs_ha.managers.ports.
+CoreWorkerClientPool`): PushTask of an actor's creation task to the worker a raylet
+leased for it; WaitForActorRefDeleted to the owner of a non-detached actor (a long poll
+that returns when the owner holds no more references); GetCoreWorkerStats (a new leader
+asks a worker whether it already runs the actor a previous leader pushed to it). One
+channel per worker, made on first use from the worker's `ip_address:port`, kept until
+`disconnect(worker_id)` (the worker died), `disconnect_node(node_id)` (its node died) or
+`stop()`.
+
+Calls carry the `ray_cluster_id` metadata when the cluster id is known (as Ray's GCS
+clients do) and have no deadline (GetCoreWorkerStats aside): a constructor may run for
+minutes and an owner keeps a reference for as long as it likes. Keepalive pings notice a
+peer that vanished without closing its connection. A worker that cannot be reached, or
+answers with a gRPC error, raises UnavailableError; callers decide whether to retry (the
+scheduler retries PushTask every 200 ms until the worker is known dead; the owner poll
+asks the worker's raylet IsLocalWorkerDead before giving up on the owner).
+
+The pool is a Manager (name "core_worker_client_pool"): added right after the raylet
+pool, it stops after the actor manager and closes every channel, which fails calls
+still in flight.
+
+Errors: UnavailableError (above).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from gcs_ha.errors import UnavailableError
+from gcs_ha.managers.manager import GcsInitData
+from gcs_ha.proto.ray import core_worker_pb2 as cw
+from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
+from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
+from gcs_ha.server.outbound import CLUSTER_ID_METADATA, MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+STATS_TIMEOUT_S = 5.0
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class _Conn:
+    """One core worker's channel and stub."""
+
+    def __init__(self, target: str, node_id: bytes) -> None:
+        self.target = target
+        self.node_id = node_id
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.stub = cw_grpc.CoreWorkerServiceStub(self.channel)  # type: ignore[no-untyped-call]
+
+
+class GrpcCoreWorkerClientPool:
+    """Cached grpc.aio channels to core workers, keyed by worker id."""
+
+    def __init__(self, cluster_id_hex: Callable[[], str | None] | None = None) -> None:
+        self._cluster_id_hex = cluster_id_hex
+        self._conns: dict[bytes, _Conn] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # -- Manager lifecycle -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return "core_worker_client_pool"
+
+    async def start(self, init: GcsInitData) -> None:
+        """Nothing to rebuild: channels are made on first use."""
+
+    async def stop(self) -> None:
+        """Close every channel (calls in flight fail) and wait for the closes."""
+        conns, self._conns = list(self._conns.values()), {}
+        await asyncio.gather(*(conn.channel.close(None) for conn in conns))
+        if self._closing:
+            await asyncio.wait(list(self._closing))
+
+    # -- the CoreWorkerClientPool port ------------------------------------------------
+
+    async def push_task(self, worker: Address, request: cw.PushTaskRequest) -> cw.PushTaskReply:
+        """CoreWorkerService.PushTask on the worker."""
+        reply: cw.PushTaskReply = await self._call(worker, "PushTask", request)
+        return reply
+
+    async def get_core_worker_stats(self, worker: Address) -> CoreWorkerStats:
+        """CoreWorkerService.GetCoreWorkerStats (no memory or task details)."""
+        request = cw.GetCoreWorkerStatsRequest(intended_worker_id=worker.worker_id)
+        reply: cw.GetCoreWorkerStatsReply = await self._call(
+            worker, "GetCoreWorkerStats", request, timeout_s=STATS_TIMEOUT_S
+        )
+        return reply.core_worker_stats
+
+    async def wait_for_actor_ref_deleted(self, owner: Address, actor_id: bytes) -> None:
+        """CoreWorkerService.WaitForActorRefDeleted on the owner (a long poll)."""
+        request = cw.WaitForActorRefDeletedRequest(
+            intended_worker_id=owner.worker_id, actor_id=actor_id
+        )
+        await self._call(owner, "WaitForActorRefDeleted", request)
+
+    def disconnect(self, worker_id: bytes) -> None:
+        """Drop the worker's channel (closed in the background; its calls fail)."""
+        conn = self._conns.pop(bytes(worker_id), None)
+        if conn is not None:
+            self._close_later(conn)
+
+    def disconnect_node(self, node_id: bytes) -> None:
+        """Drop the channels of every worker of a dead node."""
+        for worker_id in [w for w, c in self._conns.items() if c.node_id == bytes(node_id)]:
+            self.disconnect(worker_id)
+
+    def is_connected(self, worker_id: bytes) -> bool:
+        """Whether the pool holds a channel to the worker (for tests and logs)."""
+        return bytes(worker_id) in self._conns
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _conn(self, address: Address) -> _Conn:
+        target = f"{address.ip_address}:{address.port}"
+        worker_id = bytes(address.worker_id)
+        conn = self._conns.get(worker_id)
+        if conn is not None and conn.target == target:
+            return conn
+        if conn is not None:
+            self._close_later(conn)
+        conn = self._conns[worker_id] = _Conn(target, bytes(address.node_id))
+        return conn
+
+    async def _call(
+        self, address: Address, method: str, request: Any, timeout_s: float | None = None
+    ) -> Any:
+        rpc = getattr(self._conn(address).stub, method)
+        try:
+            return await rpc(request, timeout=timeout_s, metadata=self._metadata())
+        except grpc.aio.AioRpcError as exc:
+            where = f"{address.ip_address}:{address.port}"
+            detail = f"{exc.code().name} {exc.details() or ''}".rstrip()
+            worker = bytes(address.worker_id).hex()[:12]
+            raise UnavailableError(f"{method} to worker {worker} at {where}: {detail}") from exc
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        cluster_hex = self._cluster_id_hex() if self._cluster_id_hex is not None else None
+        return ((CLUSTER_ID_METADATA, cluster_hex),) if cluster_hex else ()
+
+    def _close_later(self, conn: _Conn) -> None:
+        task = asyncio.get_running_loop().create_task(conn.channel.close(None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
