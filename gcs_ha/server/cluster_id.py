@@ -164,7 +164,10 @@ class ClusterIdInterceptor(Interceptor):
             sent = _metadata_value(details.invocation_metadata, METADATA_KEY)
             if sent is not None and sent.lower() != known and is_ray_gcs_method(details.method):
                 kind = method_kind(details.method)
-                return rejecting_handler(kind, grpc.StatusCode.UNAUTHENTICATED, WRONG_CLUSTER_ID)
+                if kind is not None:  # an unknown method stays UNIMPLEMENTED
+                    return rejecting_handler(
+                        kind, grpc.StatusCode.UNAUTHENTICATED, WRONG_CLUSTER_ID
+                    )
         return await continuation(details)
 
 

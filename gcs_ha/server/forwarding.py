@@ -118,14 +118,14 @@ def is_ray_gcs_method(method: str) -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def method_kind(method: str) -> Kind:
-    """The kind of `method` from the generated descriptors; a method we have no
-    descriptor for is treated as bidi streaming, which carries any kind on the wire."""
+def method_kind(method: str) -> Kind | None:
+    """The kind of `method` from the generated descriptors; None for a method we have no
+    descriptor for (no replica serves it: it is answered UNIMPLEMENTED where it arrives)."""
     full_name = method.lstrip("/").replace("/", ".")
     try:
         desc = descriptor_pool.Default().FindMethodByName(full_name)
     except KeyError:
-        return Kind.STREAM_STREAM
+        return None
     return Kind((desc.client_streaming, desc.server_streaming))
 
 
@@ -375,6 +375,8 @@ class ForwardingInterceptor(Interceptor):
         if self._state.serving() or not is_ray_gcs_method(method) or self._answers_locally(method):
             return await continuation(details)
         kind = method_kind(method)
+        if kind is None:
+            return await continuation(details)
         forwarded = any(k == FORWARDED_BY_KEY for k, _ in details.invocation_metadata or ())
         if kind is Kind.UNARY_UNARY:
             local = await continuation(details)
