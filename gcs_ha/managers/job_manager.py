@@ -30,16 +30,16 @@ whatever the store raises (UnavailableError, NotLeaderError, UnknownOutcomeError
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from google.protobuf import json_format
 
 from gcs_ha.errors import GcsHaError, InvalidRequestError
 from gcs_ha.managers.function_manager import FunctionManager
+from gcs_ha.managers.keyed_locks import KeyedLocks
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.ports import Publisher
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
@@ -100,7 +100,7 @@ class JobManager:
         self._clock = clock
         self._jobs: dict[bytes, JobTableData] = {}
         self._listeners: list[JobFinishedListener] = []
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
 
     @property
     def name(self) -> str:
@@ -280,27 +280,6 @@ class JobManager:
                 listener(_copy(job))
             except Exception:
                 log.exception("job-finished listener %r failed", listener)
-
-
-class _KeyedLocks:
-    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[bytes, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: bytes) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def _check_job_id(job_id: bytes) -> bytes:

@@ -29,13 +29,13 @@ and whatever the store raises (UnavailableError, NotLeaderError, UnknownOutcomeE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
+from gcs_ha.managers.keyed_locks import KeyedLocks
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import Publisher
 from gcs_ha.proto.ray import pubsub_pb2
@@ -81,7 +81,7 @@ class WorkerManager:
         self._listeners: list[WorkerDeadListener] = []
         self._tiers: tuple[OrderedDict[bytes, None], ...] = (OrderedDict(), OrderedDict())
         self._restored = asyncio.Event()
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         self._tasks = BackgroundTasks("worker")
 
     @property
@@ -268,27 +268,6 @@ class WorkerManager:
         for queue in self._tiers:
             queue.clear()
         self._restored = asyncio.Event()
-
-
-class _KeyedLocks:
-    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[bytes, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: bytes) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def _check_worker_id(worker_id: bytes) -> bytes:
