@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -49,6 +49,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessage,
     ResourceViewSyncMessage,
 )
+from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 
@@ -126,53 +127,9 @@ async def raylet(node_id: bytes, port: int) -> AsyncIterator[FakeRaylet]:
         await server.stop(None)
 
 
-class Pool:
-    """A real, minimal RayletClientPool: one channel per address, errors -> Unavailable."""
-
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def _stub(self, node: GcsNodeInfo) -> Any:
-        address = f"{node.node_manager_address}:{node.node_manager_port}"
-        if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
-        return nm_grpc.NodeManagerServiceStub(self._channels[address])  # type: ignore[no-untyped-call]
-
-    async def _call(self, node: GcsNodeInfo, method: str, request: Any) -> Any:
-        try:
-            return await getattr(self._stub(node), method)(request, timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            raise UnavailableError(f"{method}: {exc.code().name}") from exc
-
-    async def get_resource_load(self, node: GcsNodeInfo) -> nm.GetResourceLoadReply:
-        reply: nm.GetResourceLoadReply = await self._call(
-            node, "GetResourceLoad", nm.GetResourceLoadRequest()
-        )
-        return reply
-
-    async def drain_raylet(
-        self, node: GcsNodeInfo, reason: int, reason_message: str, deadline_timestamp_ms: int
-    ) -> nm.DrainRayletReply:
-        request = nm.DrainRayletRequest(
-            reason=reason,  # type: ignore[arg-type]
-            reason_message=reason_message,
-            deadline_timestamp_ms=deadline_timestamp_ms,
-        )
-        reply: nm.DrainRayletReply = await self._call(node, "DrainRaylet", request)
-        return reply
-
-    async def resize_local_resource_instances(
-        self, node: GcsNodeInfo, resources: Mapping[str, float]
-    ) -> nm.ResizeLocalResourceInstancesReply:
-        request = nm.ResizeLocalResourceInstancesRequest(resources=dict(resources))
-        reply: nm.ResizeLocalResourceInstancesReply = await self._call(
-            node, "ResizeLocalResourceInstances", request
-        )
-        return reply
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close(None)
+def raylet_pool() -> GrpcRayletClientPool:
+    """The production raylet client pool, with a short deadline for the tests."""
+    return GrpcRayletClientPool(call_timeout_s=5)
 
 
 def view_message(node_id: bytes, version: int, **fields: Any) -> RaySyncMessage:
@@ -319,7 +276,7 @@ def test_node_added_and_dead_hooks() -> None:
 
 def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
     async def body() -> None:
-        pool = Pool()
+        pool = raylet_pool()
         resources = GcsResourceManager(pool, pull_period_s=0)  # rounds run by hand
         port_a, port_b = BASE_PORT, BASE_PORT + 1
         async with raylet(A, port_a) as ra:
@@ -341,14 +298,14 @@ def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
             before_b = resources.pulled_usage(B)
             assert before_b is not None and before_b.data.resource_load_by_shape == ResourceLoad()
         await resources.stop()
-        await pool.close()
+        await pool.stop()
 
     run(body)
 
 
 def test_periodic_pull_runs_until_stop() -> None:
     async def body() -> None:
-        pool = Pool()
+        pool = raylet_pool()
         resources = GcsResourceManager(pool, pull_period_s=0.05)
         async with raylet(A, BASE_PORT + 2) as ra:
             await resources.start(GcsInitData(nodes={A: node(A, BASE_PORT + 2)}))
@@ -361,7 +318,7 @@ def test_periodic_pull_runs_until_stop() -> None:
             calls = ra.load_calls
             await asyncio.sleep(0.2)
             assert ra.load_calls == calls
-        await pool.close()
+        await pool.stop()
 
     run(body)
 
@@ -370,7 +327,7 @@ def test_periodic_pull_runs_until_stop() -> None:
 
 
 async def autoscaler(
-    resources: GcsResourceManager, pool: Pool | None = None, **kw: Any
+    resources: GcsResourceManager, pool: GrpcRayletClientPool | None = None, **kw: Any
 ) -> tuple[GcsAutoscalerStateManager, InternalKv]:
     kv = InternalKv(InMemoryStoreClient())
     manager = GcsAutoscalerStateManager(resources, kv, pool, **kw)
@@ -507,7 +464,7 @@ def test_autoscaling_state_reports_and_cluster_config() -> None:
 
 def test_drain_node() -> None:
     async def body() -> None:
-        pool = Pool()
+        pool = raylet_pool()
         resources = GcsResourceManager()
         port = BASE_PORT + 3
         preempted: list[bytes] = []
@@ -545,14 +502,14 @@ def test_drain_node() -> None:
                 await manager.drain_node(asc.DrainNodeRequest(node_id=A, deadline_timestamp_ms=-1))
             with pytest.raises(InvalidRequestError):
                 await manager.drain_node(asc.DrainNodeRequest(node_id=b"short"))
-        await pool.close()
+        await pool.stop()
 
     run(body)
 
 
 def test_resize_raylet_resource_instances() -> None:
     async def body() -> None:
-        pool = Pool()
+        pool = raylet_pool()
         resources = GcsResourceManager()
         port = BASE_PORT + 5
         async with raylet(A, port):
@@ -564,6 +521,6 @@ def test_resize_raylet_resource_instances() -> None:
                 await manager.resize_raylet_resource_instances(C, {"CPU": 1.0})
             with pytest.raises(UnavailableError):
                 await manager.resize_raylet_resource_instances(B, {"CPU": 1.0})
-        await pool.close()
+        await pool.stop()
 
     run(body)
