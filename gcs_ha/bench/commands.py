@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from gcs_ha.bench.common import measurement_options
 from gcs_ha.errors import GcsHaError
 
 
@@ -35,21 +36,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of points.")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds measured per point (after the warm-up).",
-)
-@click.option(
-    "--warmup",
-    type=click.FloatRange(min=0.0),
-    default=1.0,
-    show_default=True,
-    help="Seconds of writes before each measurement.",
-)
+@measurement_options
 @click.option(
     "--writers",
     default="1,16,128",
@@ -64,7 +51,6 @@ def _setup_logging(verbose: bool) -> None:
     callback=_int_list,
     help="Replica counts, comma-separated.",
 )
-@click.option("--value-bytes", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option(
     "--lmdb-batch",
     type=click.IntRange(min=2),
@@ -73,13 +59,6 @@ def _setup_logging(verbose: bool) -> None:
     help="Puts per transaction of the lmdb-batch baseline.",
 )
 @click.option("--no-lmdb", is_flag=True, help="Skip the raw LMDB baselines.")
-@click.option(
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Run everything N times and report the median of each field.",
-)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -6,8 +6,11 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
+
+import click
 
 from gcs_ha.processes import Process, terminate_all
 
@@ -52,3 +55,39 @@ def run_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
             log.warning("benchmark data and logs kept in %s", base)
         else:
             shutil.rmtree(base, ignore_errors=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def measurement_options(func: F) -> F:
+    """The options every load benchmark takes: --json, --duration, --warmup,
+    --value-bytes, --repeat."""
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows."),
+        click.option(
+            "--duration",
+            type=click.FloatRange(min=0.1),
+            default=5.0,
+            show_default=True,
+            help="Seconds measured per point (after the warm-up).",
+        ),
+        click.option(
+            "--warmup",
+            type=click.FloatRange(min=0.0),
+            default=1.0,
+            show_default=True,
+            help="Seconds of load before each measurement.",
+        ),
+        click.option("--value-bytes", type=click.IntRange(min=1), default=200, show_default=True),
+        click.option(
+            "--repeat",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Run everything N times and report the median of each field.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func

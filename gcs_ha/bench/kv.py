@@ -35,6 +35,7 @@ from typing import Any
 
 import click
 
+from gcs_ha.bench.common import measurement_options
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 from gcs_ha.bench.kv_systems import (
     PROFILE_ENV,
@@ -218,21 +219,7 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds measured per point (after the warm-up).",
-)
-@click.option(
-    "--warmup",
-    type=click.FloatRange(min=0.0),
-    default=1.0,
-    show_default=True,
-    help="Seconds of load before each measurement.",
-)
+@measurement_options
 @click.option(
     "--clients",
     default="1,16,64",
@@ -253,14 +240,6 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     show_default=True,
     callback=_csv_choice(("put", "get")),
     help="InternalKV calls to measure.",
-)
-@click.option("--value-bytes", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option(
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Run everything N times and report the median of each field.",
 )
 @click.option(
     "--redis-fsync",
