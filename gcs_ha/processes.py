@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gcs_ha.secret import SECRET_ENV
@@ -58,15 +58,17 @@ def replica_command(
     return cmd + list(extra)
 
 
-def spawn(cmd: Sequence[str], log_path: Path) -> Process:
-    """Start `cmd` in its own session, stdout and stderr appended to `log_path`.
+def spawn(cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
+    """Start `cmd` in its own session, stdout and stderr appended to `log_path`; `env`
+    is added to this process's environment.
 
     GCS_HA_SECRET is removed from its environment: replicas started here get their
     secret from --secret-file only.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
+    environment = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    environment.update(env or {})
+    environment["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"==== {stamp} starting: {' '.join(cmd)}\n".encode())
@@ -77,7 +79,7 @@ def spawn(cmd: Sequence[str], log_path: Path) -> Process:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=env,
+            env=environment,
         )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -58,7 +58,9 @@ class ProcessCluster:
         secure: bool = True,
         log_level: str = "info",
         extra_args: Sequence[str] = (),
+        replica_env: Callable[[int], Mapping[str, str]] | None = None,
     ) -> None:
+        """`replica_env(i)`: extra environment variables for replica i's process."""
         self.base_dir = base_dir.absolute()
         self.host = host
         self.gcs_port = gcs_port
@@ -66,6 +68,7 @@ class ProcessCluster:
         self.cluster_name = cluster_name
         self.log_level = log_level
         self.extra_args = tuple(extra_args)
+        self.replica_env = replica_env
         self.members: set[int] = set(range(n))  # indices currently in the Raft membership
         self.size = n  # indices 0..size-1 have been used
         self.secret_file: Path | None = self.base_dir / "cluster.secret" if secure else None
@@ -145,7 +148,8 @@ class ProcessCluster:
     def _spawn(self, i: int, cmd: list[str]) -> Process:
         if self.is_running(i):
             raise RuntimeError(f"replica {i} is already running")
-        proc = spawn(cmd, self.log_path(i))
+        env = self.replica_env(i) if self.replica_env is not None else None
+        proc = spawn(cmd, self.log_path(i), env)
         self._procs[i] = proc
         self._all.append(proc)
         self._paused.discard(i)

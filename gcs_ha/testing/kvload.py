@@ -88,6 +88,7 @@ class Op:
     address: str = ""  # the replica it was sent to
     result: int | None = None  # put: 1 if the key was new; del: keys deleted
     error: str = ""  # why it failed or is unknown
+    overwrite: bool = True  # put: False = write only if the key is absent (added says if it did)
 
 
 def classify(code: grpc.StatusCode, details: str) -> Outcome:
@@ -203,7 +204,13 @@ class KvClient:
             namespace=self.namespace, key=key, value=value, overwrite=overwrite
         )
         return await self._op(
-            client, "put", key, value=value, method="InternalKVPut", request=request
+            client,
+            "put",
+            key,
+            value=value,
+            method="InternalKVPut",
+            request=request,
+            overwrite=overwrite,
         )
 
     async def get(self, key: bytes, client: int = 0) -> Op:
@@ -227,6 +234,7 @@ class KvClient:
         value: bytes | None,
         method: str,
         request: Any,
+        overwrite: bool = True,
     ) -> Op:
         """One RPC to the leader. Finding the leader is not part of the Op: UnavailableError
         when none is found within the call deadline (then nothing was sent)."""
@@ -240,19 +248,52 @@ class KvClient:
             self.forget_leader(address, details)
             outcome = classify(exc.code(), details)
             error = f"{exc.code().name}: {details}"
-            return Op(client, kind, key, value, start, end, outcome, address, error=error)
+            return Op(
+                client,
+                kind,
+                key,
+                value,
+                start,
+                end,
+                outcome,
+                address,
+                error=error,
+                overwrite=overwrite,
+            )
         end = time.monotonic()
         code, message = reply.status.code, reply.status.message
         if kind == "get" and code == RAY_NOT_FOUND:
             return Op(client, kind, key, None, start, end, Outcome.OK, address)
         if code != RAY_OK:
             error = f"ray status {code}: {message}"
-            return Op(client, kind, key, value, start, end, Outcome.FAIL, address, error=error)
+            return Op(
+                client,
+                kind,
+                key,
+                value,
+                start,
+                end,
+                Outcome.FAIL,
+                address,
+                error=error,
+                overwrite=overwrite,
+            )
         if kind == "get":
             value = reply.value
         result = int(reply.added) if kind == "put" else None
         result = int(reply.deleted_num) if kind == "del" else result
-        return Op(client, kind, key, value, start, end, Outcome.OK, address, result)
+        return Op(
+            client,
+            kind,
+            key,
+            value,
+            start,
+            end,
+            Outcome.OK,
+            address,
+            result,
+            overwrite=overwrite,
+        )
 
     # -- verification reads (retried until a deadline) -----------------------------------
 
