@@ -21,8 +21,15 @@ Patches (names as used by `patch_enabled`):
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
 
-Errors raised: InvalidRequestError (oversized command), ConfigError (bad `make_conf` input),
-ValueError (unknown patch name; a programming error).
+One more entry in the patch table is a test seam, not a fix (it has no switch): the dial map.
+``GCS_HA_RAFT_DIAL`` (testing and drills only) = comma-separated ``peer=relay`` pairs of
+``host:port``; an outgoing Raft connection to ``peer`` dials ``relay`` instead, while the
+identities on the link stay the real addresses. `gcs-ha drill` puts a fault-injecting relay
+(gcs_ha.drill.relay) on the links that way. It is read by `make_conf`, i.e. when a replica
+starts; unset (production), every connection dials the peer itself.
+
+Errors raised: InvalidRequestError (oversized command), ConfigError (bad `make_conf` input,
+a malformed GCS_HA_RAFT_DIAL), ValueError (unknown patch name; a programming error).
 """
 
 from __future__ import annotations
@@ -30,12 +37,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import pickle
 import socket
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -67,6 +75,7 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "PATCHES",
     "RAFT_CANDIDATE",
+    "RAFT_DIAL_ENV",
     "RAFT_FOLLOWER",
     "RAFT_LEADER",
     "SERIALIZER_STATE",
@@ -81,7 +90,9 @@ __all__ = [
     "TCPNode",
     "apply_patches",
     "is_enabled",
+    "load_dial_map",
     "make_conf",
+    "parse_dial_map",
     "patch_enabled",
     "replicated",
     "replicated_sync",
@@ -106,6 +117,9 @@ autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue be
 LINK_TIMEOUT_S: Final = 1e9
 """connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
 
+RAFT_DIAL_ENV: Final = "GCS_HA_RAFT_DIAL"
+"""Testing/drills only: "peer_host:port=relay_host:port,..." (see `load_dial_map`)."""
+
 RAFT_FOLLOWER: Final[int] = pysyncobj.syncobj._RAFT_STATE.FOLLOWER
 RAFT_CANDIDATE: Final[int] = pysyncobj.syncobj._RAFT_STATE.CANDIDATE
 RAFT_LEADER: Final[int] = pysyncobj.syncobj._RAFT_STATE.LEADER
@@ -127,6 +141,8 @@ PATCHES: Final = (
 
 _enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
 _lock = threading.Lock()
+# (peer host, port) -> (relay host, port) from GCS_HA_RAFT_DIAL (`load_dial_map`).
+_dial_map: dict[tuple[str, int], tuple[str, int]] = {}
 
 # Everything pysyncobj legitimately pickles onto the wire or into a log command, beyond plain
 # containers: its node classes (membership commands, status replies), and what protocol 2
@@ -490,6 +506,20 @@ def _conn_set_keepalive(self: Any) -> None:
         )
 
 
+def _conn_connect(self: Any, host: str, port: int) -> bool:
+    """Dial the relay GCS_HA_RAFT_DIAL names for (host, port) instead, if any (drills).
+
+    Only the socket's far end changes: the transport still knows the peer by its real
+    address and sends its own real address once connected, so both ends keep their
+    identities and a relay in between is invisible to Raft.
+    """
+    relay = _dial_map.get((host, port))
+    if relay is not None:
+        host, port = relay
+    connected: bool = _ORIG["connect"](self, host, port)
+    return connected
+
+
 def _create_journal(journal_file: Any = None) -> Any:
     """A journal object (with `add` and `flush`) passed as journalFile is used as is."""
     injected = hasattr(journal_file, "add") and hasattr(journal_file, "flush")
@@ -526,6 +556,7 @@ _REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
         "set_keepalive",
         _conn_set_keepalive,
     ),
+    (pysyncobj.tcp_connection.TcpConnection, "connect", "connect", _conn_connect),
     (pysyncobj.syncobj, "createJournal", "create_journal", _create_journal),
     (pysyncobj.syncobj, "pickle", "syncobj_pickle", _PickleShim),
     (pysyncobj.tcp_connection, "pickle", "conn_pickle", _PickleShim),
@@ -542,6 +573,46 @@ def apply_patches() -> None:
         for owner, attribute, key, replacement in _REPLACEMENTS:
             _ORIG[key] = getattr(owner, attribute)
             setattr(owner, attribute, replacement)
+
+
+# --------------------------------------------------------------------------- dial map
+
+
+def parse_dial_map(text: str) -> dict[tuple[str, int], tuple[str, int]]:
+    """Parse "peer_host:port=relay_host:port,..." (blanks ignored). ConfigError if malformed.
+
+    Hosts are matched as pysyncobj dials them: write IP literals, as in the peer list.
+    """
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        peer, sep, relay = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{RAFT_DIAL_ENV}: expected peer=relay, got {item!r}")
+        out[_host_port(peer)] = _host_port(relay)
+    return out
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{RAFT_DIAL_ENV}: bad host:port {address!r}")
+    return host, int(port)
+
+
+def load_dial_map(environ: Mapping[str, str] | None = None) -> None:
+    """(Re)read GCS_HA_RAFT_DIAL from `environ` (default os.environ) for this process.
+
+    Testing and drills only; a warning is logged when it is set. ConfigError if malformed.
+    """
+    text = (os.environ if environ is None else environ).get(RAFT_DIAL_ENV, "")
+    parsed = parse_dial_map(text)  # before touching the map: a bad value changes nothing
+    if parsed == _dial_map:
+        return  # every replica start re-reads it: leave a running node's map untouched
+    _dial_map.clear()
+    _dial_map.update(parsed)
+    if _dial_map:
+        pairs = ", ".join(f"{p[0]}:{p[1]} via {r[0]}:{r[1]}" for p, r in _dial_map.items())
+        logger.warning("%s set (testing only): Raft peers dialed %s", RAFT_DIAL_ENV, pairs)
 
 
 # --------------------------------------------------------------------------- settings
@@ -568,8 +639,10 @@ def make_conf(
     bind_address: this node's own Raft "host:port" (pysyncobj would bind 0.0.0.0).
     password: the cluster secret; required unless `insecure` (then peers are not
     authenticated, though frames still cannot run code). Raises ConfigError.
+    Also (re)reads GCS_HA_RAFT_DIAL (`load_dial_map`): a replica reads it as it starts.
     """
     apply_patches()
+    load_dial_map()
     if password is None and not insecure:
         raise ConfigError("a cluster secret is required (or run insecure explicitly)")
     host, _, port = bind_address.rpartition(":")
