@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gcs_ha import unsafe
 from gcs_ha.consensus import _pysyncobj as ps
 from gcs_ha.consensus.api import (
     LeadershipListener,
@@ -87,7 +88,10 @@ class RaftReplica:
         self._sm, self._journal, self._snapshotter = sm, journal, snapshotter
         self._proposer, self._leadership = proposer, leadership
         self._store = ReplicatedStoreClient(
-            proposer, lambda: self._require_sm().env, self._not_serving_hint
+            proposer,
+            lambda: self._require_sm().env,
+            self._not_serving_hint,
+            unsafe_local_reads=unsafe.follower_reads(),
         )
         node = RaftNode(
             loop=loop,

@@ -37,11 +37,15 @@ class ReplicatedStoreClient(StoreClient):
         env: EnvGetter,
         not_serving: ServingCheck,
         consistent_reads: bool = True,
+        unsafe_local_reads: bool = False,
     ) -> None:
+        """`unsafe_local_reads` (tests only, gcs_ha.unsafe): reads on any replica, from
+        its local LMDB, without the serving check or the read barrier."""
         self._proposer = proposer
         self._env = env
         self._not_serving = not_serving
         self.consistent_reads = consistent_reads
+        self.unsafe_local_reads = unsafe_local_reads
 
     def without_read_barrier(self) -> ReplicatedStoreClient:
         """A view sharing this client's write path whose reads skip the read barrier
@@ -139,6 +143,8 @@ class ReplicatedStoreClient(StoreClient):
         return result
 
     async def _read_barrier(self) -> None:
+        if self.unsafe_local_reads:
+            return
         self._require_serving()
         if self.consistent_reads:
             await self._proposer.submit(None)

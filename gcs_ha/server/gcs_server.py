@@ -48,6 +48,7 @@ from grpc_health.v1 import health_pb2
 # installed type stubs do not declare `health.aio`.
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
+from gcs_ha import unsafe
 from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo
 from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
 from gcs_ha.errors import GcsHaError, UnavailableError
@@ -154,6 +155,11 @@ class _Health:
         await self._servicer.set(service, status.SERVING if serving else status.NOT_SERVING)
 
 
+def _with_local_kv_get(answers: Callable[[str], bool]) -> Callable[[str], bool]:
+    """The unsafe follower-reads switch: InternalKVGet is answered wherever it arrives."""
+    return lambda method: method == unsafe.KV_GET_METHOD or answers(method)
+
+
 class GcsServer:
     """Promotes and demotes the GCS managers with leadership; routes Ray's calls."""
 
@@ -179,8 +185,11 @@ class GcsServer:
             closed=lambda: self.view.closed,
             next_change=self.view.next_change,
         )
+        answers_locally: Callable[[str], bool] = self.cluster_id.answers_locally
+        if unsafe.follower_reads():
+            answers_locally = _with_local_kv_get(answers_locally)
         forwarding = ForwardingInterceptor(
-            state, Forwarder(node_id, self._channels), self.cluster_id.answers_locally, hold_s
+            state, Forwarder(node_id, self._channels), answers_locally, hold_s
         )
         # Server interceptors, outermost first: give them to grpc.aio.server(...).
         self.interceptors = [cid.ClusterIdInterceptor(self.cluster_id), forwarding]
