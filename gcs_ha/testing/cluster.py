@@ -20,6 +20,7 @@ the gcs_ha.errors mapping of the gRPC status (gcs_ha.admin_client).
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -130,6 +131,18 @@ class ProcessCluster:
         """
         i = self.size
         self.size += 1
+        self._join(i, via)
+        return i
+
+    def rejoin(self, i: int, via: int) -> None:
+        """Start replica i again as a new member through `gcs-ha join` (same addresses),
+        on a wiped data dir; for a replica that left the membership."""
+        if self.is_running(i):
+            raise RuntimeError(f"replica {i} is still running")
+        shutil.rmtree(self.data_dir(i), ignore_errors=True)
+        self._join(i, via)
+
+    def _join(self, i: int, via: int) -> None:
         cmd = [
             *gcs_ha_command(),
             "join",
@@ -143,7 +156,6 @@ class ProcessCluster:
         cmd.append(f"--secret-file={self.secret_file}" if self.secret_file else "--insecure")
         self._spawn(i, cmd)
         self.members.add(i)
-        return i
 
     def _spawn(self, i: int, cmd: list[str]) -> Process:
         if self.is_running(i):
@@ -232,6 +244,10 @@ class ProcessCluster:
         """The gRPC address of a replica that serves now, or None."""
         leader = self._serving_leader()
         return None if leader is None else self.gcs_address(leader)
+
+    def serving_leader(self) -> int | None:
+        """Index of a running replica that serves now (the highest term), or None."""
+        return self._serving_leader()
 
     def wait_for_leader(self, timeout: float = 30.0, exclude: Sequence[int] = ()) -> int:
         """Index of a running replica that serves (leader, barrier applied)."""

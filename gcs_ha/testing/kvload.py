@@ -150,6 +150,11 @@ class KvClient:
         except TimeoutError:
             raise UnavailableError(f"no serving leader found in {timeout} s") from None
 
+    @property
+    def known(self) -> tuple[str, ...]:
+        """Every replica address this client knows (the seeds and the members learned)."""
+        return tuple(self._known)
+
     def forget_leader(self, address: str, details: str = "") -> None:
         """A call to `address` failed: follow the hint in `details`, or rediscover."""
         if self._leader != address:
@@ -213,10 +218,12 @@ class KvClient:
             overwrite=overwrite,
         )
 
-    async def get(self, key: bytes, client: int = 0) -> Op:
+    async def get(self, key: bytes, client: int = 0, via: str | None = None) -> Op:
+        """A read; `via` sends it to that replica (a follower forwards it to the leader)
+        instead of to the leader."""
         request = kv_pb.InternalKVGetRequest(namespace=self.namespace, key=key)
         return await self._op(
-            client, "get", key, value=None, method="InternalKVGet", request=request
+            client, "get", key, value=None, method="InternalKVGet", request=request, via=via
         )
 
     async def delete(self, key: bytes, client: int = 0) -> Op:
@@ -235,17 +242,19 @@ class KvClient:
         method: str,
         request: Any,
         overwrite: bool = True,
+        via: str | None = None,
     ) -> Op:
-        """One RPC to the leader. Finding the leader is not part of the Op: UnavailableError
-        when none is found within the call deadline (then nothing was sent)."""
-        address = await self.leader(self.call_timeout_s)
+        """One RPC to the leader (or to `via`). Finding the leader is not part of the Op:
+        UnavailableError when none is found within the call deadline (nothing was sent)."""
+        address = via or await self.leader(self.call_timeout_s)
         start = time.monotonic()
         try:
             reply = await getattr(self._kv(address), method)(request, timeout=self.call_timeout_s)
         except grpc.aio.AioRpcError as exc:
             end = time.monotonic()
             details = exc.details() or ""
-            self.forget_leader(address, details)
+            if via is None:
+                self.forget_leader(address, details)
             outcome = classify(exc.code(), details)
             error = f"{exc.code().name}: {details}"
             return Op(
