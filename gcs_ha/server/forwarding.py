@@ -19,13 +19,19 @@ that routes the call, as raw bytes (nothing is parsed), by this table:
 A call is held at most `hold_s` and never past its own deadline; then it gets gRPC
 UNAVAILABLE, which Ray's clients queue and retry for up to 60 s. Only unary calls are
 held (streams are reconnected by their clients: a stream that cannot be forwarded now
-gets UNAVAILABLE at once). A held unary call whose forwarding failed before it left this
-process (no connection to the leader: `never_sent`) is held and routed again, since it
-cannot have run. One that the leader may have received but answered UNAVAILABLE, or that
-was lost with the leader (connection reset), is replayed once after a new hold: Ray's
-clients replay such a call themselves (their handlers are idempotent, contract section
-1), but only at their next connection check, about a second later. Every other status
-of a forwarded call goes back to the caller as is.
+gets UNAVAILABLE at once). A forwarded unary call is never run twice by this replica:
+- one whose forwarding failed before it left this process (no connection to the leader:
+  `never_sent`), or that the leader refused before proposing anything (UNAVAILABLE with
+  the NOT_APPLIED trailing metadata, server/status.py), is held and routed again;
+- one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
+  was lost with the leader) goes back to the caller as UNAVAILABLE, unless it only reads
+  (`READ_ONLY_METHODS`): then it is replayed once after a new hold. Replaying a write
+  could apply it twice (an InternalKVDel run again after another client's put deletes
+  that put, and answers as if nothing had happened): `gcs-ha drill` found exactly this.
+  The caller decides; Ray's clients replay such calls themselves (their handlers are
+  idempotent, contract section 1) at their next connection check.
+Every other status of a forwarded call goes back to the caller as is.
+Our own refusals carry NOT_APPLIED too, so a client knows it may send the call again.
 The admin service, gRPC health and anything that is not one of Ray's GCS services pass
 through untouched and are never forwarded.
 
@@ -54,6 +60,7 @@ from google.protobuf import descriptor_pool
 
 # Imported for their descriptors: method kinds are read from the default pool.
 from gcs_ha.proto.ray import autoscaler_pb2, gcs_service_pb2, ray_syncer_pb2  # noqa: F401
+from gcs_ha.server.status import NOT_APPLIED, not_applied
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +139,10 @@ def method_kind(method: str) -> Kind | None:
 def rejecting_handler(kind: Kind, code: grpc.StatusCode, message: str) -> Handler:
     """A handler of `kind` that ends every call with `code` and `message`."""
 
+    trailing = NOT_APPLIED if code is grpc.StatusCode.UNAVAILABLE else ()
+
     async def reject(_request: Any, context: Context) -> None:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
 
     if kind is Kind.UNARY_UNARY:
         return grpc.unary_unary_rpc_method_handler(reject)
@@ -311,6 +320,19 @@ class Forwarder:
         raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+# Calls that only read: replaying one that may have run cannot change anything.
+READ_ONLY_METHODS = frozenset(
+    f"/ray.rpc.InternalKVGcsService/{name}"
+    for name in (
+        "InternalKVGet",
+        "InternalKVMultiGet",
+        "InternalKVExists",
+        "InternalKVKeys",
+        "GetInternalConfig",
+    )
+)
+
+
 def never_sent(error: grpc.aio.AioRpcError) -> bool:
     """Whether a failed call never left this process: no connection to the leader could
     be made (gRPC's own wording), so sending it again cannot run it twice."""
@@ -414,7 +436,7 @@ class ForwardingInterceptor(Interceptor):
     ) -> bytes:
         loop = asyncio.get_running_loop()
         until = loop.time() + self._hold_budget(context)
-        replayed = False
+        replayed = attempted = False
         while True:
             if self._state.serving():
                 return await _answer_locally(local, request, context)
@@ -424,18 +446,22 @@ class ForwardingInterceptor(Interceptor):
                 try:
                     return await self._forwarder.try_unary(channel, method, request, context)
                 except grpc.aio.AioRpcError as error:
-                    sent = not never_sent(error)
-                    if not self._forwarder.unavailable(channel, error) or (sent and replayed):
+                    if not self._forwarder.unavailable(channel, error):
                         await self._forwarder.relay_error(channel, error, context)
-                    if sent:  # lost with the leader: replay it once, as Ray's client would
-                        replayed = True
+                    if not never_sent(error) and not not_applied(error.trailing_metadata()):
+                        # It may have run: replay only a read, and only once.
+                        if replayed or method not in READ_ONLY_METHODS:
+                            await self._forwarder.relay_error(channel, error, context)
+                        replayed = attempted = True
                         until = max(until, loop.time() + self._hold_budget(context))
                     if until <= loop.time():
                         await self._forwarder.relay_error(channel, error, context)
                     may_wait, why = True, f"the GCS leader at {address} did not answer; retry"
             left = until - loop.time()
             if not may_wait or left <= 0:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, why)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, why, () if attempted else NOT_APPLIED
+                )
             await self._state.next_change(left)
 
     def _hold_budget(self, context: Context) -> float:

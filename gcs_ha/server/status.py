@@ -35,7 +35,7 @@ retry for up to 60 s (ray-gcs-contract.md section 1).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 import grpc.aio
@@ -55,6 +55,18 @@ from gcs_ha.errors import (
 
 # Trailing-metadata key carrying the leader's GCS address with FAILED_PRECONDITION.
 LEADER_HINT_KEY = "gcs-ha-leader"
+# Trailing metadata of an UNAVAILABLE that certainly did not run the call's write (refused
+# before anything was proposed): a client, or a forwarding replica, may send it again
+# without risking running it twice. Without it, an UNAVAILABLE call may have taken effect.
+NOT_APPLIED_KEY = "gcs-ha-not-applied"
+NOT_APPLIED: tuple[tuple[str, str], ...] = ((NOT_APPLIED_KEY, "1"),)
+
+
+def not_applied(trailing: Iterable[Any] | None) -> bool:
+    """Whether a failed call's trailing metadata (key, value pairs) says it was refused
+    before running."""
+    return any(item[0] == NOT_APPLIED_KEY for item in trailing or ())
+
 
 _TO_GRPC: dict[type[GcsHaError], grpc.StatusCode] = {
     NotLeaderError: grpc.StatusCode.FAILED_PRECONDITION,
@@ -104,13 +116,15 @@ async def abort_ray_call(
     context: grpc.aio.ServicerContext[object, object], error: GcsHaError
 ) -> NoReturn:
     """End a call of one of Ray's services that cannot be answered here and now:
-    UNAVAILABLE (Ray's clients retry) unless the error is a storage failure."""
+    UNAVAILABLE (Ray's clients retry) unless the error is a storage failure; marked
+    NOT_APPLIED when this replica refused it before proposing anything (NotLeaderError)."""
     if isinstance(error, StorageError):
         await context.abort(grpc.StatusCode.INTERNAL, str(error))
     message = str(error) or type(error).__name__
     if isinstance(error, NotLeaderError) and error.leader_hint:
         message = f"{message}; leader at {error.leader_hint}"
-    await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+    trailing = NOT_APPLIED if isinstance(error, NotLeaderError) else ()
+    await context.abort(grpc.StatusCode.UNAVAILABLE, message, trailing)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 

@@ -53,7 +53,7 @@ from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2 as kv_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as kv_grpc
-from gcs_ha.server.status import RAY_NOT_FOUND, RAY_OK
+from gcs_ha.server.status import RAY_NOT_FOUND, RAY_OK, not_applied
 
 # Reconnect quickly to a restarted replica (gRPC's default backoff starts at 1 s).
 CHANNEL_OPTIONS = (
@@ -91,10 +91,11 @@ class Op:
     overwrite: bool = True  # put: False = write only if the key is absent (added says if it did)
 
 
-def classify(code: grpc.StatusCode, details: str) -> Outcome:
-    """FAIL when the call certainly had no effect, else UNKNOWN (see the module doc)."""
+def classify(code: grpc.StatusCode, details: str, refused: bool = False) -> Outcome:
+    """FAIL when the call certainly had no effect (`refused`: the replica said so with
+    the NOT_APPLIED trailing metadata), else UNKNOWN (see the module doc)."""
     text = details.lower()
-    if code == grpc.StatusCode.UNAVAILABLE and any(s in text for s in _NEVER_PROPOSED):
+    if code == grpc.StatusCode.UNAVAILABLE and (refused or any(s in text for s in _NEVER_PROPOSED)):
         return Outcome.FAIL
     return Outcome.UNKNOWN
 
@@ -255,7 +256,7 @@ class KvClient:
             details = exc.details() or ""
             if via is None:
                 self.forget_leader(address, details)
-            outcome = classify(exc.code(), details)
+            outcome = classify(exc.code(), details, not_applied(exc.trailing_metadata()))
             error = f"{exc.code().name}: {details}"
             return Op(
                 client,

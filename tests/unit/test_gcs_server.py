@@ -38,6 +38,7 @@ from gcs_ha.server.forwarding import (
     method_kind,
 )
 from gcs_ha.server.gcs_server import HEALTH_FORWARDING, HEALTH_OVERALL, GcsServer
+from gcs_ha.server.status import NOT_APPLIED, not_applied
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
@@ -282,15 +283,18 @@ async def leader_ss(requests: AsyncIterator[bytes], context: Any) -> AsyncIterat
         yield b"echo:" + r
 
 
-# How many times the fake leader saw each of these, and what it answers: Put is never
-# available, Del is unavailable once then fine, Exists is a plain NOT_FOUND.
+# How many times the fake leader saw each of these, and what it answers: Del is refused
+# once before it ran (NOT_APPLIED), Put and MultiGet are lost once after they may have run,
+# Exists is a plain NOT_FOUND; then each is fine.
 SEEN: dict[str, int] = {}
 
 
 async def leader_flaky(name: str, request: bytes, context: Any) -> bytes:
     SEEN[name] = SEEN.get(name, 0) + 1
-    if name == "InternalKVPut" or (name == "InternalKVDel" and SEEN[name] == 1):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "leader busy")
+    if name == "InternalKVDel" and SEEN[name] == 1:  # refused before it ran
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leader", NOT_APPLIED)
+    if name in ("InternalKVPut", "InternalKVMultiGet") and SEEN[name] == 1:  # may have run
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "leadership lost")
     if name == "InternalKVExists":
         await context.abort(grpc.StatusCode.NOT_FOUND, "nothing")
     return b"fine"
@@ -301,7 +305,7 @@ class LeaderHandlers(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         name = details.method.rsplit("/", 1)[1]
         if name in ("UU", "InternalKVGet"):
             return grpc.unary_unary_rpc_method_handler(leader_echo_uu)
-        if name in ("InternalKVPut", "InternalKVDel", "InternalKVExists"):
+        if name in ("InternalKVPut", "InternalKVDel", "InternalKVExists", "InternalKVMultiGet"):
             return grpc.unary_unary_rpc_method_handler(functools.partial(leader_flaky, name))
         if name == "US":
             return grpc.unary_stream_rpc_method_handler(leader_us)
@@ -441,7 +445,10 @@ def test_interceptor_routes_rays_calls() -> None:
     run(main())
 
 
-def test_a_call_lost_for_want_of_a_leader_is_replayed_once_other_errors_never() -> None:
+def test_only_calls_that_cannot_have_run_or_only_read_are_sent_again() -> None:
+    """A refused call (NOT_APPLIED) is routed again; a write that may have run goes back as
+    UNAVAILABLE (running it twice could break linearizability); a read is replayed once."""
+
     async def main() -> None:
         SEEN.clear()
         leader, follower = await forwarding_pair(Routing())
@@ -452,7 +459,8 @@ def test_a_call_lost_for_want_of_a_leader_is_replayed_once_other_errors_never() 
                     method = f"/ray.rpc.InternalKVGcsService/{name}"
                     return ch.unary_unary(method, None, None)
 
-                assert await raw("InternalKVDel")(b"") == b"fine"  # replayed, then answered
+                assert await raw("InternalKVDel")(b"") == b"fine"  # routed again
+                assert await raw("InternalKVMultiGet")(b"") == b"fine"  # a read: replayed
                 for name, code in (
                     ("InternalKVPut", grpc.StatusCode.UNAVAILABLE),
                     ("InternalKVExists", grpc.StatusCode.NOT_FOUND),
@@ -460,7 +468,13 @@ def test_a_call_lost_for_want_of_a_leader_is_replayed_once_other_errors_never() 
                     with pytest.raises(grpc.aio.AioRpcError) as info:
                         await raw(name)(b"")
                     assert info.value.code() == code
-                assert SEEN == {"InternalKVDel": 2, "InternalKVPut": 2, "InternalKVExists": 1}
+                    assert not not_applied(info.value.trailing_metadata())
+                assert SEEN == {
+                    "InternalKVDel": 2,
+                    "InternalKVMultiGet": 2,
+                    "InternalKVPut": 1,
+                    "InternalKVExists": 1,
+                }
         finally:
             await follower.stop(None)
             await leader.stop(None)
