@@ -35,6 +35,7 @@ from gcs_ha.bench.commands import storage as bench_storage
 from gcs_ha.bench.kv import kv as bench_kv
 from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
 from gcs_ha.consensus.config import ReplicaConfig
+from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.ray_head import exec_ray_head
 from gcs_ha.secret import decide_security, load_secret
@@ -353,6 +354,7 @@ def bench() -> None:
 bench.add_command(bench_storage)
 bench.add_command(bench_failover)
 bench.add_command(bench_kv)
+cli.add_command(drill)
 
 
 if __name__ == "__main__":

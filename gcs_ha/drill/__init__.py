@@ -1,0 +1,1 @@
+"""gcs-ha drill: faults under load, every history checked (see DESIGN.md)."""

@@ -1,0 +1,156 @@
+"""Drills against a running deployment, reached by the address of any replica.
+
+The members come from the replica's admin Status. The load, the checks and the report
+are the same as for a local drill; the faults are the operator's own commands, given as
+templates with the fields {node_id}, {gcs_address}, {raft_address} and {host}:
+
+    gcs-ha drill --address 10.0.0.5:6379 --duration 600 \\
+        --kill-cmd  'ssh {host} sudo systemctl kill -s KILL gcs-ha' \\
+        --start-cmd 'ssh {host} sudo systemctl start gcs-ha'
+
+With --kill-cmd and --start-cmd the drill can kill the leader or a random replica and
+start it again; with --pause-cmd and --resume-cmd (e.g. `systemctl kill -s STOP/CONT`)
+it can pause one. Partitions, power loss and churn need a local cluster. A command that
+exits non-zero makes the fault an error (the drill fails).
+
+`RemoteCluster` offers the part of ProcessCluster that the nemesis uses for those kinds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gcs_ha.admin_client import AdminClient
+from gcs_ha.cluster_ops import discover
+from gcs_ha.drill.faults import FaultKind
+from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
+from gcs_ha.proto import admin_pb2
+from gcs_ha.testing.cluster import wait_until
+
+COMMAND_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class FaultCommands:
+    kill: str | None = None
+    start: str | None = None
+    pause: str | None = None
+    resume: str | None = None
+
+    def kinds(self) -> tuple[FaultKind, ...]:
+        """The fault kinds these commands can carry out."""
+        kinds: list[FaultKind] = []
+        if self.kill and self.start:
+            kinds += ["kill-leader", "kill-random"]
+        if self.pause and self.resume:
+            kinds.append("pause")
+        return tuple(kinds)
+
+    def validate(self) -> None:
+        if bool(self.kill) != bool(self.start):
+            raise ConfigError("--kill-cmd and --start-cmd go together")
+        if bool(self.pause) != bool(self.resume):
+            raise ConfigError("--pause-cmd and --resume-cmd go together")
+
+
+@dataclass(frozen=True)
+class _Member:
+    node_id: str
+    gcs_address: str
+    raft_address: str
+
+
+class RemoteCluster:
+    """The members of a running cluster, indexed 0..n-1 in node id order."""
+
+    def __init__(self, address: str, commands: FaultCommands) -> None:
+        status = discover(address)
+        found = [m for m in status.members if m.gcs_address]
+        if len(found) < len(status.members):
+            raise UnavailableError("not every member has registered its gRPC address yet")
+        self._members = [
+            _Member(m.node_id, m.gcs_address, m.raft_address)
+            for m in sorted(found, key=lambda m: m.node_id)
+        ]
+        self.members: set[int] = set(range(len(self._members)))
+        self.commands = commands
+        self._down: set[int] = set()
+
+    def node_id(self, i: int) -> str:
+        return self._members[i].node_id
+
+    def gcs_address(self, i: int) -> str:
+        return self._members[i].gcs_address
+
+    def status(self, i: int, timeout: float = 3.0) -> admin_pb2.ReplicaStatus:
+        with AdminClient(self.gcs_address(i), timeout) as client:
+            return client.status()
+
+    def is_running(self, i: int) -> bool:
+        return i not in self._down
+
+    def serving_leader(self) -> int | None:
+        serving = []
+        for i in sorted(self.members - self._down):
+            try:
+                status = self.status(i, timeout=1.0)
+            except GcsHaError:
+                continue
+            if status.serving:
+                serving.append((status.term, i))
+        return max(serving)[1] if serving else None
+
+    def wait_for_leader(self, timeout: float = 30.0, exclude: Sequence[int] = ()) -> int:
+        return wait_until(self.serving_leader, timeout, "no replica serves as leader")
+
+    # -- faults: the operator's commands ---------------------------------------------------
+
+    def kill(self, i: int) -> int:
+        self._run(self.commands.kill, i)
+        self._down.add(i)
+        return 0
+
+    def restart(self, i: int, timeout: float = 10.0) -> None:
+        self._run(self.commands.start, i)
+        self._down.discard(i)
+        wait_until(lambda: self._answers(i), COMMAND_TIMEOUT_S, f"{self.node_id(i)} is not back")
+
+    def pause(self, i: int) -> None:
+        self._run(self.commands.pause, i)
+
+    def resume(self, i: int) -> None:
+        self._run(self.commands.resume, i)
+
+    def _answers(self, i: int) -> bool | None:
+        try:
+            self.status(i, timeout=1.0)
+        except GcsHaError:
+            time.sleep(0.1)
+            return None
+        return True
+
+    def _run(self, template: str | None, i: int) -> None:
+        if not template:
+            raise ConfigError("no command given for this fault")
+        member = self._members[i]
+        command = template.format(
+            node_id=member.node_id,
+            gcs_address=member.gcs_address,
+            raft_address=member.raft_address,
+            host=member.gcs_address.rpartition(":")[0],
+        )
+        try:
+            done = subprocess.run(
+                command, shell=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise UnavailableError(
+                f"{command!r} did not finish in {COMMAND_TIMEOUT_S:.0f} s"
+            ) from None
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise UnavailableError(f"{command!r} exited {done.returncode}: {why[0]}")

@@ -1,0 +1,263 @@
+"""A drill on a local cluster: start it, load it, fault it, check everything.
+
+    result = run_local(DrillConfig(faults=10, seed=7), progress=print)
+    print(report.summary_text(result))
+
+Steps: start `replicas` replicas (`gcs-ha start` processes, secure, Raft links through
+the relay when partitions are asked for, GCS_HA_CRASH_SIM=1 so power losses can be
+simulated); start the load (gcs_ha.drill.workload) and wait for it to get going; then,
+`faults` times (or until `duration_s`), pick a fault kind at random, inject it, wait
+for the cluster to be whole again and let the load run `quiet_s` more; stop the load,
+read every key back, compare the replicas' table digests and check the history
+(gcs_ha.drill.checks). Every process is stopped by PID at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gcs_ha.consensus._pysyncobj import RAFT_DIAL_ENV
+from gcs_ha.consensus.journal import CRASH_SIM_ENV
+from gcs_ha.drill import checks
+from gcs_ha.drill.faults import FAULT_KINDS, Fault, FaultKind
+from gcs_ha.drill.nemesis import Cluster, Links, Nemesis, NemesisTiming
+from gcs_ha.drill.partitions import RaftLinkRelay
+from gcs_ha.drill.remote import FaultCommands, RemoteCluster
+from gcs_ha.drill.result import DrillResult
+from gcs_ha.drill.workload import BackgroundDrillLoad, WorkloadConfig, final_reads
+from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.unsafe import UNSAFE_FOLLOWER_READS_ENV
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    replicas: int = 3
+    faults: int = 10  # how many faults (with duration_s: at most this many, 0 = no limit)
+    duration_s: float | None = None  # stop injecting faults after this long
+    kinds: tuple[FaultKind, ...] = FAULT_KINDS
+    clients: int = 8
+    keys: int = 8
+    ops_per_key: int = 200
+    seed: int = 0
+    host: str = "127.0.0.1"
+    base_port: int = 36000  # gRPC base_port+i, Raft base_port+100+i, relay base_port+200+
+    work_dir: Path | None = None  # default: a temporary directory
+    keep: bool = False  # keep the work dir (logs, data) after the drill
+    quiet_s: float = 1.0  # load without faults between two faults
+    warmup_acks: int = 50
+    unsafe_follower_reads: bool = False  # tests only: makes reads non-linearizable
+    address: str | None = None  # drill a running cluster (drill.remote) instead
+    commands: FaultCommands = field(default_factory=FaultCommands)
+
+    def validate(self) -> None:
+        if self.address is not None:
+            self.commands.validate()
+            if self.duration_s is None:
+                raise ConfigError("a drill of a running cluster (--address) needs --duration")
+        elif self.replicas < 3 and self.faults:
+            raise ConfigError("faults need at least 3 replicas (a majority must survive)")
+        if self.clients < 1 or self.keys < 1 or self.ops_per_key < 1:
+            raise ConfigError("--clients, --keys and --ops-per-key must be at least 1")
+        if not self.kinds:
+            raise ConfigError("no fault kinds given")
+        bad = [k for k in self.kinds if k not in FAULT_KINDS]
+        if bad:
+            raise ConfigError(f"unknown fault kinds {bad}; known: {', '.join(FAULT_KINDS)}")
+        if self.faults == 0 and self.duration_s is None:
+            raise ConfigError("--faults 0 (no limit) needs --duration")
+        if self.faults < 0 or (self.duration_s is not None and self.duration_s <= 0):
+            raise ConfigError("--faults and --duration must be positive")
+
+
+def run(config: DrillConfig, progress: Progress = log.info) -> DrillResult:
+    """A drill on a cluster of its own, or on the running cluster at `config.address`."""
+    config.validate()
+    if config.address is None:
+        return run_local(config, progress)
+    cluster = RemoteCluster(config.address, config.commands)
+    names = ", ".join(cluster.node_id(i) for i in sorted(cluster.members))
+    progress(f"drilling the cluster at {config.address}: {names}")
+    namespace = b"gcs-ha-drill-%d" % time.time_ns()  # a fresh key space for this run
+    return _drill(config, cluster, None, progress, namespace, config.commands.kinds())
+
+
+def run_local(config: DrillConfig, progress: Progress = log.info) -> DrillResult:
+    """Run a whole drill on a cluster of its own (see the module docstring)."""
+    config.validate()
+    with _work_dir(config) as work, contextlib.ExitStack() as stack:
+        links = _start_links(config, stack)
+        cluster = stack.enter_context(_cluster(config, work, links))
+        progress(f"starting {config.replicas} replicas in {work}")
+        cluster.start()
+        cluster.wait_for_leader(timeout=60)
+        cluster.wait_for_members(config.replicas, cluster.wait_for_leader(), timeout=60)
+        return _drill(config, cluster, links, progress)
+
+
+def _drill(  # noqa: PLR0917
+    config: DrillConfig,
+    cluster: Cluster,
+    links: Links | None,
+    progress: Progress,
+    namespace: bytes = b"drill",
+    possible: Collection[FaultKind] | None = None,
+) -> DrillResult:
+    addresses = tuple(cluster.gcs_address(i) for i in sorted(cluster.members))
+    workload = WorkloadConfig(
+        addresses,
+        config.clients,
+        config.keys,
+        config.ops_per_key,
+        namespace=namespace,
+        seed=config.seed,
+    )
+    rng = random.Random(config.seed)
+    nemesis = Nemesis(cluster, rng, links, NemesisTiming(), possible)
+    kinds = [k for k in config.kinds if nemesis.supports(k)]
+    load = BackgroundDrillLoad(workload).start()
+    started = time.monotonic()
+    loop = _FaultLoop(config, nemesis, kinds, load, progress)
+    faults, notes = loop.faults, loop.notes
+    try:
+        load.wait_acks(config.warmup_acks, timeout=60)
+        progress(f"load running ({config.clients} clients); injecting faults")
+        loop.run()
+        time.sleep(config.quiet_s)
+    finally:
+        history = load.stop()
+    ended = time.monotonic()
+    progress(f"load stopped: {len(history)} operations; checking")
+    try:
+        nemesis.settle()
+    except GcsHaError as exc:
+        notes.append(f"the cluster did not become whole after the drill: {exc}")
+    finals, ledger = asyncio.run(final_reads(addresses, workload.namespace, load.load.keys.used))
+    digests = checks.digests({cluster.node_id(i): cluster.gcs_address(i) for i in cluster.members})
+    return checks.evaluate(
+        config=_describe(config, kinds),
+        started=started,
+        ended=ended,
+        history=history,
+        finals=finals,
+        ledger=ledger,
+        faults=faults,
+        digests=digests,
+        notes=notes,
+    )
+
+
+@dataclass
+class _FaultLoop:
+    """Inject faults until the count or the duration is reached (or the cluster or the
+    load gives up), recording each fault and anything worth a note."""
+
+    config: DrillConfig
+    nemesis: Nemesis
+    kinds: list[FaultKind]
+    load: BackgroundDrillLoad
+    progress: Progress
+    faults: list[Fault] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def run(self) -> None:
+        cfg = self.config
+        end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+        if not self.kinds or (not cfg.faults and end is None):
+            self.notes.append("no faults injected (none of the kinds is possible here)")
+            time.sleep(max(0.0, (end or 0.0) - time.monotonic()))
+            return
+        while (not cfg.faults or len(self.faults) < cfg.faults) and (
+            end is None or time.monotonic() < end
+        ):
+            if not self._one():
+                self.notes.append(
+                    "stopped injecting faults early (cluster not whole or load stopped)"
+                )
+                return
+            time.sleep(cfg.quiet_s)
+
+    def _one(self) -> bool:
+        kind = self.nemesis.rng.choice(self.kinds)
+        fault = self.nemesis.inject(kind)
+        self.faults.append(fault)
+        settle = _settle(self.nemesis, self.notes)
+        self.progress(
+            f"fault {len(self.faults)}: {kind} {fault.detail or fault.error}; "
+            f"whole again after {settle:.1f} s"
+        )
+        return settle >= 0 and self.load.alive()
+
+
+def _settle(nemesis: Nemesis, notes: list[str]) -> float:
+    try:
+        return nemesis.settle()
+    except GcsHaError as exc:
+        notes.append(f"not whole after a fault: {exc}")
+        return -1.0
+
+
+def _describe(config: DrillConfig, kinds: list[FaultKind]) -> dict[str, object]:
+    described = {k: v for k, v in asdict(config).items() if k not in ("work_dir", "keep")}
+    described["kinds"] = list(kinds)
+    return described
+
+
+def _start_links(config: DrillConfig, stack: contextlib.ExitStack) -> Links | None:
+    """The relay on the Raft links, when partitions are among the fault kinds."""
+    if not any(k.startswith("partition") for k in config.kinds):
+        return None
+    relay = RaftLinkRelay(
+        [f"{config.host}:{config.base_port + 100 + i}" for i in range(config.replicas)],
+        host=config.host,
+        base_port=config.base_port + 200,
+    )
+    relay.start()
+    stack.callback(relay.close)
+    return relay
+
+
+def _cluster(config: DrillConfig, work: Path, links: Links | None) -> ProcessCluster:
+    def env(i: int) -> dict[str, str]:
+        out = {CRASH_SIM_ENV: "1"}
+        if links is not None:
+            out[RAFT_DIAL_ENV] = links.env_for(i)
+        if config.unsafe_follower_reads:
+            out[UNSAFE_FOLLOWER_READS_ENV] = "1"
+        return out
+
+    return ProcessCluster(
+        config.replicas,
+        work,
+        gcs_port=config.base_port,
+        raft_port=config.base_port + 100,
+        host=config.host,
+        cluster_name="gcs-ha-drill",
+        replica_env=env,
+    )
+
+
+@contextlib.contextmanager
+def _work_dir(config: DrillConfig) -> Iterator[Path]:
+    if config.work_dir is not None:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        yield config.work_dir
+        return
+    path = Path(tempfile.mkdtemp(prefix="gcs-ha-drill-"))
+    try:
+        yield path
+    finally:
+        if not config.keep:
+            shutil.rmtree(path, ignore_errors=True)
