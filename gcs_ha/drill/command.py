@@ -123,7 +123,7 @@ def drill(
     fields are {node_id}, {gcs_address}, {raft_address} and {host}). Run it on a cluster
     without other traffic: the digests are compared once all replicas applied the same
     index."""
-    from gcs_ha.drill import report  # noqa: PLC0415
+    from gcs_ha.drill import render, report  # noqa: PLC0415
     from gcs_ha.drill.remote import FaultCommands  # noqa: PLC0415
     from gcs_ha.drill.runner import DrillConfig, run  # noqa: PLC0415
 
@@ -161,12 +161,12 @@ def drill(
         raise click.ClickException(str(exc)) from exc
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        report.write_html(result, report_dir / "report.html")
+        render.write_html(result, report_dir / "report.html")
         (report_dir / "report.json").write_text(json.dumps(report.to_json(result), indent=2))
-        (report_dir / "summary.txt").write_text(report.summary_text(result))
+        (report_dir / "summary.txt").write_text(render.summary_text(result))
         progress(f"report written to {report_dir}/report.html")
     if as_json:
         click.echo(json.dumps(report.to_json(result), indent=2))
     else:
-        click.echo(report.summary_text(result))
+        click.echo(render.summary_text(result))
     sys.exit(0 if result.passed else 1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gcs_ha.drill import report, timeline
+from gcs_ha.drill import render, report, timeline
 from gcs_ha.drill.faults import Fault
 from gcs_ha.drill.linearizability import LinearizabilityResult, Violation
 from gcs_ha.drill.result import DrillResult, FaultOutage
@@ -173,7 +173,7 @@ def test_op_class_and_leader_lost() -> None:
 
 
 def test_summary_text_of_a_passing_drill() -> None:
-    text = report.summary_text(drill())
+    text = render.summary_text(drill())
     assert text.splitlines()[0].startswith("PASS")
     assert table_row(text, "all")[1:5] == ["7", "5", "1", "1"]
     assert table_row(text, "get")[1:5] == ["3", "2", "1", "0"]
@@ -188,7 +188,7 @@ def test_summary_text_of_a_passing_drill() -> None:
 
 def test_summary_text_of_a_failing_drill_explains_the_violation() -> None:
     lin = replace(CLEAN, violations=(violation(),))
-    text = report.summary_text(drill(linearizability=lin, lost_writes=(b"w9",)))
+    text = render.summary_text(drill(linearizability=lin, lost_writes=(b"w9",)))
     first = text.splitlines()[0]
     assert first.startswith("FAIL")
     assert "1 linearizability violation" in first
@@ -215,7 +215,7 @@ def test_each_failed_check_fails_the_drill_with_its_reason(
     result = drill(**changes)
     assert not result.passed
     assert any(reason in r for r in report.failure_reasons(result))
-    assert report.summary_text(result).startswith("FAIL")
+    assert render.summary_text(result).startswith("FAIL")
     assert report.failure_reasons(drill()) == []
 
 
@@ -310,7 +310,7 @@ def check_page(path: Path) -> tuple[str, ET.Element]:
 def test_write_html_draws_faults_outages_and_failed_ops(tmp_path: Path) -> None:
     lin = replace(CLEAN, violations=(violation(),))
     path = tmp_path / "report.html"
-    report.write_html(drill(linearizability=lin), path)
+    render.write_html(drill(linearizability=lin), path)
     text, svg = check_page(path)
     assert "<title>gcs-ha drill: FAIL</title>" in text
     labels = {t.text for t in svg.iter("text")}
@@ -328,7 +328,7 @@ def test_write_html_draws_faults_outages_and_failed_ops(tmp_path: Path) -> None:
 
 def test_write_html_of_a_passing_drill(tmp_path: Path) -> None:
     path = tmp_path / "ok.html"
-    report.write_html(drill(), path)
+    render.write_html(drill(), path)
     text, _ = check_page(path)
     assert '<header class="pass"><h1>gcs-ha drill: PASS</h1>' in text
     assert "<h2>Violations</h2>" not in text
@@ -356,7 +356,7 @@ def test_a_50k_op_history_gives_a_bounded_file(tmp_path: Path) -> None:
         ended=T0 + 120.0,
     )
     path = tmp_path / "big.html"
-    report.write_html(result, path)
+    render.write_html(result, path)
     _, svg = check_page(path)
     assert path.stat().st_size < 250_000
     # aggregated: no more markers than buckets, not one per operation
@@ -367,8 +367,8 @@ def test_a_50k_op_history_gives_a_bounded_file(tmp_path: Path) -> None:
 def test_an_empty_drill_still_renders(tmp_path: Path) -> None:
     # A drill that produced nothing (e.g. the cluster never came up) must still report.
     result = drill(history=(), faults=(), outages=(), config={}, digests={}, ended=T0)
-    text = report.summary_text(result)
+    text = render.summary_text(result)
     assert text.startswith("FAIL: no replica digests")
     assert table_row(text, "all")[1:5] == ["0", "0", "0", "0"]
-    report.write_html(result, tmp_path / "empty.html")
+    render.write_html(result, tmp_path / "empty.html")
     check_page(tmp_path / "empty.html")
