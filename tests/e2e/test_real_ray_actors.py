@@ -1,12 +1,14 @@
-"""Real Ray 2.60 actors and placement groups on gcs-ha, and the gcs-ha leader killed
-during a burst of actor creations.
+"""Real Ray 2.60 actors and placement groups on gcs-ha: 200 actors, placement groups of
+every strategy, the gcs-ha leader killed during actor and during placement group
+creation, and a worker raylet killed.
 
 One cluster for the module (3 gcs-ha replicas, a head from `gcs-ha ray-head`, two worker
-raylets from `ray start --address`); the tests run in file order. Drivers are `python -c`
-scripts: Ray is imported only in its own processes. The setup is a small copy of
-test_real_ray.py's (a test module, not importable from the package): gcs-ha listens on
-127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports 39000-39012, Ray's 39100-39499, and every
-Ray process is found and SIGKILLed at the end by its session (never `ray stop`).
+raylets from `ray start --address`); the tests run in file order and the last one kills a
+worker node for good. Drivers are `python -c` scripts: Ray is imported only in its own
+processes. The setup is a small copy of test_real_ray.py's (a test module, not importable
+from the package): gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports
+39000-39012, Ray's 39100-39999, and every Ray process is found and SIGKILLed by its
+session (never `ray stop`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pytest
 
 from gcs_ha.errors import UnavailableError
 from gcs_ha.processes import gcs_ha_command, spawn
-from gcs_ha.proto.ray import gcs_pb2
+from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
@@ -39,16 +41,28 @@ from gcs_ha.testing.cluster import ProcessCluster, wait_until
 HOST = "127.0.0.4"
 GCS_PORT, RAFT_PORT = 39000, 39010
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+WAVES, WAVE = 4, 50  # 200 actors; at most 50 (and the keeper) alive at a time
+KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
 BURST = 12  # actors created while the leader is killed
+PG_BURST = 16  # placement groups created while the leader is killed
+ALIVE, DEAD = gcs_pb2.ActorTableData.ALIVE, gcs_pb2.ActorTableData.DEAD
+Reason = common_pb2.ActorDiedErrorContext
 
 
 def ray_ports(k: int) -> list[str]:
-    """`ray start` port options of node k (0 = head): 20 ports and 100 worker ports each."""
-    base, workers = 39100 + 20 * k, 39200 + 100 * k
+    """`ray start` port options of node k (0 = head): 20 ports each, and worker ports: 500
+    for the head (most actors start on their owner's node), 150 for the others.
+
+    The raylet gives each worker a port from its range that it can bind at once, and a
+    killed worker's port stays unbindable for a while (its connections in TIME_WAIT):
+    with 100 ports the head ran out during the 200 actors, and a worker that gets no port
+    stalls its actor for the raylet's 60 s registration timeout."""
+    base = 39100 + 20 * k
+    first, last = (39500, 39999) if k == 0 else (39050 + 150 * k, 39199 + 150 * k)
     names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
              "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
     ports = [f"--{name}-port={base + i}" for i, name in enumerate(names)]
-    return [*ports, f"--min-worker-port={workers}", f"--max-worker-port={workers + 99}"]
+    return [*ports, f"--min-worker-port={first}", f"--max-worker-port={last}"]
 
 
 # -- Ray processes, by session ---------------------------------------------------------
@@ -67,6 +81,18 @@ def session_members(sid: int) -> list[int]:
     return pids
 
 
+def kill_sessions(sids: list[int]) -> None:
+    """SIGKILL every process of the sessions `sids`, until none is left."""
+    for _ in range(5):  # a dying raylet may still start something: repeat
+        pids = [p for sid in sids for p in session_members(sid)]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
@@ -79,13 +105,13 @@ class RayProcesses:
     """Starts `ray start`-like commands in their own sessions; kills every session."""
 
     log_dir: Path
-    starters: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    starters: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     drivers: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def start(self, name: str, cmd: list[str]) -> str:
         """Run `cmd` (a `ray start`) until it exits 0; returns its raylet's node id (hex)."""
         proc = spawn(cmd, self.log_dir / f"{name}.log")
-        self.starters.append(proc)
+        self.starters[name] = proc
         try:
             code: int | None = wait_until(proc.poll, 150, f"{name} did not start")
         except UnavailableError:
@@ -94,6 +120,10 @@ class RayProcesses:
         raylets = [p for p in session_members(proc.pid) if Path(cmdline(p)[0]).name == "raylet"]
         assert len(raylets) == 1, f"{name}: raylets {raylets}"
         return dict(a.split("=", 1) for a in cmdline(raylets[0]) if "=" in a)["--node_id"]
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL node `name`'s raylet and every process it started."""
+        kill_sessions([self.starters[name].pid])
 
     def driver(self, script: str, *args: str) -> subprocess.Popen[str]:
         """A driver (`python -c script args`); stdin/stdout piped, stderr to drivers.log."""
@@ -114,16 +144,8 @@ class RayProcesses:
         for driver in self.drivers:
             driver.kill()
             driver.wait()
-        sids = [proc.pid for proc in self.starters]
-        for _ in range(5):  # a dying raylet may still start something: repeat
-            pids = [p for sid in sids for p in session_members(sid)]
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-        for proc in self.starters:
+        kill_sessions([proc.pid for proc in self.starters.values()])
+        for proc in self.starters.values():
             proc.wait()
 
 
@@ -144,6 +166,13 @@ def next_line(proc: subprocess.Popen[str], start: str) -> str:
     raise AssertionError(f"driver exited {proc.wait()} without a {start!r} line")
 
 
+def tell(proc: subprocess.Popen[str], line: str) -> None:
+    """Write one line to a driver's stdin."""
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
 def actors(address: str) -> dict[str, gcs_pb2.ActorTableData]:
     """The actor table (hex actor id -> entry), read through our stubs."""
     channel = grpc.insecure_channel(address)
@@ -159,11 +188,12 @@ def actors(address: str) -> dict[str, gcs_pb2.ActorTableData]:
 @dataclass
 class Cluster:
     gcs: ProcessCluster
-    leader: int
-    f1: str  # the head and node2 use this replica; it survives the leader's kill
-    f2: str  # node1 and the failover driver use this one
+    leader: int  # the first leader; no Ray process talks to it
+    f1: str  # the head and node2 use this replica
+    f2: str  # node1 and most drivers use this one
     ray: RayProcesses
-    workers: list[str]  # node ids (hex) of the two worker nodes
+    head: str  # node ids (hex)
+    workers: list[str]  # node1, node2
     init_log: Path  # actor constructors append "tag pid nonce time" lines here
 
 
@@ -187,8 +217,8 @@ def cluster(
             f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
             head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=39107"]
             head_args += ["--ray-client-server-port=39106", f"--temp-dir={temp_dir}"]
-            head = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
-            ray.start("head", [*head, *ray_ports(0)])
+            head_cmd = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
+            head = ray.start("head", [*head_cmd, *ray_ports(0)])
             node_args = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]
             workers = [
                 ray.start(
@@ -196,10 +226,10 @@ def cluster(
                 )
                 for k, a in ((1, f2), (2, f1))
             ]
-            yield Cluster(gcs, leader, f1, f2, ray, workers, base / "inits.log")
+            yield Cluster(gcs, leader, f1, f2, ray, head, workers, base / "inits.log")
         finally:
             ray.close()
-            if request.session.testsfailed == 0:
+            if request.session.testsfailed == 0 and not os.environ.get(KEEP_LOGS):
                 shutil.rmtree(temp_dir, ignore_errors=True)
             else:
                 print(f"Ray logs kept in {temp_dir}, gcs-ha and launcher logs in {base}")
@@ -210,6 +240,10 @@ def cluster(
 PRELUDE = """
 import json, os, sys, time, uuid
 import ray
+from ray.util.placement_group import placement_group, placement_group_table
+from ray.util.placement_group import remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as OnNode
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
 ray.init(address=sys.argv[1], namespace="gha4", log_to_driver=False)
 LOG = sys.argv[2]
 
@@ -225,42 +259,117 @@ class Counter:
         return self.n
     def who(self):
         return os.getpid(), self.nonce, ray.get_runtime_context().get_actor_id()
+    def node(self):
+        return ray.get_runtime_context().get_node_id()
+
+@ray.remote(num_cpus=0.25)
+def where(i):
+    return i * i, ray.get_runtime_context().get_node_id()
+
+def until_dead(actor, timeout=60):
+    # ray.kill and group removal are asynchronous: calls right after may still be answered.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.incr.remote(), timeout=30)
+            time.sleep(0.2)
+        except ray.exceptions.RayActorError as exc:
+            return type(exc).__name__
+    return "answered"
+
+def settled(want, timeout=60):
+    # The resource view lags the scheduler: wait until it shows what we expect.
+    deadline = time.monotonic() + timeout
+    while True:
+        free = ray.available_resources()
+        got = {k: round(free.get(k, 0), 4) for k in want}
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+def nodes_of(pg):
+    table = placement_group_table(pg)
+    return table["state"], [table["bundles_to_node_id"][b] for b in range(len(pg.bundle_specs))]
+
+def totals():
+    have = ray.cluster_resources()
+    return {"CPU": round(have["CPU"], 4), "worker": round(have["worker"], 4)}
+
+def group_keys():
+    return sorted(k for k in ray.available_resources() if "_group_" in k)
 """
 
+# 200 actors in waves: the keeper (named, detached, kept for later tests), then by index
+# i % 4: named detached "d", named "n", restartable "r", plain "p"; "n" and "p" with the
+# SPREAD strategy. Each is called twice, named ones a third time by name; per wave one
+# "r" has its worker SIGKILLed (restarted) and one "p" is killed; then "d", "n" and "r"
+# are killed, the "p" go out of scope, and the wave must be DEAD before the next starts.
 ACTORS = (
     PRELUDE
     + """
-out = {}
-keeper = Counter.options(name="keeper", lifetime="detached").remote("keeper", 100)
-named = [Counter.options(name=f"n{i}").remote(f"n{i}", 10 * i) for i in range(5)]
-restartable = [Counter.options(max_restarts=1).remote(f"r{i}", 0) for i in range(5)]
-plain = [Counter.remote(f"p{i}", i) for i in range(9)]
-everyone = [keeper, *named, *restartable, *plain]
-out["count"] = len(everyone)
-out["first"] = ray.get([a.incr.remote() for a in everyone], timeout=180)
-out["second"] = ray.get([a.incr.remote() for a in everyone], timeout=60)
-out["by_name"] = ray.get(ray.get_actor("n3").incr.remote())
-ray.kill(plain[0])
-# ray.kill is asynchronous (through the GCS): a call right after it may still be answered.
-out["killed"], deadline = "answered", time.monotonic() + 30
-while out["killed"] == "answered" and time.monotonic() < deadline:
-    try:
-        ray.get(plain[0].incr.remote(), timeout=30)
+import gc
+from ray._private import state
+
+def make(i):
+    if i == 0:
+        return "keeper", Counter.options(name="keeper", lifetime="detached").remote("keeper", 100)
+    tag = "dnrp"[i % 4] + str(i)
+    options = [{"name": tag, "lifetime": "detached"},
+               {"name": tag, "scheduling_strategy": "SPREAD"},
+               {"max_restarts": 1}, {"scheduling_strategy": "SPREAD"}][i % 4]
+    return tag, Counter.options(**options).remote(tag, i)
+
+def restarted(actor, timeout=60):
+    pid = ray.get(actor.who.remote(), timeout=30)[0]
+    os.kill(pid, 9)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return [ray.get(actor.who.remote(), timeout=30)[0] != pid,
+                    ray.get(actor.incr.remote(), timeout=30)]
+        except ray.exceptions.RayError:
+            time.sleep(0.5)
+
+def wave(indexes, out):
+    made = dict(make(i) for i in indexes)
+    handles = list(made.values())
+    first = ray.get([a.incr.remote() for a in handles], timeout=300)
+    second = ray.get([a.incr.remote() for a in handles], timeout=60)
+    named = [t for t in made if t[0] in "dnk"]
+    third = ray.get([ray.get_actor(t).incr.remote() for t in named], timeout=60)
+    third = dict(zip(named, third))
+    who = ray.get([a.who.remote() for a in handles], timeout=60)
+    for tag, one, two, (_, _, actor_id) in zip(made, first, second, who):
+        out["calls"][tag] = [one, two] + ([third[tag]] if tag in third else [])
+        out["ids"][tag] = actor_id
+    r = next(t for t in made if t[0] == "r")
+    out["restarted"][r] = restarted(made[r])
+    p = next(t for t in made if t[0] == "p")
+    ray.kill(made[p])
+    out["killed"][p] = until_dead(made[p])
+    for tag, handle in made.items():
+        if tag[0] in "dnr":
+            ray.kill(handle)
+    # Dead by the kill before their handles go (else their death races with REF_DELETED).
+    out["not_dead"] += not_dead([out["ids"][t] for t in made if t[0] in "dnr"])
+    return [out["ids"][t] for t in made if t[0] == "p"]  # they go out of scope here
+
+def not_dead(ids, timeout=60):
+    deadline = time.monotonic() + timeout
+    while ids and time.monotonic() < deadline:
+        table = state.actors()
+        ids = [i for i in ids if table[i]["State"] != "DEAD"]
         time.sleep(0.2)
-    except ray.exceptions.RayActorError as exc:
-        out["killed"] = type(exc).__name__
-pid = ray.get(restartable[0].who.remote())[0]
-os.kill(pid, 9)
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    try:
-        out["restarted"] = [ray.get(restartable[0].who.remote(), timeout=30)[0] != pid,
-                            ray.get(restartable[0].incr.remote(), timeout=30)]
-        break
-    except ray.exceptions.RayError:
-        time.sleep(0.5)
-rest = [*named, *restartable[1:], *plain[1:]]
-out["others"] = ray.get([a.incr.remote() for a in rest], timeout=60)
+    return ids
+
+out = {"calls": {}, "ids": {}, "restarted": {}, "killed": {}, "not_dead": [], "waves": []}
+waves, size = int(sys.argv[3]), int(sys.argv[4])
+for w in range(waves):
+    t0 = time.monotonic()
+    ids = wave(range(w * size, (w + 1) * size), out)
+    gc.collect()
+    out["not_dead"] += not_dead(ids)
+    out["waves"].append(round(time.monotonic() - t0, 1))
 print(json.dumps(out))
 """
 )
@@ -273,50 +382,37 @@ print(json.dumps({"keeper": ray.get(keeper.incr.remote(), timeout=120)}))
 """
 )
 
-PLACEMENT = """
-import json, sys, time
-import ray
-from ray.util.placement_group import placement_group, placement_group_table
-from ray.util.placement_group import remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-ray.init(address=sys.argv[1], namespace="gha4", log_to_driver=False)
-
-@ray.remote(resources={"worker": 1})
-def where(i):
-    return i * i, ray.get_runtime_context().get_node_id()
-
-def settled(want, timeout=60):
-    # The resource view lags the scheduler: wait until it shows what we expect.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        free = ray.available_resources()
-        got = {k: free.get(k, 0) for k in want}
-        if got == want:
-            break
-        time.sleep(0.2)
-    return got
-
-totals = ray.cluster_resources()
-want = {"worker": totals["worker"], "CPU": totals["CPU"]}
-out = {"totals": want, "before": settled(want)}
-pg = placement_group([{"worker": 1, "CPU": 1}] * 2, strategy="STRICT_SPREAD")
-out["ready"] = ray.get(pg.ready(), timeout=60) is not None
-t = placement_group_table(pg)
-out["state"], out["bundle_nodes"] = t["state"], t["bundles_to_node_id"]
-tasks = [
-    where.options(
-        num_cpus=1,
-        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=b),
-    ).remote(b + 3)
-    for b in (0, 1)
-]
-out["tasks"] = ray.get(tasks, timeout=120)
-out["during"] = settled({"worker": want["worker"] - 2}, timeout=15)
-remove_placement_group(pg)
+# One group of each strategy at once, a task and an actor in every bundle; removal.
+GROUPS = (
+    PRELUDE
+    + """
+GROUPS = {"PACK": [{"CPU": 0.5}] * 2, "SPREAD": [{"CPU": 0.5}] * 3,
+          "STRICT_PACK": [{"CPU": 0.5, "worker": 1}] * 2, "STRICT_SPREAD": [{"CPU": 0.5}] * 3}
+want = totals()
+out = {"totals": want, "before": settled(want), "groups": {}}
+pgs = {s: placement_group(b, strategy=s) for s, b in GROUPS.items()}
+out["ready"] = len(ray.get([pg.ready() for pg in pgs.values()], timeout=120))
+inside = []
+for s, pg in pgs.items():
+    state, nodes = nodes_of(pg)
+    strategy = [InGroup(pg, placement_group_bundle_index=b) for b in range(len(nodes))]
+    tasks = [where.options(scheduling_strategy=st).remote(b) for b, st in enumerate(strategy)]
+    pinned = [Counter.options(num_cpus=0.25, scheduling_strategy=st).remote(s, b)
+              for b, st in enumerate(strategy)]
+    inside += pinned
+    out["groups"][s] = {"state": state, "nodes": nodes, "tasks": ray.get(tasks, timeout=120),
+                        "actors": ray.get([a.node.remote() for a in pinned], timeout=120),
+                        "incr": ray.get([a.incr.remote() for a in pinned], timeout=60)}
+out["during"] = settled({"CPU": want["CPU"] - 5, "worker": want["worker"] - 2}, 15)
+for pg in pgs.values():
+    remove_placement_group(pg)
+out["actors_after"] = [until_dead(a) for a in inside]
 out["after"] = settled(want)
-out["removed"] = placement_group_table(pg)["state"]
+out["keys_after"] = group_keys()
+out["removed"] = [placement_group_table(pg)["state"] for pg in pgs.values()]
 print(json.dumps(out))
 """
+)
 
 # Prints "ready", then creates argv[3] actors at once; prints what they answer and waits
 # (keeping them alive) until stdin closes.
@@ -335,6 +431,107 @@ sys.stdin.read()
 """
 )
 
+# Creates argv[3] named groups of small bundles, all strategies; once the first half is
+# created and the first group is ready, prints "half" (the leader is killed then) and
+# creates the rest; waits for all, checks the reservations, removes them.
+PG_BURST_DRIVER = (
+    PRELUDE
+    + """
+n = int(sys.argv[3])
+want = totals()
+ray.get(where.remote(0), timeout=120)
+strategies = ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+specs = [(strategies[i % 4], [{"CPU": 0.1}] * (2 + i % 2)) for i in range(n)]
+out = {"before": settled(want), "t0": time.monotonic()}
+pgs = []
+for i, (strategy, bundles) in enumerate(specs):
+    pgs.append(placement_group(bundles, strategy=strategy, name=f"g{i}"))
+    if i == n // 2 - 1:
+        ray.get(pgs[0].ready(), timeout=60)
+        print("half", flush=True)
+pending, done_at = {pg.ready(): i for i, pg in enumerate(pgs)}, {}
+while pending:
+    ready, _ = ray.wait(list(pending), num_returns=1, timeout=180)
+    assert ready, f"not ready: {sorted(pending.values())}"
+    done_at[pending.pop(ready[0])] = time.monotonic()
+out["done"] = max(done_at.values())
+out["groups"] = [nodes_of(pg) for pg in pgs]
+out["names"] = [placement_group_table(pg)["name"] for pg in pgs]
+reserved = sum(0.1 * len(b) for _, b in specs)
+out["during"] = settled({"CPU": round(want["CPU"] - reserved, 4), "worker": want["worker"]}, 15)
+out["reserved"] = reserved
+for pg in pgs:
+    remove_placement_group(pg)
+out["after"], out["totals"] = settled(want), want
+out["keys_after"] = group_keys()
+print(json.dumps(out), flush=True)
+"""
+)
+
+# Two groups with a bundle on each worker node (SPREAD over "worker") and on two nodes
+# (STRICT_SPREAD); the victim is the worker node with a STRICT_SPREAD bundle. Restartable
+# actors in every bundle on the victim and soft-pinned to it, one mortal actor there.
+# Prints where everything is, waits for a stdin line (the victim was killed), then
+# waits for the groups and actors to come back elsewhere.
+RAYLET_DRIVER = (
+    PRELUDE
+    + """
+workers = sys.argv[3].split(",")
+spread = placement_group([{"worker": 0.5, "CPU": 0.5}] * 2, strategy="SPREAD")
+strict = placement_group([{"CPU": 0.5}] * 2, strategy="STRICT_SPREAD")
+ray.get([spread.ready(), strict.ready()], timeout=60)
+out = {"spread": nodes_of(spread), "strict": nodes_of(strict)}
+victim = next(w for w in workers if w in out["strict"][1])
+pinned = {}
+for i in range(3):
+    on = OnNode(victim, soft=True)
+    pinned[f"v{i}"] = Counter.options(max_restarts=1, num_cpus=0, resources={"worker": 0.1},
+                                      scheduling_strategy=on).remote(f"v{i}", 10 * i)
+mortal = Counter.options(num_cpus=0, resources={"worker": 0.1},
+                         scheduling_strategy=OnNode(victim, soft=True)).remote("mortal", 0)
+for name, pg in (("spread", spread), ("strict", strict)):
+    for b, node in enumerate(out[name][1]):
+        if node == victim:
+            st = InGroup(pg, placement_group_bundle_index=b)
+            pinned[f"{name}{b}"] = Counter.options(max_restarts=1, num_cpus=0.25,
+                                                   scheduling_strategy=st).remote(f"{name}{b}", 5)
+everyone = [*pinned.values(), mortal]
+out["incr"] = ray.get([a.incr.remote() for a in everyone], timeout=120)
+out["nodes"] = ray.get([a.node.remote() for a in everyone], timeout=60)
+out["ids"] = dict(zip([*pinned, "mortal"], ray.get([a.who.remote() for a in everyone])))
+out["victim"] = victim
+print(json.dumps(out), flush=True)
+sys.stdin.readline()
+out = {}
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    out["spread"], out["strict"] = nodes_of(spread), nodes_of(strict)
+    if all(s == "CREATED" and victim not in n for s, n in (out["spread"], out["strict"])):
+        break
+    time.sleep(0.5)
+out["back"] = {}
+for tag, actor in pinned.items():
+    while time.monotonic() < deadline:
+        try:
+            out["back"][tag] = [ray.get(actor.node.remote(), timeout=30),
+                                ray.get(actor.incr.remote(), timeout=30)]
+            break
+        except ray.exceptions.RayError:
+            time.sleep(0.5)
+out["mortal"] = until_dead(mortal, timeout=10)
+tasks = [where.options(scheduling_strategy=InGroup(pg, placement_group_bundle_index=b)).remote(b)
+         for pg in (spread, strict) for b in (0, 1)]
+out["tasks"] = [node for _, node in ray.get(tasks, timeout=120)]
+for pg in (spread, strict):
+    remove_placement_group(pg)
+for actor in pinned.values():
+    ray.kill(actor)
+out["totals"] = totals()
+out["after"], out["keys_after"] = settled(out["totals"]), group_keys()
+print(json.dumps(out), flush=True)
+"""
+)
+
 
 def init_lines(log: Path, prefix: str) -> list[list[str]]:
     """The constructor log's [tag, pid, nonce, time] lines whose tag starts with `prefix`."""
@@ -342,44 +539,82 @@ def init_lines(log: Path, prefix: str) -> list[list[str]]:
     return [line for line in lines if line[0].startswith(prefix)]
 
 
+def start_of(tag: str) -> int:
+    """An ACTORS actor's initial count: 100 for the keeper, else its index."""
+    return 100 if tag == "keeper" else int(tag[1:])
+
+
+def first_of(kind: int, wave: int) -> int:
+    """The first ACTORS index of `kind` (i % 4) in wave `wave`."""
+    return next(i for i in range(wave * WAVE, (wave + 1) * WAVE) if i % 4 == kind)
+
+
 # -- the tests, in order -----------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_actors_named_detached_killed_and_restarted(cluster: Cluster) -> None:
+@pytest.mark.timeout(600)  # ~90 s alone; 200 worker processes start on a shared 2-core box
+def test_200_actors_named_detached_killed_and_restarted(cluster: Cluster) -> None:
     c = cluster
-    out = last_json(c.ray.driver(ACTORS, c.f2, str(c.init_log)))
-    starts = [100, *(10 * i for i in range(5)), *([0] * 5), *range(9)]
-    assert out["count"] == 20
-    assert out["first"] == [s + 1 for s in starts]
-    assert out["second"] == [s + 2 for s in starts]
-    assert out["by_name"] == 33
-    assert out["killed"] == "ActorDiedError"
-    # Restarted: a new process whose state starts over (the constructor ran again).
-    assert out.get("restarted") == [True, 1]
-    # Everyone else but the keeper kept its state: a third call (n3 also had by_name's).
-    others = [s + 3 for s in [*starts[1:6], *starts[7:11], *starts[12:]]]
-    others[3] += 1
-    assert out["others"] == others
+    out = last_json(c.ray.driver(ACTORS, c.f2, str(c.init_log), str(WAVES), str(WAVE)), 540)
+    print(f"\n{WAVES} waves of {WAVE} actors took {out['waves']} s")
+    calls = out["calls"]
+    assert len(calls) == WAVES * WAVE == 200
+    for tag, answers in calls.items():
+        s = start_of(tag)
+        assert answers == [s + 1, s + 2] + ([s + 3] if tag[0] in "dnk" else []), tag
+    # One restarted per wave (a new process, its state started over), one killed.
+    restarted = {f"r{first_of(2, w)}" for w in range(WAVES)}
+    assert out["restarted"] == {tag: [True, start_of(tag) + 1] for tag in restarted}
+    killed = {f"p{first_of(3, w)}" for w in range(WAVES)}
+    assert out["killed"] == dict.fromkeys(killed, "ActorDiedError")
+    assert out["not_dead"] == []
+    # Each constructor ran once, the restarted ones twice.
     tags = Counter(tag for tag, *_ in init_lines(c.init_log, ""))
-    assert tags["r0"] == 2 and tags["keeper"] == 1 and len(tags) == 20
+    assert tags == {tag: 1 + (tag in restarted) for tag in calls}
+    # The GCS's table: the keeper ALIVE, the others DEAD, each for its reason.
+    table = actors(c.f1)
+    for tag, actor_id in out["ids"].items():
+        entry = table[actor_id]
+        assert entry.num_restarts == (tag in restarted), tag
+        if tag == "keeper":
+            assert entry.state == ALIVE
+            continue
+        reason = entry.death_cause.actor_died_error_context.reason
+        assert entry.state == DEAD, tag
+        # Dropped handles: the owner's WaitForActorRefDeleted reply and its
+        # ReportActorOutOfScope race (in Ray too); the first one names the cause.
+        gone = tag[0] == "p" and tag not in killed
+        dropped = (Reason.REF_DELETED, Reason.OUT_OF_SCOPE)
+        assert reason in (dropped if gone else (Reason.RAY_KILL,)), (tag, entry)
     # A second driver reaches the named detached actor, with its state.
-    assert last_json(c.ray.driver(KEEPER, c.f1, str(c.init_log)))["keeper"] == 103
+    assert last_json(c.ray.driver(KEEPER, c.f1, str(c.init_log)))["keeper"] == 104
 
 
 @pytest.mark.slow
-def test_strict_spread_placement_group(cluster: Cluster) -> None:
-    out = last_json(cluster.ray.driver(PLACEMENT, cluster.f2))
-    workers = sorted(cluster.workers)
-    assert out["before"] == out["totals"] and out["totals"]["worker"] == 4
-    assert out["ready"] and out["state"] == "CREATED"
-    assert sorted(out["bundle_nodes"].values()) == workers
-    # Each bundle's task ran on the node that holds that bundle.
-    assert [v for v, _ in out["tasks"]] == [9, 16]
-    assert [n for _, n in out["tasks"]] == [out["bundle_nodes"][b] for b in ("0", "1")]
-    assert out["during"] == {"worker": 2}
-    assert out["after"] == out["totals"]
-    assert out["removed"] == "REMOVED"
+def test_placement_groups_of_every_strategy(cluster: Cluster) -> None:
+    out = last_json(cluster.ray.driver(GROUPS, cluster.f2, str(cluster.init_log)))
+    head, workers = cluster.head, sorted(cluster.workers)
+    assert out["totals"] == {"CPU": 6, "worker": 4} and out["before"] == out["totals"]
+    assert out["ready"] == 4
+    groups = out["groups"]
+    assert {s: g["state"] for s, g in groups.items()} == dict.fromkeys(groups, "CREATED")
+    assert len(set(groups["PACK"]["nodes"])) == 1  # fits on one node, so packed there
+    assert sorted(groups["SPREAD"]["nodes"]) == sorted([head, *workers])
+    assert len(set(groups["STRICT_PACK"]["nodes"])) == 1
+    assert groups["STRICT_PACK"]["nodes"][0] in workers  # only they have "worker"
+    assert sorted(groups["STRICT_SPREAD"]["nodes"]) == sorted([head, *workers])
+    for strategy, group in groups.items():
+        # Each bundle's task and actor ran on the node that holds that bundle.
+        assert [v for v, _ in group["tasks"]] == [b * b for b in range(len(group["nodes"]))]
+        assert [n for _, n in group["tasks"]] == group["nodes"], strategy
+        assert group["actors"] == group["nodes"], strategy
+        assert group["incr"] == [b + 1 for b in range(len(group["nodes"]))]
+    assert out["during"] == {"CPU": 1, "worker": 2}
+    # Removal kills the actors inside and returns every reservation.
+    assert out["actors_after"] == ["ActorDiedError"] * 10
+    assert out["after"] == out["totals"] and out["keys_after"] == []
+    assert out["removed"] == ["REMOVED"] * 4
 
 
 @pytest.mark.slow
@@ -405,10 +640,79 @@ def test_leader_killed_during_actor_burst(cluster: Cluster) -> None:
     table = actors(c.f1)
     for _, _, actor_id in out["who"]:
         entry = table[actor_id]
-        assert entry.state == gcs_pb2.ActorTableData.ALIVE, entry
+        assert entry.state == ALIVE, entry
         assert entry.num_restarts == 0
     assert driver.stdin is not None
     driver.stdin.close()
     driver.wait(timeout=60)
     # A new driver, on the other surviving replica, finds the detached actor and its state.
-    assert last_json(c.ray.driver(KEEPER, c.f1, str(c.init_log)))["keeper"] == 104
+    assert last_json(c.ray.driver(KEEPER, c.f1, str(c.init_log)))["keeper"] == 105
+
+
+@pytest.mark.slow
+def test_leader_killed_during_placement_group_burst(cluster: Cluster) -> None:
+    c = cluster
+    # The first leader comes back and leads again: no Ray process talks to it.
+    c.gcs.restart(c.leader)
+    leader = c.gcs.wait_for_leader(timeout=30)
+    with c.gcs.admin(leader, timeout=30) as admin:
+        admin.transfer_leadership(c.gcs.node_id(c.leader))
+    assert c.gcs.wait_for_leader(timeout=30) == c.leader
+    driver = c.ray.driver(PG_BURST_DRIVER, c.f2, str(c.init_log), str(PG_BURST))
+    next_line(driver, "half")
+    killed_at = time.monotonic()
+    c.gcs.kill(c.leader)
+    c.gcs.wait_for_leader(timeout=30)
+    out = last_json(driver)
+    print(f"\n{PG_BURST} placement groups across the failover took {out['done'] - out['t0']:.1f} s")
+    assert out["t0"] < killed_at < out["done"]
+    nodes = {c.head, *c.workers}
+    for state, bundle_nodes in out["groups"]:
+        assert state == "CREATED" and set(bundle_nodes) <= nodes
+    assert out["names"] == [f"g{i}" for i in range(PG_BURST)]
+    # Every bundle reserved exactly once (none twice, none lost), then all returned.
+    reserved = round(out["reserved"], 4)
+    assert out["during"] == {"CPU": round(6 - reserved, 4), "worker": 4}
+    assert out["after"] == out["totals"] == {"CPU": 6, "worker": 4}
+    assert out["keys_after"] == []
+
+
+@pytest.mark.slow
+def test_worker_raylet_killed(cluster: Cluster) -> None:
+    c = cluster
+    driver = c.ray.driver(RAYLET_DRIVER, c.f2, str(c.init_log), ",".join(c.workers))
+    before = json.loads(next_line(driver, "{"))
+    victim = before["victim"]
+    survivor = next(w for w in c.workers if w != victim)
+    assert sorted(before["spread"][1]) == sorted(c.workers)
+    pinned = [t for t in before["ids"] if t != "mortal"]
+    assert before["nodes"] == [victim] * (len(pinned) + 1)  # all on the victim
+    c.ray.kill_node(f"node{c.workers.index(victim) + 1}")
+    tell(driver, "killed")
+    out = last_json(driver)
+    # Both groups were placed again, away from the dead node.
+    spread_state, spread_nodes = out["spread"]
+    assert spread_state == "CREATED" and spread_nodes == [survivor, survivor]
+    strict_state, strict_nodes = out["strict"]
+    assert strict_state == "CREATED" and sorted(strict_nodes) == sorted([c.head, survivor])
+    assert out["tasks"] == [*spread_nodes, *strict_nodes]
+    # The restartable actors came back (constructor again: state from the start): the
+    # soft-pinned ones on the other worker, one per group in its bundle's new node.
+    groups = {"spread": spread_nodes, "strict": strict_nodes}
+    want = {t: [survivor, 10 * int(t[1:]) + 1] for t in pinned if t[0] == "v"}
+    want |= {t: [groups[t[:-1]][int(t[-1])], 6] for t in pinned if t[0] != "v"}
+    assert len(want) == 5 and out["back"] == want
+    assert out["mortal"] == "ActorDiedError"
+    tags = Counter(tag for tag, *_ in init_lines(c.init_log, ""))
+    assert {t: tags[t] for t in before["ids"]} == {t: 1 + (t in pinned) for t in before["ids"]}
+    table = actors(c.f1)
+    for tag, (_, _, actor_id) in before["ids"].items():
+        entry = table[actor_id]
+        if tag == "mortal":
+            reason = entry.death_cause.actor_died_error_context.reason
+            assert entry.state == DEAD and reason == Reason.NODE_DIED, entry
+        else:
+            assert entry.num_restarts == 1, (tag, entry)
+    # The dead node's resources left the totals; the rest came back.
+    assert out["totals"] == {"CPU": 4, "worker": 2}
+    assert out["after"] == out["totals"] and out["keys_after"] == []
