@@ -27,6 +27,7 @@ from gcs_ha.storage.store_client import (
     KV_TABLE,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
+    MEMBERS_TABLE,
     NODE_TABLE,
     TABLES,
     StoreClient,
@@ -109,10 +110,14 @@ class StoreClientContract:
 
     @contract_test
     async def test_every_table_is_usable(self, store: StoreClient) -> None:
+        """Only our key is compared: a replicated store's replicas register themselves in
+        the members table on their own schedule (late under load)."""
         for table in sorted(TABLES):
             assert await store.put(table, b"key", table.encode())
         for table in sorted(TABLES):
-            assert await store.get_all(table) == {b"key": table.encode()}
+            stored = await store.get_all(table)
+            assert stored.get(b"key") == table.encode(), (table, stored)
+            assert table == MEMBERS_TABLE or stored == {b"key": table.encode()}, (table, stored)
 
     @contract_test
     async def test_binary_keys(self, store: StoreClient) -> None:
