@@ -11,8 +11,13 @@ States (PlacementGroupTableData.state), each stored before it is acted on:
   REMOVED      RemovePlacementGroup, or the creator (job, and actor) is gone for a
                group that is not detached; the record stays in the table.
 
-One group is scheduled at a time (as in Ray): a background loop takes the next group due
-from the pending queue and runs one `GcsPlacementGroupScheduler.schedule` attempt. A
+Up to `max_attempts` groups are scheduled at once (Ray schedules one at a time; every
+attempt here waits for Raft writes, so attempts overlap to share them through group
+commit): a background loop takes the next group due from the pending queue and runs one
+`GcsPlacementGroupScheduler.schedule` attempt for it in a task of its own. The
+scheduler chooses nodes synchronously and deducts what it chose from its view before it
+awaits anything, so overlapping attempts never count the same free resources twice; a
+group is never in two attempts at once (one that comes due again meanwhile waits). A
 FAILED attempt is retried with Ray's backoff (100 ms, x1.5, at most 1 s); an INFEASIBLE
 group waits until a node is added; a group rescheduled after a node death goes first.
 Every `tick_s` the pending groups are reported to the resource manager (the autoscaler's
@@ -84,6 +89,8 @@ PENDING, PREPARED, CREATED = (
 )
 REMOVED, RESCHEDULING = PlacementGroupTableData.REMOVED, PlacementGroupTableData.RESCHEDULING
 TICK_S = 1.0
+MAX_ATTEMPTS = 8  # placement groups scheduled at once
+BUSY_RETRY_S = 0.05  # a group due again while its attempt runs is looked at again after
 MAX_LOAD_REPORT = 1000  # max_placement_group_load_report_size
 WRITE_RETRY_MAX_S = 1.0
 _RETRYABLE = (UnknownOutcomeError, UnavailableError, NotLeaderError)
@@ -111,12 +118,15 @@ class GcsPlacementGroupManager:
         *,
         namespace_of: Callable[[bytes], str] = lambda job_id: "",
         tick_s: float = TICK_S,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self._tables = tables
         self._scheduler = scheduler
         self._load_sink = load_sink
         self._namespace_of = namespace_of
         self._tick_s = tick_s
+        self._max_attempts = max_attempts
+        self._attempting: set[bytes] = set()
         self._groups: dict[bytes, PlacementGroupTableData] = {}
         self._named: dict[tuple[str, str], bytes] = {}
         self._queue = PendingQueue()
@@ -177,6 +187,7 @@ class GcsPlacementGroupManager:
         self._clear()
 
     def _clear(self) -> None:
+        self._attempting.clear()
         self._groups.clear()
         self._named.clear()
         self._queue.clear()
@@ -318,13 +329,30 @@ class GcsPlacementGroupManager:
     # -- the scheduling loop -----------------------------------------------------------
 
     async def _run_queue(self) -> None:
+        slots = asyncio.Semaphore(self._max_attempts)
         while True:
-            pg_id = await self._queue.next()
+            await slots.acquire()
             try:
-                await self._attempt(pg_id)
-            except Exception:
-                log.exception("scheduling placement group %s failed", pg_id.hex())
-                self._queue.backoff(pg_id)
+                pg_id = await self._queue.next()
+            except BaseException:
+                slots.release()
+                raise
+            if pg_id in self._attempting:  # due again while its attempt runs
+                slots.release()
+                self._queue.push(pg_id, delay_s=BUSY_RETRY_S)
+                continue
+            self._attempting.add(pg_id)
+            self._tasks.spawn(self._attempt_in_slot(pg_id, slots), "attempt")
+
+    async def _attempt_in_slot(self, pg_id: bytes, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._attempt(pg_id)
+        except Exception:
+            log.exception("scheduling placement group %s failed", pg_id.hex())
+            self._queue.backoff(pg_id)
+        finally:
+            self._attempting.discard(pg_id)
+            slots.release()
 
     async def _attempt(self, pg_id: bytes) -> None:
         record = self._groups.get(pg_id)
