@@ -53,10 +53,16 @@ STOP_GRACE_S = 1.0
 # Messages up to 4x the value limit are read, so an oversized value gets Ray's
 # InvalidArgument status naming the limit rather than gRPC's RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * MAX_VALUE_BYTES
+# gRPC answers calls beyond its pending-request limits (1,000 soft, 3,000 hard by
+# default) with CANCELLED before a handler sees them, and Ray's clients do not retry
+# CANCELLED: a driver that submits 10,000 actors at once lost thousands of them.
+MAX_PENDING_REQUESTS = 1_000_000
 GRPC_SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # two replicas can never share a port
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.server.max_pending_requests", MAX_PENDING_REQUESTS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_REQUESTS),
 ]
 
 
