@@ -30,6 +30,7 @@ import click
 
 from gcs_ha import __version__
 from gcs_ha.addresses import check_address
+from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
 from gcs_ha.bench.kv import kv as bench_kv
@@ -354,6 +355,7 @@ def bench() -> None:
 bench.add_command(bench_storage)
 bench.add_command(bench_failover)
 bench.add_command(bench_kv)
+bench.add_command(bench_actors)
 cli.add_command(drill)
 
 

@@ -190,3 +190,145 @@ def failover(
     except GcsHaError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else render(summary))
+
+
+def _systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
+    from gcs_ha.bench.actors_systems import SYSTEMS  # noqa: PLC0415
+
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(n not in SYSTEMS for n in names):
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(SYSTEMS)}")
+    return names
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
+@click.option(
+    "--systems",
+    default="ray-memory,gcs-ha-3",
+    show_default=True,
+    callback=_systems,
+    help="Systems to measure, comma-separated: ray-memory, gcs-ha-1, gcs-ha-3.",
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(min=0),
+    default=40,
+    show_default=True,
+    help="Actors created at once (a worker process each); 0 skips.",
+)
+@click.option(
+    "--pgs",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Placement groups created, then removed; 0 skips.",
+)
+@click.option(
+    "--memory-actors",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Pending actors registered before the GCS memory is read; 0 skips.",
+)
+@click.option(
+    "--memory-batch",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Pending actors submitted at a time, each batch waited for; 0 = all at once.",
+)
+@click.option(
+    "--num-cpus",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="The head node's --num-cpus (both systems).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run everything N times and report the median of each field.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=10.0),
+    default=900.0,
+    show_default=True,
+    help="Seconds any one step may take before the run fails.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=35000,
+    show_default=True,
+    help="Ports BASE..BASE+499: Ray's GCS BASE, gcs-ha gRPC BASE+10+i and Raft BASE+20+i, "
+    "the head's Ray ports BASE+100.., worker ports BASE+200..",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
+)
+@click.option("--keep", is_flag=True, help="Keep the data and every log.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+def actors(
+    *,
+    as_json: bool,
+    systems: tuple[str, ...],
+    actors: int,
+    pgs: int,
+    memory_actors: int,
+    memory_batch: int,
+    num_cpus: int,
+    repeat: int,
+    timeout: float,
+    base_port: int,
+    data_dir: Path | None,
+    keep: bool,
+    verbose: bool,
+) -> None:
+    """Actor creation, placement group create/remove rates and the GCS's memory with
+    MEMORY_ACTORS actors registered, through a real Ray cluster: a normal Ray head (its
+    own in-memory gcs_server) against gcs-ha replicas with a `gcs-ha ray-head`, each
+    started fresh on 127.0.0.5 by this command."""
+    import signal  # noqa: PLC0415
+
+    from gcs_ha.bench.actors import ActorsBenchConfig, run_actors_bench  # noqa: PLC0415
+    from gcs_ha.bench.actors_report import median_rows, memory_lines, render_table  # noqa: PLC0415
+    from gcs_ha.errors import ConfigError  # noqa: PLC0415
+
+    _setup_logging(verbose)
+    config = ActorsBenchConfig(
+        systems=systems,
+        actors=actors,
+        pgs=pgs,
+        memory_actors=memory_actors,
+        memory_batch=memory_batch,
+        num_cpus=num_cpus,
+        base_port=base_port,
+        timeout_s=timeout,
+        data_dir=data_dir,
+        keep=keep,
+    )
+
+    def interrupt(signum: int, _frame: Any) -> None:  # SIGTERM unwinds like Ctrl-C
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        runs = [run_actors_bench(config) for _ in range(repeat)]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    rows = runs[0] if repeat == 1 else median_rows(runs)
+    click.echo(json.dumps(rows, indent=2) if as_json else render_table(rows))
+    for line in memory_lines(rows):
+        click.echo(line, err=as_json)
+    if any("error" in row for row in rows):
+        sys.exit(1)
