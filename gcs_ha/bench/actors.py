@@ -53,12 +53,12 @@ from gcs_ha.bench.actors_systems import (
     SYSTEMS,
     WORKER_PORTS,
     ActorSystem,
-    kill_sessions,
     ray_cli,
     start_system,
 )
 from gcs_ha.errors import ConfigError, UnavailableError
 from gcs_ha.processes import Process
+from gcs_ha.testing.sessions import kill_sessions
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.processes import Process, gcs_ha_command, spawn, terminate_all
 from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.sessions import alive, exe_name, kill_sessions, session_members
 
 HOST = "127.0.0.5"
 SYSTEMS = ("ray-memory", "gcs-ha-1", "gcs-ha-3")
@@ -77,48 +76,6 @@ def ray_cli() -> Path:
 # -- processes by session ----------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: [state, ppid, pgrp, session, ...]."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return []
-
-
-def session_members(sid: int) -> list[int]:
-    """Our live (not zombie) processes in session `sid`."""
-    me, pids = os.getuid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(fields[3]) == sid and fields[0] != "Z" and entry.stat().st_uid == me:
-                pids.append(int(entry.name))
-    return pids
-
-
-def kill_sessions(sids: list[int]) -> None:
-    """SIGKILL every process of the sessions `sids`, until none is left."""
-    for _ in range(10):  # a dying raylet may still start a worker: repeat
-        pids = [pid for sid in sids for pid in session_members(sid)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
-
-
-def exe_name(pid: int) -> str:
-    """The base name of a process's executable (argv[0]), "" if it is gone."""
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return ""
-    return Path(argv0.decode(errors="replace")).name
-
-
 # -- a running system ------------------------------------------------------------------------
 
 
@@ -136,7 +93,7 @@ class ActorSystem:
     def check_alive(self) -> None:
         """UnavailableError naming the first watched process that has gone."""
         for label, (pid, log) in self.watched.items():
-            if not _stat(pid) or _stat(pid)[0] == "Z":
+            if not alive(pid):
                 raise UnavailableError(f"{self.name}: {label} (pid {pid}) exited; see {log}")
 
     def term(self) -> int | None:

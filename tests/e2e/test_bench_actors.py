@@ -19,8 +19,9 @@ import pytest
 
 from gcs_ha.bench.actors import ActorsBenchConfig
 from gcs_ha.bench.actors_report import add_ratios, median_rows, memory_lines, render_table
-from gcs_ha.bench.actors_systems import HOST, kill_sessions, session_members
+from gcs_ha.bench.actors_systems import HOST
 from gcs_ha.errors import ConfigError
+from gcs_ha.testing.sessions import kill_sessions, session_members
 
 BASE_PORT = 35500
 SYSTEMS = ("ray-memory", "gcs-ha-3")

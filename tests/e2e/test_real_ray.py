@@ -15,7 +15,6 @@ kept as it is. Ray's processes use ports 36100-36499 (each node its own), gcs-ha
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.sessions import alive, cmdline, kill_sessions, session_members
 
 HOST = "127.0.0.2"
 GCS_PORT, RAFT_PORT = 36000, 36010
@@ -60,40 +60,6 @@ def ray_ports(k: int) -> list[str]:
 
 
 # -- Ray processes, by session ---------------------------------------------------------
-
-
-def stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: [state, ppid, pgrp, session, ...]."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return []
-
-
-def session_members(sid: int) -> list[int]:
-    """Our live (not zombie) processes in session `sid`."""
-    me, pids = os.getuid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = stat_fields(int(entry.name))
-        if fields and int(fields[3]) == sid and fields[0] != "Z":
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == me:
-                    pids.append(int(entry.name))
-    return pids
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 @dataclass
@@ -163,14 +129,7 @@ class RayProcesses:
 
     def kill_session(self, *sids: int) -> None:
         """SIGKILL every process of these sessions."""
-        for _ in range(5):  # a dying raylet may still start something: repeat
-            pids = [p for sid in sids for p in session_members(sid)]
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+        kill_sessions(list(sids), rounds=5, pause_s=0.5)
 
 
 def run_driver(ray: RayProcesses, script: str, *args: str, timeout: float = 180) -> dict:  # type: ignore[type-arg]

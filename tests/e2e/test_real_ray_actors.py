@@ -5,19 +5,17 @@ creation, and a worker raylet killed.
 One cluster for the module (3 gcs-ha replicas, a head from `gcs-ha ray-head`, two worker
 raylets from `ray start --address`); the tests run in file order and the last one kills a
 worker node for good. Drivers are `python -c` scripts: Ray is imported only in its own
-processes. The setup is a small copy of test_real_ray.py's (a test module, not importable
-from the package): gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports
+processes. The setup follows test_real_ray.py's (processes by session come from
+gcs_ha.testing.sessions): gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports
 39000-39012, Ray's 39100-39999, and every Ray process is found and SIGKILLed by its
 session (never `ray stop`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.sessions import cmdline, kill_sessions, session_members
 
 HOST = "127.0.0.4"
 GCS_PORT, RAFT_PORT = 39000, 39010
@@ -66,38 +65,6 @@ def ray_ports(k: int) -> list[str]:
 
 
 # -- Ray processes, by session ---------------------------------------------------------
-
-
-def session_members(sid: int) -> list[int]:
-    """Our live (not zombie) processes in session `sid` (from /proc/PID/stat)."""
-    me, pids = os.getuid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[3]) == sid and fields[0] != "Z" and entry.stat().st_uid == me:
-                pids.append(int(entry.name))
-    return pids
-
-
-def kill_sessions(sids: list[int]) -> None:
-    """SIGKILL every process of the sessions `sids`, until none is left."""
-    for _ in range(5):  # a dying raylet may still start something: repeat
-        pids = [p for sid in sids for p in session_members(sid)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return []
 
 
 @dataclass
