@@ -33,9 +33,10 @@ from gcs_ha.drill.nemesis import Cluster, Links, Nemesis, NemesisTiming
 from gcs_ha.drill.partitions import RaftLinkRelay
 from gcs_ha.drill.remote import FaultCommands, RemoteCluster
 from gcs_ha.drill.result import DrillResult
-from gcs_ha.drill.workload import BackgroundDrillLoad, WorkloadConfig, final_reads
+from gcs_ha.drill.workload import DrillLoad, WorkloadConfig, final_reads
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.kvload import BackgroundLoad
 from gcs_ha.unsafe import UNSAFE_FOLLOWER_READS_ENV
 
 log = logging.getLogger(__name__)
@@ -127,12 +128,13 @@ def _drill(  # noqa: PLR0917
     rng = random.Random(config.seed)
     nemesis = Nemesis(cluster, rng, links, NemesisTiming(), possible)
     kinds = [k for k in config.kinds if nemesis.supports(k)]
-    load = BackgroundDrillLoad(workload).start()
+    drill_load = DrillLoad(workload)
+    load = BackgroundLoad(drill_load).start()
     started = time.monotonic()
     loop = _FaultLoop(config, nemesis, kinds, load, progress)
     faults, notes = loop.faults, loop.notes
     try:
-        load.wait_acks(config.warmup_acks, timeout=60)
+        load.wait_acks(config.warmup_acks, timeout=60)  # counted from 0: a fresh load
         progress(f"load running ({config.clients} clients); injecting faults")
         loop.run()
         time.sleep(config.quiet_s)
@@ -144,7 +146,7 @@ def _drill(  # noqa: PLR0917
         nemesis.settle()
     except GcsHaError as exc:
         notes.append(f"the cluster did not become whole after the drill: {exc}")
-    finals, ledger = asyncio.run(final_reads(addresses, workload.namespace, load.load.keys.used))
+    finals, ledger = asyncio.run(final_reads(addresses, workload.namespace, drill_load.keys.used))
     digests = checks.digests({cluster.node_id(i): cluster.gcs_address(i) for i in cluster.members})
     return checks.evaluate(
         config=_describe(config, kinds),
@@ -167,7 +169,7 @@ class _FaultLoop:
     config: DrillConfig
     nemesis: Nemesis
     kinds: list[FaultKind]
-    load: BackgroundDrillLoad
+    load: BackgroundLoad
     progress: Progress
     faults: list[Fault] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

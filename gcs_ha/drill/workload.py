@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.testing.kvload import KvClient, Op, Outcome
+from gcs_ha.testing.kvload import KvClient, Op, Outcome, StopFlag
 
 REGISTER_PREFIX = b"r"
 LEDGER_PREFIX = b"l"
@@ -96,7 +95,7 @@ class DrillLoad:
         self._kinds = [k for k, _ in config.mix]
         self._weights = [w for _, w in config.mix]
 
-    async def run(self, stop: threading.Event) -> list[Op]:
+    async def run(self, stop: StopFlag) -> list[Op]:
         cfg = self.config
         clients = [
             KvClient(cfg.addresses, cfg.namespace, cfg.call_timeout_s) for _ in range(cfg.clients)
@@ -108,7 +107,7 @@ class DrillLoad:
                 await client.close()
         return self.history
 
-    async def _client(self, client: KvClient, i: int, stop: threading.Event) -> None:
+    async def _client(self, client: KvClient, i: int, stop: StopFlag) -> None:
         rng = random.Random(self.config.seed * 1_000_003 + i)
         seq = 0
         while not stop.is_set():
@@ -136,51 +135,6 @@ class DrillLoad:
         if kind == "del":
             return await client.delete(key, client=i)
         return await client.put(key, value, overwrite=kind == "put", client=i)
-
-
-class BackgroundDrillLoad:
-    """A DrillLoad in a thread of its own with its own event loop."""
-
-    def __init__(self, config: WorkloadConfig) -> None:
-        self.load = DrillLoad(config)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="drill-load", daemon=True)
-
-    def start(self) -> BackgroundDrillLoad:
-        self._thread.start()
-        return self
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self.load.run(self._stop))
-        except BaseException as exc:  # reported by stop()
-            self._error = exc
-
-    @property
-    def acks(self) -> int:
-        return self.load.acks
-
-    def alive(self) -> bool:
-        return self._thread.is_alive() and self._error is None
-
-    def wait_acks(self, count: int, timeout: float) -> None:
-        """Wait until `count` more writes than now are acknowledged (UnavailableError)."""
-        target, end = self.load.acks + count, time.monotonic() + timeout
-        while self.load.acks < target:
-            if not self.alive():
-                raise UnavailableError(f"the drill load stopped: {self._error!r}")
-            if time.monotonic() >= end:
-                raise UnavailableError(f"no {count} acknowledged writes within {timeout} s")
-            time.sleep(0.02)
-
-    def stop(self, timeout: float = 60.0) -> list[Op]:
-        """Stop the clients (each finishes its call) and return the history."""
-        self._stop.set()
-        self._thread.join(timeout)
-        if self._error is not None:
-            raise self._error
-        return self.load.history
 
 
 async def final_reads(

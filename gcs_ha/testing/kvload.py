@@ -249,61 +249,32 @@ class KvClient:
         UnavailableError when none is found within the call deadline (nothing was sent)."""
         address = via or await self.leader(self.call_timeout_s)
         start = time.monotonic()
+
+        def done(
+            outcome: Outcome, got: bytes | None, result: int | None = None, error: str = ""
+        ) -> Op:
+            end = time.monotonic()
+            return Op(
+                client, kind, key, got, start, end, outcome, address, result, error, overwrite
+            )
+
         try:
             reply = await getattr(self._kv(address), method)(request, timeout=self.call_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            end = time.monotonic()
             details = exc.details() or ""
             if via is None:
                 self.forget_leader(address, details)
             outcome = classify(exc.code(), details, not_applied(exc.trailing_metadata()))
-            error = f"{exc.code().name}: {details}"
-            return Op(
-                client,
-                kind,
-                key,
-                value,
-                start,
-                end,
-                outcome,
-                address,
-                error=error,
-                overwrite=overwrite,
-            )
-        end = time.monotonic()
+            return done(outcome, value, error=f"{exc.code().name}: {details}")
         code, message = reply.status.code, reply.status.message
         if kind == "get" and code == RAY_NOT_FOUND:
-            return Op(client, kind, key, None, start, end, Outcome.OK, address)
+            return done(Outcome.OK, None)
         if code != RAY_OK:
-            error = f"ray status {code}: {message}"
-            return Op(
-                client,
-                kind,
-                key,
-                value,
-                start,
-                end,
-                Outcome.FAIL,
-                address,
-                error=error,
-                overwrite=overwrite,
-            )
+            return done(Outcome.FAIL, value, error=f"ray status {code}: {message}")
         if kind == "get":
-            value = reply.value
-        result = int(reply.added) if kind == "put" else None
-        result = int(reply.deleted_num) if kind == "del" else result
-        return Op(
-            client,
-            kind,
-            key,
-            value,
-            start,
-            end,
-            Outcome.OK,
-            address,
-            result,
-            overwrite=overwrite,
-        )
+            return done(Outcome.OK, reply.value)
+        result = int(reply.added) if kind == "put" else int(reply.deleted_num)
+        return done(Outcome.OK, value, result)
 
     # -- verification reads (retried until a deadline) -----------------------------------
 
@@ -411,11 +382,21 @@ class KvLoad:
         return await client.put(key, value, client=w)
 
 
-class BackgroundLoad:
-    """A KvLoad in a thread of its own (own event loop), for synchronous drills."""
+class Load(Protocol):
+    """A load that runs on an event loop until told to stop (KvLoad, drill.DrillLoad)."""
 
-    def __init__(self, config: LoadConfig) -> None:
-        self.load = KvLoad(config)
+    history: list[Op]
+    acks: int
+
+    async def run(self, stop: StopFlag) -> list[Op]: ...
+
+
+class BackgroundLoad:
+    """A load (a KvLoad for a LoadConfig) in a thread of its own with its own event loop,
+    for synchronous drills."""
+
+    def __init__(self, load: LoadConfig | Load) -> None:
+        self.load: Load = KvLoad(load) if isinstance(load, LoadConfig) else load
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="kvload", daemon=True)
@@ -437,6 +418,10 @@ class BackgroundLoad:
             asyncio.run(self.load.run(self._stop))
         except BaseException as exc:
             self._error = exc
+
+    def alive(self) -> bool:
+        """Whether the load still runs (it has not stopped or failed)."""
+        return self._thread.is_alive() and self._error is None
 
     def wait_acks(self, count: int, timeout: float) -> None:
         """Wait until at least `count` writes were acknowledged in all (UnavailableError)."""
