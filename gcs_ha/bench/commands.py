@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options
+from gcs_ha.bench.common import measurement_options, run_dir_options
 from gcs_ha.errors import GcsHaError
 
 
@@ -59,12 +59,7 @@ def _setup_logging(verbose: bool) -> None:
     help="Puts per transaction of the lmdb-batch baseline.",
 )
 @click.option("--no-lmdb", is_flag=True, help="Skip the raw LMDB baselines.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
-)
-@click.option("--keep", is_flag=True, help="Keep the data and replica logs.")
+@run_dir_options("the data and replica logs")
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65000),
@@ -145,12 +140,7 @@ def storage(
     show_default=True,
     help="Seconds of steady writes before each kill.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
-)
-@click.option("--keep", is_flag=True, help="Keep the data, ack logs and replica logs.")
+@run_dir_options("the data, ack logs and replica logs")
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65000),
@@ -267,12 +257,7 @@ def _systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
     help="Ports BASE..BASE+499: Ray's GCS BASE, gcs-ha gRPC BASE+10+i and Raft BASE+20+i, "
     "the head's Ray ports BASE+100.., worker ports BASE+200..",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
-)
-@click.option("--keep", is_flag=True, help="Keep the data and every log.")
+@run_dir_options("the data and every log")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def actors(
     *,

@@ -91,3 +91,17 @@ def measurement_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def run_dir_options(kept: str) -> Callable[[F], F]:
+    """--data-dir and --keep (help: "Keep `kept`."), which every benchmark takes."""
+
+    def decorate(func: F) -> F:
+        func = click.option("--keep", is_flag=True, help=f"Keep {kept}.")(func)
+        return click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Where to put the data (a fresh subdirectory; default: the temp dir).",
+        )(func)
+
+    return decorate

@@ -35,7 +35,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options
+from gcs_ha.bench.common import measurement_options, run_dir_options
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 from gcs_ha.bench.kv_systems import (
     PROFILE_ENV,
@@ -255,12 +255,7 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     show_default=True,
     help="Ray GCS BASE, Redis BASE+1, gcs-ha gRPC BASE+10+i, Raft BASE+20+i.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to put the data (a fresh subdirectory; default: the temp dir).",
-)
-@click.option("--keep", is_flag=True, help="Keep the data and server logs.")
+@run_dir_options("the data and server logs")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
 def kv(
     *,
