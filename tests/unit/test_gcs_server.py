@@ -121,6 +121,16 @@ async def health(gcs: Rig, service: str) -> int:
     return reply.status  # type: ignore[no-any-return]
 
 
+async def until_health(gcs: Rig, service: str, want: int, timeout: float = 15.0) -> None:
+    """Health follows the replica's status polls: wait for `service` to report `want`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (got := await health(gcs, service)) != want:
+        if loop.time() > end:
+            raise AssertionError(f"{service or 'overall'} health is {got}, not {want}")
+        await asyncio.sleep(0.02)
+
+
 def of(events: Events, owner: str) -> list[str]:
     return [e for o, e in events if o == owner]
 
@@ -192,7 +202,7 @@ def test_leadership_moves_managers_with_it(tmp_path: Path) -> None:
             # The former leader sees the new one (within a status poll or two).
             await until(lambda: servers[first].view.leader_node_id == other)
             assert servers[first].view.address == configs[int(other[1:])].gcs_address
-            assert await health(servers[first], HEALTH_FORWARDING) == SERVING
+            await until_health(servers[first], HEALTH_FORWARDING, SERVING)
             assert await health(servers[first], HEALTH_OVERALL) == NOT_SERVING
 
             # And back: a replica is promoted again, with fresh init data, in a new term.
