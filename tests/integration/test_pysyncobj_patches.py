@@ -481,3 +481,52 @@ def test_journal_is_flushed_before_acks_votes_and_leader_commit(hooks: bool) -> 
         assert violations == [0, 0, 0]
     else:
         assert all(v > 0 for v in violations)
+
+
+class _StallingJournal(ListJournal):  # type: ignore[misc]
+    """A journal whose next flush, once armed, blocks for `stall_s` (a slow disk): the
+    follower stalls while it handles an append, after its tick's poll, the way a slow
+    fsync or a long garbage collection stalls it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall_s = 0.0
+
+    def flush(self) -> None:
+        stall, self.stall_s = self.stall_s, 0.0
+        if stall:
+            time.sleep(stall)
+        super().flush()
+
+
+def term_of(node: Any) -> int:
+    return int(node.getStatus()["raft_term"])
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_a_stalled_follower_reads_heartbeats_before_calling_an_election(drain: bool) -> None:
+    journals = [_StallingJournal() for _ in range(3)]
+    with P.patch_enabled("drain_before_timeouts", drain), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, journalFile=journals)
+        leader = leader_of(nodes)
+        term = term_of(leader)
+        follower = next(i for i, node in enumerate(nodes) if node is not leader)
+        for attempt in range(STALLS):
+            # Longer than the 0.6 s election timeout; the leader's heartbeats queue
+            # meanwhile (unless one was already read with the stalled append, some tries
+            # without the patch show no election).
+            journals[follower].stall_s = 1.0
+            leader.put(attempt, sync=True, timeout=5)
+            assert wait_for(lambda: journals[follower].stall_s == 0.0, 5)
+            time.sleep(1.5)  # the stall, then ticks enough for an election to show
+            if max(term_of(node) for node in nodes) > term:
+                break
+        terms = [term_of(node) for node in nodes]
+        still_leads = leader_of(nodes) is leader
+    if drain:
+        assert terms == [term] * 3 and still_leads  # it read its leader's heartbeats first
+    else:
+        assert max(terms) > term  # pysyncobj checked its deadline before reading them
+
+
+STALLS = 3
