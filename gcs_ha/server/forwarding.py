@@ -48,9 +48,10 @@ then UNAVAILABLE (never CANCELLED, which Ray's clients would not retry).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -244,7 +245,8 @@ class Forwarder:
     ) -> bytes:
         """Forward one unary call; the leader's error is raised, not relayed."""
         call = channel.unary_unary(method, None, None)(request, **self._call_args(context))
-        reply = cast(bytes, await call)
+        with _closed_channel_as_error():
+            reply = cast(bytes, await call)
         await _relay_metadata(call, context)
         return reply
 
@@ -254,7 +256,8 @@ class Forwarder:
         channel = self.channels.get(address)
         call = channel.stream_unary(method, None, None)(requests, **self._call_args(context))
         try:
-            reply = cast(bytes, await call)
+            with _closed_channel_as_error():
+                reply = cast(bytes, await call)
         except grpc.aio.AioRpcError as error:
             await self.relay_error(channel, error, context)
         await _relay_metadata(call, context)
@@ -286,12 +289,13 @@ class Forwarder:
         self, channel: grpc.aio.Channel, call: Any, context: Context
     ) -> AsyncIterator[bytes]:
         try:
-            initial = tuple(await call.initial_metadata() or ())
-            if initial:
-                await context.send_initial_metadata(initial)
-            async for reply in call:
-                yield cast(bytes, reply)
-            trailing = tuple(await call.trailing_metadata() or ())
+            with _closed_channel_as_error():
+                initial = tuple(await call.initial_metadata() or ())
+                if initial:
+                    await context.send_initial_metadata(initial)
+                async for reply in call:
+                    yield cast(bytes, reply)
+                trailing = tuple(await call.trailing_metadata() or ())
         except grpc.aio.AioRpcError as error:
             await self.relay_error(channel, error, context)
         finally:
@@ -303,9 +307,8 @@ class Forwarder:
         """Whether a forwarded call failed for want of a leader (UNAVAILABLE, or cut by
         our own retiring of the channel), which Ray's clients would replay."""
         code = error.code()
-        return code is grpc.StatusCode.UNAVAILABLE or (
-            code is grpc.StatusCode.CANCELLED and self.channels.is_retired(channel)
-        )
+        cut = self.channels.is_retired(channel) or error.details() == CHANNEL_CLOSED
+        return code is grpc.StatusCode.UNAVAILABLE or (code is grpc.StatusCode.CANCELLED and cut)
 
     async def relay_error(
         self, channel: grpc.aio.Channel, error: grpc.aio.AioRpcError, context: Context
@@ -331,6 +334,28 @@ READ_ONLY_METHODS = frozenset(
         "GetInternalConfig",
     )
 )
+
+
+CHANNEL_CLOSED = "the channel to the former leader was closed during the call"
+
+
+@contextlib.contextmanager
+def _closed_channel_as_error() -> Iterator[None]:
+    """Turn the CancelledError that grpc.aio raises in calls still in flight when their
+    channel is closed (a retired leader channel, after its grace) into the AioRpcError
+    CANCELLED the routing expects. Left as it was, it ended the caller's call with no
+    status at all: a Ray client call without a deadline (CreateActor) then waited forever.
+    A cancellation of this task itself (the caller left) propagates as usual."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        empty = grpc.aio.Metadata()
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.CANCELLED, empty, empty, CHANNEL_CLOSED, CHANNEL_CLOSED
+        ) from None
 
 
 def never_sent(error: grpc.aio.AioRpcError) -> bool:

@@ -1,14 +1,23 @@
 """Running one call of Ray's GCS services: the handler's domain errors become the reply's
-`status`, availability errors abort the call (gcs_ha.server.status has the table)."""
+`status`, availability errors abort the call (gcs_ha.server.status has the table).
+
+A handler that raises asyncio.CancelledError although its own call was not cancelled (it
+awaited work that a demotion cancelled: a manager's background write, another call's
+pending registration) is answered UNAVAILABLE. Left alone, grpc.aio ends such a call
+without sending any status, and a Ray client call without a deadline (CreateActor) then
+waits forever: found as actors stuck DEPENDENCIES_UNREADY after leader changes during a
+burst of registrations (tests/unit/test_ray_call.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc.aio
 
-from gcs_ha.errors import GcsHaError
+from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.server.status import abort_ray_call, ray_status_for
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -42,4 +51,12 @@ async def ray_call(context: Context, reply: R, handler: Callable[[R], Awaitable[
         if status is None:
             await abort_ray_call(context, error)
         reply.status.code, reply.status.message = status
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # this call itself is being cancelled
+        await abort_ray_call(context, UnavailableError(CUT_SHORT))
     return reply
+
+
+CUT_SHORT = "the GCS leader stepped down during the call; retry"
