@@ -7,7 +7,7 @@ that routes the call, as raw bytes (nothing is parsed), by this table:
 
 | this replica                          | the call                                        |
 |---------------------------------------|-------------------------------------------------|
-| serves                                | the typed servicer answers (the fast path)      |
+| serves (checked as the handler runs)  | the typed servicer answers                      |
 | knows a reachable leader elsewhere    | forwarded there, with the caller's metadata and |
 |                                       | remaining deadline; the leader's reply, error   |
 |                                       | and metadata go back as they came               |
@@ -15,6 +15,10 @@ that routes the call, as raw bytes (nothing is parsed), by this table:
 | knows no leader, or it is unreachable | held until that changes                         |
 | got a call that was already forwarded | UNAVAILABLE at once (no forwarding loops)       |
 |   and does not lead                   |                                                 |
+
+Unary calls are routed as their handler starts, not when they are intercepted: grpc.aio
+receives the request in between, and a leader demoted meanwhile has stopped its managers
+(a CreateActor answered there found no actor and failed for good).
 
 A call is held at most `hold_s` and never past its own deadline; then it gets gRPC
 UNAVAILABLE, which Ray's clients queue and retry for up to 60 s. Only unary calls are
@@ -419,17 +423,21 @@ class ForwardingInterceptor(Interceptor):
         details: grpc.HandlerCallDetails,
     ) -> Handler:
         method = details.method
-        if self._state.serving() or not is_ray_gcs_method(method) or self._answers_locally(method):
+        if not is_ray_gcs_method(method) or self._answers_locally(method):
             return await continuation(details)
         kind = method_kind(method)
         if kind is None:
             return await continuation(details)
         forwarded = any(k == FORWARDED_BY_KEY for k, _ in details.invocation_metadata or ())
         if kind is Kind.UNARY_UNARY:
+            # Routed when the handler runs, not now: grpc.aio receives the request in
+            # between, and a leader may be demoted meanwhile (its managers stopped).
             local = await continuation(details)
             return grpc.unary_unary_rpc_method_handler(
                 functools.partial(self._route_unary, method, local, forwarded)
             )
+        if self._state.serving():
+            return await continuation(details)
         address, _, why = self._decide(forwarded)
         if address is None:
             return rejecting_handler(kind, grpc.StatusCode.UNAVAILABLE, why)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +352,9 @@ class Routing:
         )  # fmt: skip
 
 
-async def forwarding_pair(routing: Routing) -> tuple[grpc.aio.Server, grpc.aio.Server]:
+async def forwarding_pair(
+    routing: Routing, after: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> tuple[grpc.aio.Server, grpc.aio.Server]:
     leader = grpc.aio.server()
     leader.add_generic_rpc_handlers([LeaderHandlers()])
     leader.add_insecure_port(LEADER)
@@ -367,7 +369,7 @@ async def forwarding_pair(routing: Routing) -> tuple[grpc.aio.Server, grpc.aio.S
             kind = kinds.get(details.method.rsplit("/", 1)[1])
             return None if kind is None else forwarder.handler(kind, details.method, LEADER)
 
-    follower = grpc.aio.server(interceptors=[interceptor])
+    follower = grpc.aio.server(interceptors=[interceptor, *after])
     follower.add_generic_rpc_handlers([Direct()])
     pb_grpc.add_InternalKVGcsServiceServicer_to_server(LocalKv(), follower)  # type: ignore[no-untyped-call]
     follower.add_insecure_port(FOLLOWER)
@@ -448,6 +450,37 @@ def test_interceptor_routes_rays_calls() -> None:
                 routing.changed.set()
                 assert (await pending).value == b"local:k"
                 assert (await kv.InternalKVGet(get)).value == b"local:k"  # the fast path
+        finally:
+            await follower.stop(None)
+            await leader.stop(None)
+
+    run(main())
+
+
+class DemoteWhileIntercepting(grpc.aio.ServerInterceptor):
+    """Runs after the routing interceptor, before the handler: the replica stops serving
+    between the two (as a demotion can while grpc.aio receives the request)."""
+
+    def __init__(self, routing: Routing) -> None:
+        self.routing = routing
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        self.routing.serving = False
+        return await continuation(details)
+
+
+def test_a_call_intercepted_while_serving_is_routed_again_when_its_handler_runs() -> None:
+    async def main() -> None:
+        routing = Routing()
+        routing.serving = True
+        leader, follower = await forwarding_pair(routing, [DemoteWhileIntercepting(routing)])
+        get = pb.InternalKVGetRequest(namespace=b"n", key=b"k")
+        try:
+            async with grpc.aio.insecure_channel(FOLLOWER) as ch:
+                raw = ch.unary_unary("/ray.rpc.InternalKVGcsService/InternalKVGet", None, None)
+                # Not answered by this replica's (stopped) servicer: forwarded to the leader.
+                reply = await raw(get.SerializeToString(), timeout=10)
+                assert reply.startswith(get.SerializeToString() + b"|-|f1|")
         finally:
             await follower.stop(None)
             await leader.stop(None)
