@@ -1,6 +1,6 @@
 """Real Ray 2.60 actors and placement groups on gcs-ha: 200 actors, placement groups of
 every strategy, the gcs-ha leader killed during actor and during placement group
-creation, and a worker raylet killed.
+creation, leadership moved while actors wait for resources, and a worker raylet killed.
 
 One cluster for the module (3 gcs-ha replicas, a head from `gcs-ha ray-head`, two worker
 raylets from `ray start --address`); the tests run in file order and the last one kills a
@@ -13,6 +13,7 @@ session (never `ray stop`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ WAVES, WAVE = 4, 50  # 200 actors; at most 50 (and the keeper) alive at a time
 KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
 BURST = 12  # actors created while the leader is killed
 PG_BURST = 16  # placement groups created while the leader is killed
+WAITING, HOPS = 30, 4  # actors waiting for CPU while leadership moves HOPS times
 ALIVE, DEAD = gcs_pb2.ActorTableData.ALIVE, gcs_pb2.ActorTableData.DEAD
 Reason = common_pb2.ActorDiedErrorContext
 
@@ -435,6 +437,30 @@ print(json.dumps(out), flush=True)
 """
 )
 
+# Takes every CPU with a placement group, then creates argv[3] actors that must wait for
+# CPU (their CreateActor calls stay in flight); prints "ready" and waits for a stdin line
+# (the leader moved several times meanwhile); frees the CPUs and prints what the actors
+# answer.
+WAITING_DRIVER = (
+    PRELUDE
+    + """
+want = totals()
+settled(want)
+blocker = placement_group([{"CPU": 2.0}] * 3, strategy="STRICT_SPREAD")
+ray.get(blocker.ready(), timeout=60)
+waiting = [Counter.options(num_cpus=0.1).remote(f"hop{i}", i) for i in range(int(sys.argv[3]))]
+time.sleep(2)  # registered, scheduled, leases queued at the raylets
+print("ready", flush=True)
+sys.stdin.readline()
+remove_placement_group(blocker)
+out = {"incr": ray.get([a.incr.remote() for a in waiting], timeout=240)}
+for a in waiting:
+    ray.kill(a)
+out["after"] = settled(want)
+print(json.dumps(out), flush=True)
+"""
+)
+
 # Two groups with a bundle on each worker node (SPREAD over "worker") and on two nodes
 # (STRICT_SPREAD); the victim is the worker node with a STRICT_SPREAD bundle. Restartable
 # actors in every bundle on the victim and soft-pinned to it, one mortal actor there.
@@ -642,6 +668,37 @@ def test_leader_killed_during_placement_group_burst(cluster: Cluster) -> None:
     assert out["during"] == {"CPU": round(6 - reserved, 4), "worker": 4}
     assert out["after"] == out["totals"] == {"CPU": 6, "worker": 4}
     assert out["keys_after"] == []
+
+
+def moved_from(gcs: ProcessCluster, old: int) -> int | None:
+    """The leader, once it is not `old`."""
+    leader = gcs.wait_for_leader(timeout=30)
+    return leader if leader != old else None
+
+
+@pytest.mark.slow
+def test_leadership_moved_while_actors_wait_for_resources(cluster: Cluster) -> None:
+    """Actors whose CreateActor calls are in flight (they wait for CPU) while leadership
+    moves 4 times: every one is created once and answers its owner. Before the fixes in
+    server/forwarding.py and server/ray_call.py, calls in flight on a retired forwarding
+    channel or cut short by a demotion were never answered, and their owners waited
+    forever."""
+    c = cluster
+    driver = c.ray.driver(WAITING_DRIVER, c.f2, str(c.init_log), str(WAITING))
+    next_line(driver, "ready")
+    leader = c.gcs.wait_for_leader(timeout=30)
+    for _ in range(HOPS):
+        with c.gcs.admin(leader, timeout=30) as admin:
+            admin.transfer_leadership("")
+        leader = wait_until(functools.partial(moved_from, c.gcs, leader), 30, "no new leader")
+        time.sleep(0.5)
+    tell(driver, "go")
+    out = last_json(driver, timeout=300)
+    assert out["incr"] == [i + 1 for i in range(WAITING)]
+    assert sorted(tag for tag, *_ in init_lines(c.init_log, "hop")) == sorted(
+        f"hop{i}" for i in range(WAITING)
+    )  # each constructor ran exactly once
+    assert out["after"] == {"CPU": 6, "worker": 4}
 
 
 @pytest.mark.slow
