@@ -49,6 +49,11 @@ def fixed_map(resources: Mapping[str, float]) -> dict[str, int]:
     return {name: amount for name, value in resources.items() if (amount := fixed(value))}
 
 
+def fixed_subset(resources: Mapping[str, float], names: Collection[str]) -> dict[str, int]:
+    """`fixed_map` of the resources `names` only (looked up, not scanned)."""
+    return {name: amount for name in names if (amount := fixed(resources.get(name, 0.0)))}
+
+
 class Status(enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"

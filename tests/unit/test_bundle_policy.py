@@ -11,6 +11,7 @@ from gcs_ha.managers.bundle_policy import (
     Placement,
     Status,
     fixed_map,
+    fixed_subset,
     labels_match,
     place,
     scarcity_order,
@@ -190,3 +191,12 @@ def test_no_bundles_is_an_empty_success() -> None:
 def test_an_unknown_strategy_is_rejected() -> None:
     with pytest.raises(ValueError, match="strategy"):
         place(7, [bundle(CPU=1)], {A: node({"CPU": 1})})
+
+
+def test_fixed_subset_looks_up_only_the_named_resources() -> None:
+    view = {"CPU": 2.0, "GPU": 0.0, "CPU_group_abc": 1.0, "memory": 1e9}
+    assert fixed_subset(view, {"CPU", "GPU", "custom"}) == {"CPU": 20_000}
+    assert fixed_subset(view, set()) == {}
+    assert fixed_subset(view, {"CPU", "memory"}) == {
+        k: v for k, v in fixed_map(view).items() if k in ("CPU", "memory")
+    }
