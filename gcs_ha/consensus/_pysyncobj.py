@@ -20,10 +20,6 @@ Patches (names as used by `patch_enabled`):
 - ``flush_leader_tick``: ``journal.flush()`` before a leader counts its own log for commit.
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
-- ``drain_before_timeouts``: a tick whose election deadline (follower, candidate) or leader
-  fallback (a peer silent that long) has passed first reads what its sockets hold. pysyncobj
-  checks those timers before it polls, so a node that stalled (a slow fsync, a garbage
-  collection) started an election although its leader's heartbeats sat unread.
 
 One more entry in the patch table is a test seam, not a fix (it has no switch): the dial map.
 ``GCS_HA_RAFT_DIAL`` (testing and drills only) = comma-separated ``peer=relay`` pairs of
@@ -46,7 +42,6 @@ import pickle
 import socket
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -142,7 +137,6 @@ PATCHES: Final = (
     "flush_leader_tick",
     "compress_level",
     "link_keepalive",
-    "drain_before_timeouts",
 )
 
 _enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
@@ -371,22 +365,7 @@ def _so_on_tick(self: Any, timeToWait: float = 0.0) -> None:
     # `self` is a weakref proxy here (pysyncobj's tick thread); attribute access works.
     if _enabled["flush_leader_tick"] and self._SyncObj__raftState == RAFT_LEADER:
         _flush_journal(self)
-    if _enabled["drain_before_timeouts"] and _timer_due(self):
-        self._poller.poll(0)  # what arrived meanwhile may reset the timer
     _ORIG["on_tick"](self, timeToWait)
-
-
-def _timer_due(sync_obj: Any) -> bool:
-    """Whether this tick's timer checks would act: a follower's or candidate's election
-    deadline has passed, or a leader has a peer silent for the leader fallback."""
-    if not sync_obj._SyncObj__transport.ready:
-        return False
-    now = time.monotonic()  # pysyncobj's monotonicTime
-    if sync_obj._SyncObj__raftState != RAFT_LEADER:
-        return bool(sync_obj._SyncObj__raftElectionDeadline < now)
-    silent_since = now - sync_obj.conf.leaderFallbackTimeout
-    heard = sync_obj._SyncObj__lastResponseTime
-    return any(heard.get(node, 0.0) <= silent_since for node in sync_obj._SyncObj__otherNodes)
 
 
 def _so_become_leader(self: Any) -> None:
