@@ -8,6 +8,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha.bench.stats import text_table
+
 BASE = "ray-memory"
 RATIO = "vs_ray_memory"
 RATES = ("actors_per_s", "pgs_per_s")
@@ -73,14 +75,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 "-" if ratio is None else f"{ratio:.2f}x",
             )
         )
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if c < 2 else cell.rjust(w)
-            for c, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in lines
-    )
+    return text_table(lines, left=2)
 
 
 def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options, run_dir_options
+from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
 from gcs_ha.errors import GcsHaError
 
 
@@ -279,11 +279,8 @@ def actors(
     MEMORY_ACTORS actors registered, through a real Ray cluster: a normal Ray head (its
     own in-memory gcs_server) against gcs-ha replicas with a `gcs-ha ray-head`, each
     started fresh on 127.0.0.5 by this command."""
-    import signal  # noqa: PLC0415
-
     from gcs_ha.bench.actors import ActorsBenchConfig, run_actors_bench  # noqa: PLC0415
     from gcs_ha.bench.actors_report import median_rows, memory_lines, render_table  # noqa: PLC0415
-    from gcs_ha.errors import ConfigError  # noqa: PLC0415
 
     _setup_logging(verbose)
     config = ActorsBenchConfig(
@@ -298,19 +295,7 @@ def actors(
         data_dir=data_dir,
         keep=keep,
     )
-
-    def interrupt(signum: int, _frame: Any) -> None:  # SIGTERM unwinds like Ctrl-C
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        runs = [run_actors_bench(config) for _ in range(repeat)]
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GcsHaError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    runs = run_repeated(lambda: run_actors_bench(config), repeat)
     rows = runs[0] if repeat == 1 else median_rows(runs)
     click.echo(json.dumps(rows, indent=2) if as_json else render_table(rows))
     for line in memory_lines(rows):

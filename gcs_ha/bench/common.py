@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.processes import Process, terminate_all
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,26 @@ def run_dir(parent: Path | None, keep: bool) -> Iterator[Path]:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+
+def run_repeated(run: Callable[[], R], repeat: int) -> list[R]:
+    """`repeat` runs of a benchmark, for a click command. SIGTERM unwinds like Ctrl-C
+    (every started process is stopped, the run directory handled as on an error); a
+    ConfigError becomes click.UsageError, another GcsHaError click.ClickException."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return [run() for _ in range(repeat)]
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def measurement_options(func: F) -> F:

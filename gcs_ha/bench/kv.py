@@ -24,7 +24,6 @@ import logging
 import os
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options, run_dir_options
+from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 from gcs_ha.bench.kv_systems import (
     PROFILE_ENV,
@@ -48,7 +47,7 @@ from gcs_ha.bench.kv_systems import (
     thread_cpu,
     write_thread_cpu,
 )
-from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
+from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import Process, terminate_all
 
 log = logging.getLogger(__name__)
@@ -213,11 +212,6 @@ def _csv_choice(choices: Sequence[str]) -> Any:
     return parse
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    """SIGTERM: unwind like Ctrl-C, so every started process is stopped."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @click.command()
 @measurement_options
 @click.option(
@@ -294,15 +288,7 @@ def kv(
         data_dir=data_dir,
         keep=keep,
     )
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        runs = [run_kv_bench(config) for _ in range(repeat)]
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GcsHaError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    runs = run_repeated(lambda: run_kv_bench(config), repeat)
     rows = runs[0] if repeat == 1 else add_ratios(median_rows(runs))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

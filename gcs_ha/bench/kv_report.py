@@ -9,6 +9,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha.bench.stats import text_table
+
 KEY = ("system", "op", "clients")
 RATIO_BASES = (("ray-redis", "vs_ray_redis"), ("ray-memory", "vs_ray_memory"))
 
@@ -66,14 +68,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{r.get('client_cores', 0):.2f}",
             )
         )
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if c < 2 else cell.rjust(w)
-            for c, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in lines
-    )
+    return text_table(lines, left=2)
 
 
 def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:

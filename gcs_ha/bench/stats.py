@@ -117,11 +117,17 @@ def render_table(rows: Iterable[dict[str, Any]]) -> str:
                 "-" if per_entry is None else f"{per_entry:.1f}",
             )
         )
-    widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+    return text_table(lines, left=1)
+
+
+def text_table(lines: Sequence[Sequence[str]], left: int) -> str:
+    """Rows of cells (the header first) as aligned columns, two spaces apart: the first
+    `left` columns left-aligned, the others right-aligned."""
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
     return "\n".join(
         "  ".join(
-            cell.ljust(w) if c < 1 else cell.rjust(w)
+            cell.ljust(w) if c < left else cell.rjust(w)
             for c, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
+        ).rstrip()
         for line in lines
     )

@@ -140,28 +140,19 @@ def row(system: str, op: str, **fields: Any) -> dict[str, Any]:
     return {"system": system, "op": op, "count": 10, "seconds": 1.0, **fields}
 
 
-def test_ratios_medians_table_and_memory_lines() -> None:
+def one_run(ray_rate: float, ha_rate: float, ha_rss: float) -> list[dict[str, Any]]:
+    """A run's rows: both systems' actors rate and memory (Ray's gcs_server at 100 MiB)."""
     mem = {"rss_before_mib": 50.0, "anon_mib": 80.0, "peak_mib": 100.0, "kib_per_actor": 5.0}
-    runs = [
-        [
-            row("ray-memory", "actors", actors_per_s=10.0),
-            row("ray-memory", "memory", rss_mib=100.0, process="gcs_server", **mem),
-            row("gcs-ha-3", "actors", actors_per_s=4.0),
-            row("gcs-ha-3", "memory", rss_mib=300.0, process="r0 (leader)", **mem),
-        ],
-        [
-            row("ray-memory", "actors", actors_per_s=20.0),
-            row("ray-memory", "memory", rss_mib=100.0, process="gcs_server", **mem),
-            row("gcs-ha-3", "actors", actors_per_s=6.0),
-            row("gcs-ha-3", "memory", rss_mib=200.0, process="r0 (leader)", **mem),
-        ],
-        [
-            row("ray-memory", "actors", actors_per_s=30.0),
-            row("ray-memory", "memory", rss_mib=100.0, process="gcs_server", **mem),
-            row("gcs-ha-3", "actors", actors_per_s=8.0),
-            row("gcs-ha-3", "memory", rss_mib=250.0, process="r0 (leader)", **mem),
-        ],
+    return [
+        row("ray-memory", "actors", actors_per_s=ray_rate),
+        row("ray-memory", "memory", rss_mib=100.0, process="gcs_server", **mem),
+        row("gcs-ha-3", "actors", actors_per_s=ha_rate),
+        row("gcs-ha-3", "memory", rss_mib=ha_rss, process="r0 (leader)", **mem),
     ]
+
+
+def test_ratios_medians_table_and_memory_lines() -> None:
+    runs = [one_run(10.0, 4.0, 300.0), one_run(20.0, 6.0, 200.0), one_run(30.0, 8.0, 250.0)]
     single = add_ratios([dict(r) for r in runs[0]])
     assert single[2]["vs_ray_memory"] == 0.4 and single[3]["vs_ray_memory"] == 3.0
     rows = median_rows(runs)
