@@ -65,7 +65,7 @@ from google.protobuf import descriptor_pool
 
 # Imported for their descriptors: method kinds are read from the default pool.
 from gcs_ha.proto.ray import autoscaler_pb2, gcs_service_pb2, ray_syncer_pb2  # noqa: F401
-from gcs_ha.server.status import NOT_APPLIED, not_applied
+from gcs_ha.server.status import NOT_APPLIED, cancelled_itself, not_applied
 
 log = logging.getLogger(__name__)
 
@@ -353,8 +353,7 @@ def _closed_channel_as_error() -> Iterator[None]:
     try:
         yield
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
+        if cancelled_itself():
             raise
         empty = grpc.aio.Metadata()
         raise grpc.aio.AioRpcError(

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import grpc.aio
 
 from gcs_ha.errors import GcsHaError, UnavailableError
-from gcs_ha.server.status import abort_ray_call, ray_status_for
+from gcs_ha.server.status import abort_ray_call, cancelled_itself, ray_status_for
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -52,9 +52,8 @@ async def ray_call(context: Context, reply: R, handler: Callable[[R], Awaitable[
             await abort_ray_call(context, error)
         reply.status.code, reply.status.message = status
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise  # this call itself is being cancelled
+        if cancelled_itself():
+            raise
         await abort_ray_call(context, UnavailableError(CUT_SHORT))
     return reply
 

@@ -34,6 +34,7 @@ retry for up to 60 s (ray-gcs-contract.md section 1).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, NoReturn, cast
 
@@ -101,6 +102,14 @@ _TO_RAY: dict[type[GcsHaError], int] = {
     AlreadyExistsError: RAY_ALREADY_EXISTS,
     InvalidStateError: RAY_INVALID,
 }
+
+
+def cancelled_itself() -> bool:
+    """While handling asyncio.CancelledError in a call's task: True when that task itself
+    is being cancelled (the call ended), False when the error came from awaited work that
+    something else cancelled (which must still be answered with a status)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def ray_status_for(error: GcsHaError) -> tuple[int, str] | None:
