@@ -1,7 +1,7 @@
 """`gcs-ha bench actors`: a smoke run with tiny counts (JSON shape, the pending actors
 really registered, cleanup), which process imports Ray, and the result helpers.
 They assert nothing about speed (benchmarks measure speed, tests do not).
-Ports: 127.0.0.5:35500-35999 (the bench's default base 35000 stays free for real runs).
+Ports: 127.0.0.5:15500-15999 (the bench's default base 35000 stays free for real runs).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gcs_ha.bench.actors_systems import HOST
 from gcs_ha.errors import ConfigError
 from gcs_ha.testing.sessions import kill_sessions, session_members
 
-BASE_PORT = 35500
+BASE_PORT = 15500
 SYSTEMS = ("ray-memory", "gcs-ha-3")
 OPS = ("actors", "actors_kill", "pgs_create", "pgs_remove", "register", "memory")
 MEMORY_ACTORS = 30

@@ -15,7 +15,7 @@ import pytest
 
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 
-BASE_PORT = 31500
+BASE_PORT = 11500
 FIELDS = {"system", "op", "clients", "ops_per_s", "p50_ms", "p99_ms", "errors", "server_cores"}
 
 

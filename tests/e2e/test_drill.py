@@ -3,9 +3,9 @@ drill against replicas with the unsafe follower-reads switch must fail); and a d
 running cluster through the operator's kill/start commands.
 
 Each runs the real command (`python -m gcs_ha.cli drill`); local drills start their own
-cluster of `gcs-ha start` processes and stop them by PID. Ports: 127.0.0.1:36000-36799
-(a local drill at base B uses gRPC B+i, Raft B+100+i, relay B+200..; bases 36000 and
-36300; the running cluster 36700-36752).
+cluster of `gcs-ha start` processes and stop them by PID. Ports: 127.0.0.1:16000-16799
+(a local drill at base B uses gRPC B+i, Raft B+100+i, relay B+200..; bases 16000 and
+16300; the running cluster 16700-16752).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_short_mixed_drill_passes(tmp_path: Path) -> None:
     """About ten faults of every kind under load: no violation, nothing lost, replicas
     agree, and every fault was carried out."""
     code, result, stderr = drill(
-        tmp_path, "--faults=10", f"--kinds={ALL_KINDS}", "--seed=5", "--base-port=36000"
+        tmp_path, "--faults=10", f"--kinds={ALL_KINDS}", "--seed=5", "--base-port=16000"
     )
     assert code == 0, stderr[-3000:]
     assert result["passed"] is True
@@ -90,7 +90,7 @@ def test_unsafe_follower_reads_make_the_drill_fail(tmp_path: Path) -> None:
         "--faults=3",
         "--kinds=partition-split",
         "--seed=3",
-        "--base-port=36300",
+        "--base-port=16300",
         "--unsafe-follower-reads",
     )
     assert code == 1
@@ -115,7 +115,7 @@ def test_drill_of_a_running_cluster_with_the_operators_commands(tmp_path: Path) 
     starts them through --kill-cmd/--start-cmd."""
     secret = tmp_path / "cluster.secret"
     generate_secret_file(secret)
-    host, gcs, raft = "127.0.0.1", 36700, 36750
+    host, gcs, raft = "127.0.0.1", 16700, 16750
     for i in range(3):
         cmd = replica_command(
             node_id=f"r{i}",

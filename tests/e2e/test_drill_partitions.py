@@ -7,8 +7,8 @@ A secure 3-replica ProcessCluster whose replicas dial their Raft peers through t
   acknowledges nothing sent to it; after heal it follows and every replica has the same
   tables. Writes it was sent while isolated were never applied anywhere.
 - One follower cut off: the majority keeps serving; after heal the follower catches up.
-Ports: gRPC 127.0.0.1:33100-33102 / 33150-33152, Raft 33110-33112 / 33160-33162, relay
-33120-33128 / 33170-33178.
+Ports: gRPC 127.0.0.1:13100-13102 / 13150-13152, Raft 13110-13112 / 13160-13162, relay
+13120-13128 / 13170-13178.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def acked(ops: Sequence[Op]) -> bool:
 
 
 def test_isolated_leader_is_replaced_and_rejoins(tmp_path: Path) -> None:
-    with relayed_cluster(tmp_path, 33100) as (cluster, relay):
+    with relayed_cluster(tmp_path, 13100) as (cluster, relay):
         old = cluster.wait_for_leader(START_S)
         others = [i for i in range(3) if i != old]
         assert acked(put_all(cluster, range(3), [b"before"]))
@@ -162,7 +162,7 @@ def test_isolated_leader_is_replaced_and_rejoins(tmp_path: Path) -> None:
 
 
 def test_cut_off_follower_does_not_stop_the_majority(tmp_path: Path) -> None:
-    with relayed_cluster(tmp_path, 33150) as (cluster, relay):
+    with relayed_cluster(tmp_path, 13150) as (cluster, relay):
         leader = cluster.wait_for_leader(START_S)
         follower, third = (i for i in range(3) if i != leader)
         assert acked(put_all(cluster, range(3), [b"before"]))

@@ -21,7 +21,7 @@ from gcs_ha.server.cluster_id import WRONG_CLUSTER_ID
 from gcs_ha.server.forwarding import FORWARDED_BY_KEY
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
-GCS_PORT, RAFT_PORT = 30200, 30300  # the kill drill uses +20
+GCS_PORT, RAFT_PORT = 10200, 10300  # the kill drill uses +20
 NOT_FOUND, INVALID_ARGUMENT = 17, 34
 SERVING = health_pb2.HealthCheckResponse.SERVING
 

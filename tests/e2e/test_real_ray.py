@@ -8,8 +8,8 @@ reads the GCS tables through it.
 
 gcs-ha listens on 127.0.0.2: Ray rewrites 127.0.0.1 and "localhost" in a GCS address
 to the machine's own IP, where nothing of ours listens; another loopback address is
-kept as it is. Ray's processes use ports 36100-36499 (each node its own), gcs-ha
-36000-36012. Ray's processes are found, and killed at the end, by session: each
+kept as it is. Ray's processes use ports 16100-16499 (each node its own), gcs-ha
+16000-16012. Ray's processes are found, and killed at the end, by session: each
 `ray start` runs in a new session, which every process it starts inherits.
 """
 
@@ -41,7 +41,7 @@ from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.sessions import alive, cmdline, kill_sessions, session_members
 
 HOST = "127.0.0.2"
-GCS_PORT, RAFT_PORT = 36000, 36010
+GCS_PORT, RAFT_PORT = 16000, 16010
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 ALIVE, DEAD = gcs_pb2.GcsNodeInfo.ALIVE, gcs_pb2.GcsNodeInfo.DEAD
 EXPECTED = common_pb2.NodeDeathInfo.EXPECTED_TERMINATION
@@ -52,7 +52,7 @@ KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all
 
 def ray_ports(k: int) -> list[str]:
     """`ray start` port options of node k (0 = head): 20 ports and 100 worker ports each."""
-    base, workers = 36100 + 20 * k, 36200 + 100 * k
+    base, workers = 16100 + 20 * k, 16200 + 100 * k
     names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
              "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
     ports = [f"--{name}-port={base + i}" for i, name in enumerate(names)]
@@ -190,8 +190,8 @@ class Cluster:
 
 def head_command(address: str, temp_dir: str, *extra: str) -> list[str]:
     """`gcs-ha ray-head`: 1 CPU, no dashboard UI (its head process still runs)."""
-    ray_args = [*extra, "--num-cpus=1", "--include-dashboard=false", "--dashboard-port=36107"]
-    ray_args += ["--ray-client-server-port=36106", f"--temp-dir={temp_dir}", *ray_ports(0)]
+    ray_args = [*extra, "--num-cpus=1", "--include-dashboard=false", "--dashboard-port=16107"]
+    ray_args += ["--ray-client-server-port=16106", f"--temp-dir={temp_dir}", *ray_ports(0)]
     return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
 
 

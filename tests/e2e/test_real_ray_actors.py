@@ -7,7 +7,7 @@ raylets from `ray start --address`); the tests run in file order and the last on
 worker node for good. Drivers are `python -c` scripts: Ray is imported only in its own
 processes. The setup follows test_real_ray.py's (processes by session come from
 gcs_ha.testing.sessions): gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports
-39000-39012, Ray's 39100-39999, and every Ray process is found and SIGKILLed by its
+19000-19012, Ray's 19100-19999, and every Ray process is found and SIGKILLed by its
 session (never `ray stop`).
 """
 
@@ -39,7 +39,7 @@ from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.sessions import cmdline, kill_sessions, session_members
 
 HOST = "127.0.0.4"
-GCS_PORT, RAFT_PORT = 39000, 39010
+GCS_PORT, RAFT_PORT = 19000, 19010
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 WAVES, WAVE = 4, 50  # 200 actors; at most 50 (and the keeper) alive at a time
 KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
@@ -58,8 +58,8 @@ def ray_ports(k: int) -> list[str]:
     killed worker's port stays unbindable for a while (its connections in TIME_WAIT):
     with 100 ports the head ran out during the 200 actors, and a worker that gets no port
     stalls its actor for the raylet's 60 s registration timeout."""
-    base = 39100 + 20 * k
-    first, last = (39500, 39999) if k == 0 else (39050 + 150 * k, 39199 + 150 * k)
+    base = 19100 + 20 * k
+    first, last = (19500, 19999) if k == 0 else (19050 + 150 * k, 19199 + 150 * k)
     names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
              "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
     ports = [f"--{name}-port={base + i}" for i, name in enumerate(names)]
@@ -184,8 +184,8 @@ def cluster(
             gcs.start()
             leader = gcs.wait_for_leader(timeout=60)
             f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
-            head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=39107"]
-            head_args += ["--ray-client-server-port=39106", f"--temp-dir={temp_dir}"]
+            head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=19107"]
+            head_args += ["--ray-client-server-port=19106", f"--temp-dir={temp_dir}"]
             head_cmd = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
             head = ray.start("head", [*head_cmd, *ray_ports(0)])
             node_args = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]

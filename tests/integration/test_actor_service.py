@@ -4,7 +4,7 @@ raylet and worker stand-ins (gcs_ha.testing.actor_fakes); and creations in fligh
 the leader dies, finished by the next leader of a real 3-replica in-process Raft cluster,
 with the real node manager greeting the raylets (ReleaseUnusedActorWorkers).
 
-Ports: 37600-37999 (this file).
+Ports: 17600-17999 (this file).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ from gcs_ha.testing.actor_fakes import (
 )
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
-GCS_PORT = 37600
-RAFT_PORT, REPLICA_GCS_PORT = 37650, 37660
-_ports = itertools.count(37700)
+GCS_PORT = 17600
+RAFT_PORT, REPLICA_GCS_PORT = 17650, 17660
+_ports = itertools.count(17700)
 RAY_OK, RAY_INVALID, RAY_NOT_FOUND, RAY_ALREADY_EXISTS = 0, 4, 17, 20
 ALIVE, DEAD = ActorTableData.ALIVE, ActorTableData.DEAD
 OWNER_NODE = node_id(9)

@@ -5,7 +5,7 @@ a real 3-replica Raft cluster for the failover case. A real CoreWorkerService se
 stands in for the driver that NumPendingTasks reaches; a recording publisher stands in
 for the pubsub manager.
 
-Ports: 34000-34999 (this file).
+Ports: 14000-14999 (this file).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
-_ports = itertools.count(34000)  # gRPC servers; the Raft cluster uses 34500-34502
-RAFT_PORT, UNUSED_GCS_PORT = 34500, 34510
+_ports = itertools.count(14000)  # gRPC servers; the Raft cluster uses 14500-14502
+RAFT_PORT, UNUSED_GCS_PORT = 14500, 14510
 RAY_OK, RAY_NOT_FOUND, RAY_INVALID_ARGUMENT = 0, 17, 34
 NODE = b"n" * 28
 JOB1 = b"\x01\x00\x00\x00"

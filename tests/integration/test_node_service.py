@@ -35,8 +35,8 @@ from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
-GCS_PORT = 33200  # this file: 33200-33299
-RAFT_PORT, REPLICA_GCS_PORT = 33250, 33260
+GCS_PORT = 13200  # this file: 13200-13299
+RAFT_PORT, REPLICA_GCS_PORT = 13250, 13260
 ALIVE, DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
 INVALID_ARGUMENT = 34
 CLUSTER_ID = bytes(range(28))
@@ -47,7 +47,7 @@ def node_info(n: int, **fields: object) -> GcsNodeInfo:
     return GcsNodeInfo(
         node_id=bytes([n]) * 28,
         node_manager_address="127.0.0.1",
-        node_manager_port=33290 + n,  # nothing listens: health checks never start here
+        node_manager_port=13290 + n,  # nothing listens: health checks never start here
         node_name=f"node-{n}",
         resources_total={"CPU": 1.0},
         **fields,  # type: ignore[arg-type]
@@ -200,7 +200,7 @@ import grpc
 from ray.core.generated import gcs_pb2, gcs_service_pb2 as pb, gcs_service_pb2_grpc as pb_grpc
 stub = pb_grpc.NodeInfoGcsServiceStub(grpc.insecure_channel(sys.argv[1]))
 head = gcs_pb2.GcsNodeInfo(node_id=b"\\x05" * 28, node_manager_address="127.0.0.1",
-                           node_manager_port=33295, is_head_node=True, temp_dir="/tmp/ray")
+                           node_manager_port=13295, is_head_node=True, temp_dir="/tmp/ray")
 stub.RegisterNode(pb.RegisterNodeRequest(node_info=head))
 sel = pb.GetAllNodeInfoRequest.NodeSelector(is_head_node=True)
 found = stub.GetAllNodeInfo(pb.GetAllNodeInfoRequest(node_selectors=[sel],
@@ -225,7 +225,7 @@ def test_rays_own_stubs_understand_us() -> None:
         )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()
-        assert json.loads(out) == [["/tmp/ray"], "2.60.0", [True], True, [33295]]
+        assert json.loads(out) == [["/tmp/ray"], "2.60.0", [True], True, [13295]]
 
     run(body, GCS_PORT + 3)
 

@@ -22,7 +22,7 @@ from gcs_ha.server.pubsub_service import mount
 
 pytestmark = pytest.mark.timeout(120)
 
-BASE_PORT = 32000  # this file uses 32000-32019
+BASE_PORT = 12000  # this file uses 12000-12019
 SUB = b"s" * 28
 INVALID_ARGUMENT = 34
 CONTROL = "/ray.rpc.ControlPlanePubSubGcsService/"

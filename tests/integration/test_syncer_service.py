@@ -43,7 +43,7 @@ from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 
 A, B, C = (bytes([n]) * 28 for n in (1, 2, 3))
-GCS_PORT, RAYLET_PORT = 35200, 35201
+GCS_PORT, RAYLET_PORT = 15200, 15201
 READ_TIMEOUT_S = 10
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 

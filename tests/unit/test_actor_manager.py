@@ -3,7 +3,7 @@ pools talking to scripted grpc.aio raylets and workers on loopback
 (gcs_ha.testing.actor_fakes), the real function, runtime env and worker managers, and a
 recording publisher.
 
-Ports: 37300-37599 (this file).
+Ports: 17300-17599 (this file).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from gcs_ha.testing.actor_fakes import (
     until,
 )
 
-_ports = ports(37300)
+_ports = ports(17300)
 OWNER_NODE = node_id(9)  # the driver's node (the actors run on nodes 1, 2)
 State = ActorTableData
 Reason = ActorDiedErrorContext

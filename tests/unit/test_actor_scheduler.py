@@ -4,7 +4,7 @@ The raylets and workers (tests/actor_fakes.py) stand in for Ray's processes and 
 scripted per test; the scheduler, with the real raylet and core-worker client pools, a
 real store for the lease intents and the actor records, is what is tested.
 
-Ports: 37000-37299 (this file).
+Ports: 17000-17299 (this file).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from gcs_ha.testing.actor_fakes import (
     until,
 )
 
-_ports = ports(37000)
+_ports = ports(17000)
 FailureType = RequestWorkerLeaseReply.SchedulingFailureType
 
 

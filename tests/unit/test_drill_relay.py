@@ -5,7 +5,7 @@ listening socket; with GCS_HA_RAFT_DIAL the node dials the socket standing as re
 still introduces itself by its real address; without it, it dials the peer itself.
 Relay: the real relay process (RaftLinkRelay), its targets plain listening sockets of the
 test, so both ends of every connection through it are visible here.
-Ports: 127.0.0.1:33000-33099.
+Ports: 127.0.0.1:13000-13099.
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def test_parse_dial_map() -> None:
 def test_a_node_dials_its_peer_through_the_relay_in_the_map(
     dial_env: pytest.MonkeyPatch,
 ) -> None:
-    # 33001 > 33000 as strings, so the node at 33001 is the one that dials.
-    me, peer, relay_port = f"{HOST}:33001", f"{HOST}:33000", 33002
+    # 13001 > 13000 as strings, so the node at 13001 is the one that dials.
+    me, peer, relay_port = f"{HOST}:13001", f"{HOST}:13000", 13002
     dial_env.setenv(P.RAFT_DIAL_ENV, f"{peer}={HOST}:{relay_port}")
-    with listener(33000) as real, listener(relay_port) as relay:
+    with listener(13000) as real, listener(relay_port) as relay:
         node = start_node(me, peer)
         try:
             assert first_frame(relay) == me  # it introduces itself by its real address
@@ -112,9 +112,9 @@ def test_a_node_dials_its_peer_through_the_relay_in_the_map(
 
 
 def test_without_the_variable_a_node_dials_its_peer(dial_env: pytest.MonkeyPatch) -> None:
-    me, peer = f"{HOST}:33004", f"{HOST}:33003"
+    me, peer = f"{HOST}:13004", f"{HOST}:13003"
     dial_env.delenv(P.RAFT_DIAL_ENV, raising=False)
-    with listener(33003) as real:
+    with listener(13003) as real:
         node = start_node(me, peer)
         try:
             assert first_frame(real) == me
@@ -123,15 +123,15 @@ def test_without_the_variable_a_node_dials_its_peer(dial_env: pytest.MonkeyPatch
 
 
 def test_a_malformed_dial_map_is_refused_by_make_conf(dial_env: pytest.MonkeyPatch) -> None:
-    dial_env.setenv(P.RAFT_DIAL_ENV, "127.0.0.1:33005")
+    dial_env.setenv(P.RAFT_DIAL_ENV, "127.0.0.1:13005")
     with pytest.raises(ConfigError):
-        P.make_conf(bind_address=f"{HOST}:33006", password=None, insecure=True)
+        P.make_conf(bind_address=f"{HOST}:13006", password=None, insecure=True)
 
 
 # ----------------------------------------------------------------------------- the relay
 
-TARGETS = (33010, 33011, 33012)  # the test's stand-ins for the replicas' Raft ports
-RELAY_BASE = 33020  # pair (i, j) on 33020 + 3i + j
+TARGETS = (13010, 13011, 13012)  # the test's stand-ins for the replicas' Raft ports
+RELAY_BASE = 13020  # pair (i, j) on 13020 + 3i + j
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +180,8 @@ def wait_status(relay: RaftLinkRelay, ok: Any) -> RelayStatus:
 
 @pytest.mark.slow  # a real relay process
 def test_env_for_maps_every_peer_to_its_relay_port(relay: RaftLinkRelay) -> None:
-    assert relay.env_for(1) == "127.0.0.1:33010=127.0.0.1:33023,127.0.0.1:33012=127.0.0.1:33025"
-    assert P.parse_dial_map(relay.env_for(0))[(HOST, 33012)] == (HOST, 33022)
+    assert relay.env_for(1) == "127.0.0.1:13010=127.0.0.1:13023,127.0.0.1:13012=127.0.0.1:13025"
+    assert P.parse_dial_map(relay.env_for(0))[(HOST, 13012)] == (HOST, 13022)
 
 
 @pytest.mark.slow  # a real relay process
@@ -260,7 +260,7 @@ def test_a_bad_request_is_refused_and_the_relay_goes_on(links: RaftLinkRelay) ->
 
 @pytest.mark.slow  # a real relay process
 def test_close_stops_the_relay_process() -> None:
-    relay = RaftLinkRelay([f"{HOST}:33090", f"{HOST}:33091"], base_port=33092).start()
+    relay = RaftLinkRelay([f"{HOST}:13090", f"{HOST}:13091"], base_port=13092).start()
     proc = relay._proc
     assert proc is not None and proc.poll() is None
     relay.close()
@@ -271,8 +271,8 @@ def test_close_stops_the_relay_process() -> None:
 
 @pytest.mark.slow  # a real relay process
 def test_a_taken_port_is_a_config_error() -> None:
-    with listener(33094):
-        relay = RaftLinkRelay([f"{HOST}:33090", f"{HOST}:33091"], base_port=33093)
+    with listener(13094):
+        relay = RaftLinkRelay([f"{HOST}:13090", f"{HOST}:13091"], base_port=13093)
         with pytest.raises(ConfigError, match="cannot start"):
             relay.start()
         assert relay._proc is None
@@ -280,8 +280,8 @@ def test_a_taken_port_is_a_config_error() -> None:
 
 def test_relay_addresses_need_no_running_relay() -> None:
     """The client computes addresses without a running relay (replicas start first)."""
-    relay = RaftLinkRelay([f"{HOST}:1", f"{HOST}:2", f"{HOST}:3"], base_port=33080)
-    assert [relay.relay_address(0, j) for j in (1, 2)] == [f"{HOST}:33081", f"{HOST}:33082"]
-    assert relay.relay_address(2, 1) == f"{HOST}:33087"
-    assert relay.env_for(2) == f"{HOST}:1={HOST}:33086,{HOST}:2={HOST}:33087"
+    relay = RaftLinkRelay([f"{HOST}:1", f"{HOST}:2", f"{HOST}:3"], base_port=13080)
+    assert [relay.relay_address(0, j) for j in (1, 2)] == [f"{HOST}:13081", f"{HOST}:13082"]
+    assert relay.relay_address(2, 1) == f"{HOST}:13087"
+    assert relay.env_for(2) == f"{HOST}:1={HOST}:13086,{HOST}:2={HOST}:13087"
     relay.close()  # nothing started: nothing to stop

@@ -42,7 +42,7 @@ from gcs_ha.server.status import NOT_APPLIED, not_applied
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
-RAFT_PORT, GCS_PORT = 30000, 30050  # this file uses 30000-30099
+RAFT_PORT, GCS_PORT = 10000, 10050  # this file uses 10000-10099
 Events = list[tuple[str, str]]
 
 
@@ -265,7 +265,7 @@ def test_a_failed_start_is_undone_and_retried(tmp_path: Path) -> None:
 
 # -- forwarding with real gRPC servers ----------------------------------------------------
 
-LEADER, FOLLOWER = "127.0.0.1:30090", "127.0.0.1:30091"
+LEADER, FOLLOWER = "127.0.0.1:10090", "127.0.0.1:10091"
 
 
 async def leader_echo_uu(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:

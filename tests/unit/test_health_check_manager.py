@@ -22,7 +22,7 @@ from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.server.outbound import GrpcRayletClientPool
 
-_ports = itertools.count(33000)  # this file: 33000-33099
+_ports = itertools.count(13000)  # this file: 13000-13099
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WAIT_S = 10.0  # deadline for something that should happen within a few periods

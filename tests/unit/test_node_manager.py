@@ -31,7 +31,7 @@ from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 
-_ports = itertools.count(33100)  # this file: 33100-33199
+_ports = itertools.count(13100)  # this file: 13100-13199
 ALIVE, DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
 WAIT_S = 10.0
 Selector = GetAllNodeInfoRequest.NodeSelector

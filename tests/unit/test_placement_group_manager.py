@@ -39,7 +39,7 @@ from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.bundle_raylet import BundleRaylet, bundle_key
 
-_ports = itertools.count(38000)  # this file: 38000-38399
+_ports = itertools.count(18000)  # this file: 18000-18399
 WAIT_S = 15.0
 PENDING, PREPARED, CREATED = (
     PlacementGroupTableData.PENDING,

@@ -54,7 +54,7 @@ from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 
 A, B, C = (bytes([n]) * 28 for n in (1, 2, 3))
-BASE_PORT = 35100
+BASE_PORT = 15100
 
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
