@@ -23,12 +23,13 @@ import random
 from collections.abc import Mapping, Sequence
 
 from gcs_ha.managers.gcs_actor import GcsActor, hard_node_ids
-from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, ResourcesData
+from gcs_ha.managers.resource_manager import NodeView
+from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 
 EPSILON = 1e-9
 
 
-def fits(demand: Mapping[str, float], view: ResourcesData | None) -> bool:
+def fits(demand: Mapping[str, float], view: NodeView | None) -> bool:
     """Whether `view` shows `demand` available (True for an empty demand)."""
     if not demand:
         return True
@@ -41,7 +42,7 @@ def fits(demand: Mapping[str, float], view: ResourcesData | None) -> bool:
 def select_forwarding_node(
     actor: GcsActor,
     alive: Mapping[bytes, GcsNodeInfo],
-    views: Mapping[bytes, ResourcesData],
+    views: Mapping[bytes, NodeView],
     rng: random.Random,
 ) -> bytes | None:
     """The id of the node to send the actor's lease to, or None when no node is ALIVE."""

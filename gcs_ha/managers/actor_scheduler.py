@@ -53,7 +53,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,9 +63,10 @@ from gcs_ha.managers.actor_node_selection import select_forwarding_node
 from gcs_ha.managers.gcs_actor import DEAD, GcsActor
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import CoreWorkerClientPool, RayletClientPool
+from gcs_ha.managers.resource_manager import NodeView
 from gcs_ha.proto.ray.common_pb2 import Address, ResourceMapEntry
 from gcs_ha.proto.ray.core_worker_pb2 import PushTaskReply, PushTaskRequest
-from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, ResourcesData
+from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class NodeDirectory(Protocol):
 class ResourceViews(Protocol):
     """The cluster resource view (the resource manager)."""
 
-    def resource_view(self) -> dict[bytes, ResourcesData]: ...
+    def resource_view(self) -> Mapping[bytes, NodeView]: ...
 
 
 Persist = Callable[[GcsActor], Awaitable[None]]

@@ -43,7 +43,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,8 +57,9 @@ from gcs_ha.managers.bundle_policy import (
     place,
 )
 from gcs_ha.managers.manager import BackgroundTasks
+from gcs_ha.managers.resource_manager import NodeView
 from gcs_ha.proto.ray.common_pb2 import STRICT_SPREAD, Bundle
-from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, PlacementGroupTableData, ResourcesData
+from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, PlacementGroupTableData
 from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class ClusterView(Protocol):
 
     def alive_nodes(self) -> dict[bytes, GcsNodeInfo]: ...
 
-    def resource_view(self) -> dict[bytes, ResourcesData]: ...
+    def resource_view(self) -> Mapping[bytes, NodeView]: ...
 
     def add_view_listener(
         self, listener: Callable[[bytes, ResourceViewSyncMessage], None]

@@ -199,6 +199,54 @@ def test_views_update_availability_drain_state_and_activity() -> None:
     run(body)
 
 
+def test_latest_view_is_read_in_place_and_copied_only_for_whole_records() -> None:
+    """Schedulers read the latest view message; RPC answers copy it into the node's
+    record when they are asked, so they always agree with what the schedulers saw."""
+
+    async def body() -> None:
+        resources = GcsResourceManager()
+        await resources.start(GcsInitData(nodes={A: node(A)}))
+
+        def usage_of_a() -> ResourcesData:
+            return next(d for d in resources.resource_usage().batch if d.node_id == A)
+
+        resources.consume_sync_message(
+            view_message(
+                A,
+                1,
+                resources_total={"CPU": 4},
+                resources_available={"CPU": 4},
+                labels={"zone": "a"},
+            )
+        )
+        assert dict(usage_of_a().resources_available) == {"CPU": 4}
+        resources.consume_sync_message(view_message(A, 2, resources_available={"CPU": 1}))
+        view = resources.resource_view()[A]
+        assert isinstance(view, ResourceViewSyncMessage)  # the message itself, no copy
+        assert dict(view.resources_available) == {"CPU": 1}
+        assert dict(view.resources_total) == {"CPU": 4}  # left out: the earlier totals
+        assert dict(view.labels) == {"zone": "a"}
+        record = usage_of_a()
+        assert (dict(record.resources_available), dict(record.resources_total)) == (
+            {"CPU": 1},
+            {"CPU": 4},
+        )
+        assert dict(record.labels) == {"zone": "a"}
+        resources.set_node_draining(A, 99)
+        assert resources.resource_view()[A].is_draining
+        assert [
+            (d.node_id, d.draining_deadline_timestamp_ms) for d in resources.draining_nodes()
+        ] == [(A, 99)]
+        resources.consume_sync_message(view_message(A, 3, resources_available={"CPU": 3}))
+        assert {
+            a.node_id: dict(a.resources_available) for a in resources.available_resources()
+        } == {A: {"CPU": 3}}
+        assert dict(usage_of_a().resources_available) == {"CPU": 3}
+        assert not usage_of_a().is_draining  # the raylet's newest view says so
+
+    run(body)
+
+
 def test_resource_usage_sums_demand_by_shape_and_carries_pg_load() -> None:
     async def body() -> None:
         resources = GcsResourceManager()
@@ -290,7 +338,7 @@ def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
             await resources.start(GcsInitData(nodes=nodes))
             await resources.pull_resource_loads()
             assert ra.load_calls == 1
-            view = resources.resource_view()[A]
+            view = next(d for d in resources.resource_usage().batch if d.node_id == A)
             assert dict(view.resource_load) == {"CPU": 2}
             assert dict(view.resources_available) == {"CPU": 4, "memory": 1000}  # syncer's
             pulled = resources.pulled_usage(A)
