@@ -22,8 +22,11 @@ asks for it. A node with placement groups reports a few resources per group
 Python time per message (about 4 ms per message with 2,000 groups on one node).
 
 Until a node's first view arrives (just registered, or every node right after a
-failover: raylets reconnect within about 2 s) its totals come from its GcsNodeInfo and
-its availability is taken to equal its totals, as Ray's autoscaler state does.
+failover: raylets reopen their syncer stream every 2 s) its totals come from its
+GcsNodeInfo and its availability is taken to equal its totals, as Ray's autoscaler state
+does; but the first GetResourceLoad report (pulled at once when this replica starts to
+lead) stands in as its view, so a new leader sees what the nodes hold within
+milliseconds, not 2 s (placement group scheduling waits for a node's view).
 
 The pull (`gcs_pull_resource_loads_period_milliseconds` = 1000): every `pull_period_s`
 each ALIVE node's raylet gets one `GetResourceLoad`, all concurrently, a node whose
@@ -224,7 +227,8 @@ class GcsResourceManager:
 
     def update_resource_loads(self, data: ResourcesData) -> bool:
         """Apply one GetResourceLoad report: the node's demand goes into its view, the
-        whole report becomes its pulled usage. False for a node that is not ALIVE."""
+        whole report becomes its pulled usage, and its availability stands in for the
+        syncer's view until the first one arrives. False for a node that is not ALIVE."""
         node_id = bytes(data.node_id)
         view = self._views.get(node_id)
         if view is None:
@@ -233,6 +237,8 @@ class GcsResourceManager:
         view.resource_load.update(data.resource_load)
         view.resource_load_by_shape.CopyFrom(data.resource_load_by_shape)
         self._pulled[node_id] = PulledUsage(_copy(data), time.monotonic())
+        if node_id not in self._latest and data.resources_total:
+            self.update_from_view(node_id, _view_of_report(data))
         return True
 
     def update_placement_group_load(self, load: PlacementGroupLoad | None) -> None:
@@ -401,6 +407,19 @@ def _initial_data(node: GcsNodeInfo) -> ResourcesData:
         resources_total=dict(node.resources_total),
         resources_available=dict(node.resources_total),
         labels=dict(node.labels),
+    )
+
+
+def _view_of_report(data: ResourcesData) -> ResourceViewSyncMessage:
+    """A GetResourceLoad report as a resource view (the fields both carry)."""
+    return ResourceViewSyncMessage(
+        resources_available=data.resources_available,
+        resources_total=data.resources_total,
+        labels=data.labels,
+        idle_duration_ms=data.idle_duration_ms,
+        is_draining=data.is_draining,
+        draining_deadline_timestamp_ms=data.draining_deadline_timestamp_ms,
+        object_pulls_queued=data.object_pulls_queued,
     )
 
 

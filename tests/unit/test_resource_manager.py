@@ -351,6 +351,45 @@ def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
     run(body)
 
 
+def test_a_pulled_report_stands_in_for_the_view_until_the_syncer_sends_one() -> None:
+    """Right after a failover the raylets' syncer streams take ~2 s to come back; the
+    first GetResourceLoad report tells what the node holds meanwhile."""
+
+    async def body() -> None:
+        pool = raylet_pool()
+        resources = GcsResourceManager(pool, pull_period_s=0)
+        seen: list[bytes] = []
+        resources.add_view_listener(lambda node_id, _view: seen.append(node_id))
+        async with raylet(A, BASE_PORT + 3) as ra:
+            ra.load = ResourcesData(
+                node_id=A,
+                resources_available={"CPU": 1, "CPU_group_x": 0.5},
+                resources_total={"CPU": 4, "CPU_group_x": 1},
+            )
+            registered = node(A, BASE_PORT + 3, labels={"ray.io/node-id": A.hex()})
+            await resources.start(GcsInitData(nodes={A: registered}))
+            assert dict(resources.resource_view()[A].resources_available) == {
+                "CPU": 4,
+                "memory": 1000,
+            }
+            await resources.pull_resource_loads()
+            view = resources.resource_view()[A]
+            assert dict(view.resources_available) == {"CPU": 1, "CPU_group_x": 0.5}
+            assert dict(view.resources_total) == {"CPU": 4, "CPU_group_x": 1}
+            assert view.labels["ray.io/node-id"] == A.hex()  # from its registration
+            assert seen == [A]  # the schedulers hear of it as of a view
+            resources.consume_sync_message(
+                view_message(A, 1, resources_available={"CPU": 2}, resources_total={"CPU": 4})
+            )
+            ra.load.resources_available["CPU"] = 3
+            await resources.pull_resource_loads()  # the syncer's view now rules
+            assert dict(resources.resource_view()[A].resources_available) == {"CPU": 2}
+        await resources.stop()
+        await pool.stop()
+
+    run(body)
+
+
 def test_periodic_pull_runs_until_stop() -> None:
     async def body() -> None:
         pool = raylet_pool()
