@@ -19,9 +19,7 @@ straight to PushTask when a worker was leased and stored, else leased anew (afte
 node manager's ReleaseUnusedActorWorkers, which spares `workers_in_use(node)`); and
 deaths the previous leader stored but did not act on (a node DEAD in the node table, a
 worker dead in the worker table) are handled as the listeners would have. The other
-records become the destroyed cache; task specs nobody needs are deleted. While it leads,
-`actor_worker_sweep` releases every `sweep_period_s` the actor workers no actor holds
-(leases granted to a caller that is gone).
+records become the destroyed cache; task specs nobody needs are deleted.
 
 Replays are harmless: RegisterActor of a registered actor answers OK once its write is
 stored; CreateActor of an actor being created waits for that creation, of an ALIVE one
@@ -57,7 +55,6 @@ from gcs_ha.managers.actor_lifecycle import ActorDeps, ActorLifecycle, CreateOut
 from gcs_ha.managers.actor_queries import ActorFilters, ActorPage
 from gcs_ha.managers.actor_registry import MAX_DESTROYED, ActorRegistry
 from gcs_ha.managers.actor_scheduler import GcsActorScheduler
-from gcs_ha.managers.actor_worker_sweep import SWEEP_PERIOD_S, ActorWorkerSweep
 from gcs_ha.managers.actor_writer import WriteTask
 from gcs_ha.managers.gcs_actor import (
     ALIVE,
@@ -94,9 +91,7 @@ class GcsActorManager:
         max_destroyed: int = MAX_DESTROYED,
         scheduler_options: dict[str, Any] | None = None,
         owner_retry_s: float = 1.0,
-        sweep_period_s: float = SWEEP_PERIOD_S,
     ) -> None:
-        """`sweep_period_s`: how often idle actor workers are released (0: never)."""
         self._deps = deps
         self.registry = ActorRegistry(max_destroyed)
         self._tasks = BackgroundTasks("actor")
@@ -108,14 +103,6 @@ class GcsActorManager:
             owner_retry_s=owner_retry_s,
         )
         self._registering: dict[bytes, asyncio.Future[bool]] = {}
-        self._sweep_period_s = sweep_period_s
-        self.sweep = ActorWorkerSweep(
-            deps.nodes.alive_nodes,
-            deps.raylets,
-            self.registry.workers_in_use,
-            self.scheduler.is_leasing_at,
-            sweep_period_s,
-        )
 
     @property
     def name(self) -> str:
@@ -152,8 +139,6 @@ class GcsActorManager:
                 log.info("resuming actor %s (%s)", actor.actor_id.hex(), state_name(actor.state))
                 self.scheduler.reschedule(actor)
         await self._catch_up_on_deaths(init)
-        if self._sweep_period_s > 0:
-            self._tasks.spawn(self.sweep.run(), "sweep-actor-workers")
         log.info("actor manager started with %d live actors", len(self.registry.registered))
 
     async def _catch_up_on_deaths(self, init: GcsInitData) -> None:

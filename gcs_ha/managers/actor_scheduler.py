@@ -244,10 +244,6 @@ class GcsActorScheduler:
         """The workers of a node leased for actors whose constructor has not returned."""
         return list(self._creating.get(bytes(node_id), {}))
 
-    def is_leasing_at(self, node_id: bytes) -> bool:
-        """Whether a lease request to the node is unanswered."""
-        return bool(self._leasing.get(bytes(node_id)))
-
     def num_leasing(self) -> int:
         return sum(len(actors) for actors in self._leasing.values())
 
