@@ -4,11 +4,14 @@ Why: a leader that dies while a RequestWorkerLease is queued at a raylet leaves 
 that the raylet grants later, to nobody (the reply goes to a dead connection): a leaked
 worker and its resources. Ray's GCS, restarted, cannot find such leases. Here the
 scheduler writes the intent (actor id -> node id, lease id) before it sends each lease
-request, and a new leader cancels every intent it finds (CancelWorkerLease) before the
-raylets get ReleaseUnusedActorWorkers: a lease still queued is cancelled, one already
-granted is released by ReleaseUnusedActorWorkers (its worker is not in use). Because the
-intent is written first, a deposed leader cannot send a lease at all (its write cannot
-commit), and every lease ever sent is known to the next leader.
+request, and a new leader takes over every intent it finds: an actor still waiting for a
+worker asks for the same lease id at the same raylet again (the raylet answers with the
+worker it granted, or joins the queued request), the others are cancelled
+(CancelWorkerLease). A worker leased but never given its constructor is not freed by
+ReleaseUnusedActorWorkers (Ray 2.60 frees only workers that host an actor), so asking
+again is what keeps such a lease from leaking. Because the intent is written first, a
+deposed leader cannot send a lease at all (its write cannot commit), and every lease ever
+sent is known to the next leader.
 
 Storage: the internal KV (replicated with everything else), namespace
 `__gcs_ha_actor_leases`, key = actor id in hex, value = node id (28 bytes) + lease id

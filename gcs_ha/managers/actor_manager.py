@@ -138,6 +138,7 @@ class GcsActorManager:
             if actor.state in (PENDING_CREATION, RESTARTING):
                 log.info("resuming actor %s (%s)", actor.actor_id.hex(), state_name(actor.state))
                 self.scheduler.reschedule(actor)
+        self.scheduler.drop_unadopted()
         await self._catch_up_on_deaths(init)
         log.info("actor manager started with %d live actors", len(self.registry.registered))
 

@@ -28,16 +28,23 @@ cancels through those indexes when a node or worker dies or the actor is killed
 cancelled at once and its task ends at its next step; a worker granted or created for a
 cancelled attempt is killed (KillLocalActor) so that no lease leaks.
 
-Failover (Ray's GCS restart path): `start` cancels the lease intents a previous leader
-left (their raylets get CancelWorkerLease before any ReleaseUnusedActorWorkers, since
-`start` runs before the new leader serves), then the manager reschedules its in-flight
-actors: an actor that already has a leased worker (`reschedule`) is looked up on that
-worker first (GetCoreWorkerStats: Ray's core worker crashes on a second creation task,
-so a constructor the previous leader pushed is waited for, not pushed again) and pushed
-only if the worker does not host it; the others lease anew. Leases to a node that was
-ALIVE at `start` wait until the node manager's ReleaseUnusedActorWorkers to that node
-has finished (Ray's nodes_of_releasing_unused_workers_): a worker granted before it
-would be released.
+Failover (Ray's GCS restart path): `start` takes over the lease intents a previous
+leader left. An actor still waiting for a worker (PENDING_CREATION or RESTARTING) asks
+again for its old lease first: the same lease id at the same raylet, which Ray's raylet
+answers with the worker it already granted, or joins to the request it still queues
+(lease ids make RequestWorkerLease idempotent). Without that, a lease granted just as
+leadership moved held its worker for good: ReleaseUnusedActorWorkers frees only workers
+that host an actor, and that one never got its constructor (scripts/ray_churn.py found
+it). The other intents are cancelled (CancelWorkerLease, before any
+ReleaseUnusedActorWorkers, since `start` runs before the new leader serves); the ones no
+resumed actor asked for, once the manager resumed them (`drop_unadopted`). Then the
+manager reschedules its in-flight actors: an actor that already has a leased worker
+(`reschedule`) is looked up on that worker first (GetCoreWorkerStats: Ray's core worker
+crashes on a second creation task, so a constructor the previous leader pushed is waited
+for, not pushed again) and pushed only if the worker does not host it; the others lease
+anew. Leases to a node that was ALIVE at `start` wait until the node manager's
+ReleaseUnusedActorWorkers to that node has finished (Ray's
+nodes_of_releasing_unused_workers_): a worker granted before it would be released.
 
 Errors: none raised to callers; RPC failures are retried as above, store failures of the
 intent and record writes are retried at the same pace, and an attempt ends quietly when
@@ -60,7 +67,7 @@ from typing import Any, Protocol
 from gcs_ha.errors import GcsHaError
 from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents, LeaseIntent
 from gcs_ha.managers.actor_node_selection import select_forwarding_node
-from gcs_ha.managers.gcs_actor import DEAD, GcsActor
+from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, RESTARTING, GcsActor
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import CoreWorkerClientPool, RayletClientPool
 from gcs_ha.managers.resource_manager import NodeView
@@ -117,6 +124,7 @@ class _Attempt:
     cancelled: bool = False
     lease_id: bytes = b""
     raylet: GcsNodeInfo | None = None  # the raylet that granted the worker
+    adopt: LeaseIntent | None = None  # a previous leader's lease, to request again first
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -153,23 +161,48 @@ class GcsActorScheduler:
         self._leasing: dict[bytes, dict[bytes, _Attempt]] = {}  # node -> actor -> attempt
         self._creating: dict[bytes, dict[bytes, _Attempt]] = {}  # node -> worker -> attempt
         self._gated: set[bytes] = set()
+        self._adopt: dict[bytes, LeaseIntent] = {}  # actor id -> a previous leader's lease
         self._lease_counter = itertools.count()
         self._tasks = BackgroundTasks("actor_scheduler")
 
     # -- lifecycle (driven by the actor manager) -----------------------------------------
 
     async def start(self, init: GcsInitData) -> None:
-        """Cancel the leases a previous leader may have left queued at raylets, and hold
-        leases to the nodes ALIVE now until their actor workers were released."""
+        """Take over the leases a previous leader may have left at raylets: an actor that
+        will be scheduled again asks for its lease again first (same lease id: a raylet
+        answers a lease it already granted with that worker, and joins a request to one
+        it still queues), the others are cancelled. Leases to the nodes ALIVE now wait
+        until their actor workers were released."""
         self._clear()
         alive = {bytes(i): n for i, n in init.nodes.items() if n.state == GcsNodeInfo.ALIVE}
         self._gated = set(alive)
         intents = await self.intents.load()
-        if not intents:
-            return
-        log.info("cancelling %d actor lease(s) a previous leader left", len(intents))
-        await asyncio.gather(*(self._cancel_intent(alive.get(i.node_id), i) for i in intents))
-        await self.intents.clear_all()
+        waiting = {
+            bytes(k) for k, d in init.actors.items() if d.state in (PENDING_CREATION, RESTARTING)
+        }
+        for intent in intents:
+            if intent.actor_id in waiting and intent.node_id in alive:
+                self._adopt[intent.actor_id] = intent
+        dropped = [i for i in intents if self._adopt.get(i.actor_id) is not i]
+        if dropped:
+            log.info("cancelling %d actor lease(s) a previous leader left", len(dropped))
+            await asyncio.gather(*(self._cancel_intent(alive.get(i.node_id), i) for i in dropped))
+            await self.intents.clear_many(i.actor_id for i in dropped)
+
+    def drop_unadopted(self) -> None:
+        """After the actors were loaded and resumed: cancel (in the background) the
+        previous leader's leases no attempt asked for again."""
+        left, self._adopt = list(self._adopt.values()), {}
+        for intent in left:
+            node = self._nodes.get_alive_node(intent.node_id)
+            self._tasks.spawn(self._drop_intent(node, intent), "drop-lease-intent")
+
+    async def _drop_intent(self, node: GcsNodeInfo | None, intent: LeaseIntent) -> None:
+        await self._cancel_intent(node, intent)
+        try:
+            await self.intents.clear(intent.actor_id)
+        except GcsHaError as exc:  # the next leader finds it and cancels it again
+            log.info("actor %s: lease intent not cleared: %s", intent.actor_id.hex(), exc)
 
     async def stop(self) -> None:
         """End every attempt (their outbound calls are cancelled) and forget them."""
@@ -182,7 +215,7 @@ class GcsActorScheduler:
 
     def schedule(self, actor: GcsActor) -> None:
         """Find a worker for an actor that has none (Ray's Schedule)."""
-        attempt = _Attempt(actor)
+        attempt = _Attempt(actor, adopt=self._adopt.pop(actor.actor_id, None))
         node = self._place(attempt)
         if node is not None:
             self._spawn(lambda: self._lease_and_create(attempt, node), actor)
@@ -257,7 +290,10 @@ class GcsActorScheduler:
         failure handler) when no node is ALIVE."""
         actor = attempt.actor
         alive = {bytes(node.node_id): node for node in self._nodes.alive_nodes()}
-        node_id = select_forwarding_node(actor, alive, self._views.resource_view(), self._rng)
+        if attempt.adopt is not None and attempt.adopt.node_id in alive:
+            node_id: bytes | None = attempt.adopt.node_id
+        else:
+            node_id = select_forwarding_node(actor, alive, self._views.resource_view(), self._rng)
         if node_id is None:
             self._handlers.on_failed(actor, SCHEDULING_FAILED, NO_NODES_MESSAGE)
             return None
@@ -285,7 +321,7 @@ class GcsActorScheduler:
                 await self._until_woken(attempt, released)
                 self._gated.discard(node_id)
                 continue
-            lease_id = self._new_lease_id()
+            lease_id = self._lease_id_at(attempt, node_id)
             try:
                 await self.intents.record(actor.actor_id, node_id, lease_id)
             except GcsHaError as exc:
@@ -517,7 +553,19 @@ class GcsActorScheduler:
             *(a for workers in self._creating.values() for a in workers.values()),
         ]
 
+    def _lease_id_at(self, attempt: _Attempt, node_id: bytes) -> bytes:
+        """The previous leader's lease id for the attempt's first request to its node,
+        else a new one."""
+        adopt, attempt.adopt = attempt.adopt, None
+        if adopt is not None and adopt.node_id == node_id:
+            return adopt.lease_id
+        if adopt is not None:  # leasing elsewhere: the old request must not be granted
+            node = self._nodes.get_alive_node(adopt.node_id)
+            self._tasks.spawn(self._cancel_intent(node, adopt), "cancel-lease")
+        return self._new_lease_id()
+
     def _clear(self) -> None:
+        self._adopt.clear()
         self._leasing.clear()
         self._creating.clear()
         self._gated.clear()

@@ -545,6 +545,7 @@ def test_new_leader_reloads_actors_and_resumes_creations_in_flight() -> None:
         creating3 = asyncio.ensure_future(old.actors.create_actor(spec3))
         await until(lambda: any(w.pushes for w in raylet.workers.values() if w.push_gate))
         assert (await old.tables.actor_table.get(actor_id(3))).address.worker_id  # type: ignore[union-attr]
+        granted_lease = raylet.record.leases[-1].lease_spec.lease_id
         await old.stop()  # the leader dies: its calls in flight fail over
         with pytest.raises(Exception, match="stepped down"):
             await creating2
@@ -558,9 +559,10 @@ def test_new_leader_reloads_actors_and_resumes_creations_in_flight() -> None:
         new.nodes.alive[raylet.node_id] = raylet.info
         await new.start()
         try:
-            # every lease the old leader may have left is cancelled, before any release
-            # (a granted one, actor 3's, is left alone by the raylet)
-            assert queued_lease in raylet.record.cancels and len(raylet.record.cancels) == 2
+            # actor 2 will ask again for the lease the old leader left queued (a raylet
+            # joins or answers a request with the same lease id); actor 3 has its worker,
+            # so its lease intent is only cancelled (the raylet ignores it: granted)
+            await until(lambda: raylet.record.cancels == [granted_lease])
             assert not raylet.record.releases
             in_use = new.actors.workers_in_use(raylet.node_id)
             assert survivor_worker in in_use and len(in_use) == 2
@@ -570,6 +572,7 @@ def test_new_leader_reloads_actors_and_resumes_creations_in_flight() -> None:
             replay3 = await new.actors.create_actor(spec3)
             assert replay2.address is not None and replay3.address is not None
             assert len(raylet.record.leases) == leases_before + 1  # only actor 2 leased anew
+            assert raylet.record.leases[-1].lease_spec.lease_id == queued_lease
             for n in (1, 2, 3):
                 assert await new.state(n) == State.ALIVE
             assert new.actors.get_named_actor_info("survivor", "ns")[0].address.worker_id == (

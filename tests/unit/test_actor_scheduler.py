@@ -22,7 +22,7 @@ from gcs_ha.managers.actor_scheduler import (
     GcsActorScheduler,
     SchedulerHandlers,
 )
-from gcs_ha.managers.gcs_actor import GcsActor
+from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, GcsActor
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.common_pb2 import (
     LABEL_OPERATOR_IN,
@@ -340,6 +340,46 @@ def test_start_cancels_the_leases_a_previous_leader_left() -> None:
         await env.scheduler.start(GcsInitData(nodes={raylet.node_id: raylet.info}))
         assert raylet.record.cancels == [b"L" * 32]
         assert await env.intents.load() == []
+
+    run(body)
+
+
+def test_an_actor_still_waiting_asks_again_for_the_lease_a_previous_leader_left() -> None:
+    """Same lease id at the same raylet: Ray's raylet answers a lease it already granted
+    with that worker (or joins the request it still queues), so a lease granted just as
+    leadership moved is used, not leaked. The other intents are cancelled: a dead actor's
+    at once, one nobody asks for again once the actor manager says so."""
+
+    async def body(env: Env) -> None:
+        one, two = await env.raylet(1), await env.raylet(2)
+        waiting, dead, unloaded = actor(1), actor(2), actor(3)
+        old = {a.actor_id: bytes([65 + n]) * 32 for n, a in enumerate((waiting, dead, unloaded))}
+        records = {}
+        for a, state in ((waiting, PENDING_CREATION), (dead, DEAD), (unloaded, PENDING_CREATION)):
+            await env.intents.record(a.actor_id, one.node_id, old[a.actor_id])
+            records[a.actor_id] = a.snapshot()
+            records[a.actor_id].state = state  # type: ignore[assignment]
+        await env.scheduler.stop()
+        nodes = {one.node_id: one.info, two.node_id: two.info}
+        await env.scheduler.start(GcsInitData(nodes=nodes, actors=records))
+        assert one.record.cancels == [old[dead.actor_id]]
+        for raylet in (one, two):
+            await env.raylets_pool.release_unused_actor_workers(raylet.info, [])
+        env.scheduler.schedule(waiting)
+        await until(lambda: env.created)
+        [request] = one.record.leases
+        assert request.lease_spec.lease_id == old[waiting.actor_id] and not two.record.leases
+        env.scheduler.drop_unadopted()  # the actor manager, once actors were resumed
+        await until(lambda: old[unloaded.actor_id] in one.record.cancels)
+
+        async def intents_left() -> set[bytes]:
+            return {i.actor_id for i in await env.intents.load()}
+
+        for _ in range(100):
+            if unloaded.actor_id not in await intents_left():
+                break
+            await asyncio.sleep(0.02)
+        assert await intents_left() <= {waiting.actor_id}
 
     run(body)
 
