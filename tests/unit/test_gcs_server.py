@@ -150,6 +150,7 @@ def test_promotion_loads_tables_starts_in_order_then_serves(tmp_path: Path) -> N
             assert await health(gcs, HEALTH_OVERALL) == SERVING  # the servicer's default
             await gcs.start()
             await until(gcs.is_serving)
+            await until(lambda: len(of(events, "r0")) == 3)  # "serving" is recorded after
             assert of(events, "r0") == ["a.start", "b.start", "serving"]
             a, b = gcs.recorders
             assert a.init is not None and a.init.nodes == {b"n" * 28: node}
@@ -197,6 +198,7 @@ def test_leadership_moves_managers_with_it(tmp_path: Path) -> None:
             assert of(events, first) == [
                 "a.start", "b.start", "serving", "hook-cancelled", "b.stop", "a.stop",
             ]  # fmt: skip
+            await until(lambda: len(of(events, other)) == 3)
             assert of(events, other) == ["a.start", "b.start", "serving"]
             assert servers[other].cluster_id.value == servers[first].cluster_id.value
             # The former leader sees the new one (within a status poll or two).
@@ -208,6 +210,7 @@ def test_leadership_moves_managers_with_it(tmp_path: Path) -> None:
             # And back: a replica is promoted again, with fresh init data, in a new term.
             await servers[other].replica.transfer_leadership(first)
             await until(servers[first].is_serving)
+            await until(lambda: len(of(events, first)) == 9)
             assert of(events, first)[6:] == ["a.start", "b.start", "serving"]
             for gcs in servers.values():
                 await gcs.stop()
@@ -255,6 +258,7 @@ def test_a_failed_start_is_undone_and_retried(tmp_path: Path) -> None:
             await gcs.start()
             assert not gcs.is_serving()
             await until(gcs.is_serving)
+            await until(lambda: len(of(events, "r0")) == 7)  # "serving" is recorded after
             assert of(events, "r0") == [
                 "a.start", "b.start", "b.stop", "a.stop", "a.start", "b.start", "serving",
             ]  # fmt: skip
