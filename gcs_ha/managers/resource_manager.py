@@ -159,12 +159,9 @@ class GcsResourceManager:
         self._clear()
 
     def _clear(self) -> None:
-        for table in (self._alive, self._dead, self._views, self._latest, self._pulled):
+        tables = (self._alive, self._dead, self._views, self._latest, self._pulled)
+        for table in (*tables, self._activity, self._stale, self._in_flight, self._failing):
             table.clear()
-        self._activity.clear()
-        self._stale.clear()
-        self._in_flight.clear()
-        self._failing.clear()
         self._pg_load = None
 
     # -- hooks: node manager, syncer hub, placement groups, autoscaler -----------------
@@ -359,13 +356,7 @@ class GcsResourceManager:
         view = self._latest.get(node_id)
         if view is not None and node_id in self._stale:
             self._stale.discard(node_id)
-            for field in ("resources_total", "resources_available", "labels"):
-                data.ClearField(field)
-                getattr(data, field).update(getattr(view, field))
-            data.object_pulls_queued = view.object_pulls_queued
-            data.idle_duration_ms = view.idle_duration_ms
-            data.is_draining = view.is_draining
-            data.draining_deadline_timestamp_ms = view.draining_deadline_timestamp_ms
+            _copy_view_fields(view, data)
         return data
 
     def _pulled_data(self, node_id: bytes) -> ResourcesData | None:
@@ -410,17 +401,28 @@ def _initial_data(node: GcsNodeInfo) -> ResourcesData:
     )
 
 
+# The fields a ResourceViewSyncMessage and a ResourcesData both carry, by the same names.
+_VIEW_MAPS = ("resources_total", "resources_available", "labels")
+_VIEW_SCALARS = ("object_pulls_queued", "idle_duration_ms", "is_draining",
+                "draining_deadline_timestamp_ms")  # fmt: skip
+
+
+def _copy_view_fields(
+    source: ResourceViewSyncMessage | ResourcesData, target: ResourceViewSyncMessage | ResourcesData
+) -> None:
+    """Copy the fields a view and a node record share from `source` into `target`."""
+    for name in _VIEW_MAPS:
+        target.ClearField(name)
+        getattr(target, name).update(getattr(source, name))
+    for name in _VIEW_SCALARS:
+        setattr(target, name, getattr(source, name))
+
+
 def _view_of_report(data: ResourcesData) -> ResourceViewSyncMessage:
     """A GetResourceLoad report as a resource view (the fields both carry)."""
-    return ResourceViewSyncMessage(
-        resources_available=data.resources_available,
-        resources_total=data.resources_total,
-        labels=data.labels,
-        idle_duration_ms=data.idle_duration_ms,
-        is_draining=data.is_draining,
-        draining_deadline_timestamp_ms=data.draining_deadline_timestamp_ms,
-        object_pulls_queued=data.object_pulls_queued,
-    )
+    view = ResourceViewSyncMessage()
+    _copy_view_fields(data, view)
+    return view
 
 
 def _inherit(view: ResourceViewSyncMessage, earlier: NodeView) -> None:
