@@ -90,13 +90,25 @@ def signal_process(proc: Process, sig: int) -> None:
             os.kill(proc.pid, sig)
 
 
+def signal_replica(proc: Process, sig: int) -> None:
+    """Send `sig` to a replica started by `spawn`: to its whole process group (its own
+    session), i.e. the front end and its consensus process together, as a machine's
+    crash or pause would. Unless the replica has already exited."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # not a group leader: the process alone
+            signal_process(proc, sig)
+
+
 def terminate_all(procs: Sequence[Process], timeout: float) -> list[int]:
-    """SIGTERM every running process, SIGKILL those still alive after `timeout`.
+    """SIGTERM every running process, SIGKILL those still alive after `timeout` (with
+    everything in their process group, as `signal_replica`).
 
     Returns the exit codes, in order.
     """
     for proc in procs:
-        signal_process(proc, signal.SIGCONT)  # a paused process cannot handle SIGTERM
+        signal_replica(proc, signal.SIGCONT)  # a paused process cannot handle SIGTERM
         signal_process(proc, signal.SIGTERM)
     end = time.monotonic() + timeout
     codes = []
@@ -104,7 +116,7 @@ def terminate_all(procs: Sequence[Process], timeout: float) -> list[int]:
         try:
             codes.append(proc.wait(max(0.0, end - time.monotonic())))
         except subprocess.TimeoutExpired:
-            signal_process(proc, signal.SIGKILL)
+            signal_replica(proc, signal.SIGKILL)
             codes.append(proc.wait())
     return codes
 

@@ -106,10 +106,9 @@ async def measure_writers(
     now = time.perf_counter()
     window = _Window(start=now + config.warmup_s, end=now + config.warmup_s + config.duration_s)
     proposer = _proposer(replica)
-    snapshots = replica.snapshotter()
     tag = f"n{n}w{writers}"
     counters = asyncio.create_task(_count_in_window(proposer, window))
-    snaps_before = snapshots.snapshots_started
+    snaps_before = replica.snapshots_taken()
     await asyncio.gather(*(_writer(replica, f"{tag}/{w}", value, window) for w in range(writers)))
     entries, requests = await counters
     return point_from_latencies(
@@ -122,7 +121,7 @@ async def measure_writers(
             "errors": window.errors,
             "entries_proposed": entries,
             "requests_per_entry": round(requests / entries, 2) if entries else None,
-            "snapshots": snapshots.snapshots_started - snaps_before,
+            "snapshots": replica.snapshots_taken() - snaps_before,
             "value_bytes": len(value),
         },
     )
@@ -160,12 +159,8 @@ async def _count_in_window(proposer: GroupCommitProposer, window: _Window) -> tu
 
 
 def _proposer(replica: RaftReplica) -> GroupCommitProposer:
-    """The replica's group-commit proposer, for its counters (RaftReplica has no public
-    accessor; reading two integers does not disturb it)."""
-    proposer = replica._proposer
-    if proposer is None:
-        raise GcsHaError("the replica is not started")
-    return proposer
+    """The replica's group-commit proposer, for its counters."""
+    return replica.proposer()
 
 
 def headline(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,13 @@ Patches (names as used by `patch_enabled`):
 - ``journal_injection``: ``SyncObjConf.journalFile`` may be a journal object.
 - ``flush_before_ack``: ``journal.flush()`` before an append ack or a vote leaves the node.
 - ``flush_leader_tick``: ``journal.flush()`` before a leader counts its own log for commit.
+- ``flush_after_send``: a leader fsyncs new entries right after sending them to the followers,
+  so its own fsync overlaps theirs instead of following their acks (Raft thesis 10.2.1).
+- ``no_commit_only_append``: applying entries does not trigger an AppendEntries of its own;
+  followers learn the new commit index from the next append or heartbeat.
+- ``read_echo``: a leader tags its AppendEntries with a read tag and followers echo the tag
+  of the message they answer, so a leader can prove it still leads after a read arrived
+  (ReadIndex, `set_read_tag` / `read_echoes`).
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
 
@@ -65,6 +72,7 @@ from pysyncobj import (
 from pysyncobj.node import Node, TCPNode
 
 from gcs_ha.consensus.config import RaftTiming
+from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
 from gcs_ha.errors import ConfigError, InvalidRequestError
 
 __all__ = [
@@ -94,15 +102,16 @@ __all__ = [
     "make_conf",
     "parse_dial_map",
     "patch_enabled",
+    "read_echoes",
+    "read_tag_sent",
     "replicated",
     "replicated_sync",
     "restricted_loads",
+    "set_read_tag",
 ]
 
 logger = logging.getLogger(__name__)
 
-MAX_ENTRY_BYTES: Final = 48 * 2**20
-"""The largest command the proposer may create (bytes, as handed to pysyncobj)."""
 BATCH_SIZE_BYTES: Final = 2 * MAX_ENTRY_BYTES
 """appendEntriesBatchSizeBytes: no legal entry reaches it, so B3's chunked path is dead code."""
 MAX_FRAME_BYTES: Final = 512 * 2**20
@@ -116,6 +125,9 @@ SOCKET_BUFFER_BYTES: Final = 4 * 2**20
 autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue behind it."""
 LINK_TIMEOUT_S: Final = 1e9
 """connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
+
+READ_TAG_KEY: Final = "gcs_rt"
+"""The AppendEntries / next_node_idx field that carries a read tag (patch ``read_echo``)."""
 
 RAFT_DIAL_ENV: Final = "GCS_HA_RAFT_DIAL"
 """Testing/drills only: "peer_host:port=relay_host:port,..." (see `load_dial_map`)."""
@@ -135,6 +147,9 @@ PATCHES: Final = (
     "journal_injection",
     "flush_before_ack",
     "flush_leader_tick",
+    "flush_after_send",
+    "no_commit_only_append",
+    "read_echo",
     "compress_level",
     "link_keepalive",
 )
@@ -191,6 +206,13 @@ class _PatchState:
     probe_floor: dict[Any, int] = field(default_factory=dict)
     # Follower: the hint to put in the reject being sent for the current message (B1).
     hint_override: int | None = None
+    # Leader: the read tag to put on every AppendEntries (0: none yet), whether one left.
+    read_tag: int = 0
+    read_tag_sent: bool = False
+    # Leader: node id -> the highest read tag that follower echoed in this term.
+    read_echo: dict[str, int] = field(default_factory=dict)
+    # Follower: the read tag of the AppendEntries being answered.
+    echo_tag: int | None = None
 
 
 # --------------------------------------------------------------------------- switches
@@ -372,9 +394,24 @@ def _so_become_leader(self: Any) -> None:
     state = _state(self)
     if state is not None:
         state.probe_floor.clear()
+        state.read_echo.clear()
     _ORIG["become_leader"](self)
     if _enabled["flush_leader_tick"]:
         _flush_journal(self)  # the no-op; a 1-node cluster commits it in this very tick
+
+
+def _so_check_commands(self: Any) -> None:
+    """Append and send queued commands; then a leader fsyncs them while followers work."""
+    _ORIG["check_commands"](self)
+    if _enabled["flush_after_send"] and self._SyncObj__raftState == RAFT_LEADER:
+        _flush_journal(self)
+
+
+def _so_apply_log_entries(self: Any) -> bool:
+    """Apply committed entries; with ``no_commit_only_append`` never ask for an extra
+    AppendEntries just to carry the new commit index."""
+    needs_send: bool = _ORIG["apply_log_entries"](self)
+    return False if _enabled["no_commit_only_append"] else needs_send
 
 
 def _so_node_connected(self: Any, node: Any) -> None:
@@ -415,6 +452,11 @@ def _leader_on_ack(sync_obj: Any, node: Any, message: dict[str, Any]) -> None:
     """
     state = _state(sync_obj)
     next_index = sync_obj._SyncObj__raftNextIndex
+    tag = message.get(READ_TAG_KEY)
+    if state is not None and isinstance(tag, int) and _enabled["read_echo"]:
+        node_id = str(node.id)
+        if tag > state.read_echo.get(node_id, 0):
+            state.read_echo[node_id] = tag
     if message.get("success"):
         if state is not None:
             state.probe_floor.pop(node, None)
@@ -435,16 +477,21 @@ def _leader_on_ack(sync_obj: Any, node: Any, message: dict[str, Any]) -> None:
 
 
 def _follower_on_append(sync_obj: Any, node: Any, message: dict[str, Any]) -> None:
-    """Handle append_entries; a term mismatch is answered with `_conflict_hint` (B1)."""
+    """Handle append_entries; a term mismatch is answered with `_conflict_hint` (B1), and
+    the answer carries the message's read tag back (``read_echo``)."""
     state = _state(sync_obj)
-    if state is None or not _enabled["b1_conflict_hint"]:
+    if state is None:
         _ORIG["on_message"](sync_obj, node, message)
         return
-    state.hint_override = _conflict_hint(sync_obj, message)
+    if _enabled["b1_conflict_hint"]:
+        state.hint_override = _conflict_hint(sync_obj, message)
+    tag = message.get(READ_TAG_KEY)
+    state.echo_tag = tag if isinstance(tag, int) and _enabled["read_echo"] else None
     try:
         _ORIG["on_message"](sync_obj, node, message)
     finally:
         state.hint_override = None
+        state.echo_tag = None
 
 
 def _transport_send(self: Any, node: Any, message: Any) -> bool:
@@ -453,10 +500,31 @@ def _transport_send(self: Any, node: Any, message: Any) -> bool:
     if _enabled["flush_before_ack"] and _is_durable_reply(message):
         _flush_journal(sync_obj)
     state = _state(sync_obj)
-    if state is not None and state.hint_override is not None and _is_reset_reject(message):
-        message = {**message, "next_node_idx": state.hint_override}
+    if state is not None:
+        message = _with_patch_fields(sync_obj, state, message)
     sent: bool = _ORIG["send"](self, node, message)
     return sent
+
+
+def _with_patch_fields(sync_obj: Any, state: _PatchState, message: Any) -> Any:
+    """The message with our fields: the B1 hint in a reject, a read tag or its echo."""
+    if not isinstance(message, dict):
+        return message
+    kind = message.get("type")
+    if kind == "next_node_idx":
+        if state.hint_override is not None and _is_reset_reject(message):
+            message = {**message, "next_node_idx": state.hint_override}
+        if state.echo_tag is not None:
+            message = {**message, READ_TAG_KEY: state.echo_tag}
+    elif (
+        kind == "append_entries"
+        and state.read_tag
+        and _enabled["read_echo"]
+        and sync_obj._SyncObj__raftState == RAFT_LEADER
+    ):
+        message = {**message, READ_TAG_KEY: state.read_tag}
+        state.read_tag_sent = True
+    return message
 
 
 def _transport_on_incoming(self: Any, conn: Any) -> None:
@@ -537,6 +605,8 @@ _REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
     (SyncObj, "_SyncObj__onNodeConnected", "node_connected", _so_node_connected),
     (SyncObj, "_SyncObj__onNodeDisconnected", "node_disconnected", _so_node_disconnected),
     (SyncObj, "_applyCommand", "apply_command", _so_apply_command),
+    (SyncObj, "_checkCommandsToApply", "check_commands", _so_check_commands),
+    (SyncObj, "_SyncObj__applyLogEntries", "apply_log_entries", _so_apply_log_entries),
     (pysyncobj.transport.TCPTransport, "send", "send", _transport_send),
     (
         pysyncobj.transport.TCPTransport,
@@ -573,6 +643,30 @@ def apply_patches() -> None:
         for owner, attribute, key, replacement in _REPLACEMENTS:
             _ORIG[key] = getattr(owner, attribute)
             setattr(owner, attribute, replacement)
+
+
+# --------------------------------------------------------------------------- read tags
+
+
+def set_read_tag(sync_obj: Any, tag: int) -> None:
+    """Leader: put `tag` on every AppendEntries from now on (ReadIndex). Tags must grow."""
+    state = _state(sync_obj)
+    if state is not None:
+        state.read_tag = tag
+        state.read_tag_sent = False
+
+
+def read_tag_sent(sync_obj: Any) -> bool:
+    """Whether an AppendEntries with the current read tag has left since it was set."""
+    state = _state(sync_obj)
+    return state is not None and state.read_tag_sent
+
+
+def read_echoes(sync_obj: Any) -> dict[str, int]:
+    """Leader: node id -> the highest read tag that follower echoed since this node last
+    became leader. A follower echoes only a message of a term it accepts as current."""
+    state = _state(sync_obj)
+    return {} if state is None else state.read_echo
 
 
 # --------------------------------------------------------------------------- dial map
@@ -633,6 +727,7 @@ def make_conf(
     log_compaction_min_entries: int = 20_000,
     log_compaction_min_time_s: float = 3600.0,
     batch_size_bytes: int = BATCH_SIZE_BYTES,
+    auto_tick: bool = True,
 ) -> Any:
     """Our SyncObjConf (measured in pysyncobj-facts.md section 8), with every patch applied.
 
@@ -640,6 +735,8 @@ def make_conf(
     password: the cluster secret; required unless `insecure` (then peers are not
     authenticated, though frames still cannot run code). Raises ConfigError.
     Also (re)reads GCS_HA_RAFT_DIAL (`load_dial_map`): a replica reads it as it starts.
+    auto_tick: False when the caller ticks the node itself (the consensus process); the
+    port is then bound in SyncObj's constructor, which gives up after a few tries.
     """
     apply_patches()
     load_dial_map()
@@ -676,6 +773,9 @@ def make_conf(
         dynamicMembershipChange=True,
         commandsWaitLeader=False,
         useFork=False,  # never fork a multi-threaded process
+        autoTick=auto_tick,
+        maxBindRetries=0 if auto_tick else 3,
+        bindRetryTime=1.0 if auto_tick else 0.1,
     )
     try:
         conf.validate()

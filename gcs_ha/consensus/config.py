@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from gcs_ha.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,26 @@ class ReplicaConfig:
     max_inflight_entries: int = 2
     # Group commit: the largest batch of requests (bytes of payload) per Raft entry.
     max_entry_bytes: int = 4 * 1024 * 1024
+
+
+def config_to_doc(config: ReplicaConfig) -> dict[str, Any]:
+    """The config as a JSON-ready dict (the front end hands it to its consensus process)."""
+    doc = asdict(config)
+    doc["data_dir"] = str(config.data_dir)
+    doc["peers"] = list(config.peers)
+    doc["secret"] = None if config.secret is None else config.secret.hex()
+    return doc
+
+
+def config_from_doc(doc: dict[str, Any]) -> ReplicaConfig:
+    """Inverse of `config_to_doc`. ConfigError for a malformed document."""
+    try:
+        fields = dict(doc)
+        fields["data_dir"] = Path(fields["data_dir"])
+        fields["peers"] = tuple(fields["peers"])
+        secret = fields["secret"]
+        fields["secret"] = None if secret is None else bytes.fromhex(secret)
+        fields["timing"] = RaftTiming(**fields["timing"])
+        return ReplicaConfig(**fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"bad replica config document: {exc}") from exc

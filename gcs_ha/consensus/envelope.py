@@ -14,6 +14,8 @@ from gcs_ha.proto import raft_log_pb2 as pb
 
 # Version 1: Put, Delete, DeletePrefix, NextJobId, Barrier.
 ENTRY_VERSION = 1
+MAX_ENTRY_BYTES = 48 * 2**20
+"""The largest log entry the proposer may create (bytes, as handed to pysyncobj)."""
 
 Request = pb.Request
 Result = pb.Result

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
-from gcs_ha.consensus.raft_node import RaftNode
+from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
 from gcs_ha.storage.store_client import MEMBERS_TABLE
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REGISTER_RETRY_S = 0.5
-COMPACTION_START_WAIT_S = 2.0
 COMPACTION_TIMEOUT_S = 120.0
 
 
@@ -41,7 +40,7 @@ def member_record(member: MemberInfo) -> bytes:
 class MembershipOps:
     """Leader-side membership operations and self-registration. Loop thread only."""
 
-    def __init__(self, replica: RaftReplica, node: RaftNode) -> None:
+    def __init__(self, replica: RaftReplica, node: RaftLink) -> None:
         self._replica = replica
         self._node = node
         self._register_task: asyncio.Task[None] | None = None
@@ -154,19 +153,8 @@ class MembershipOps:
 
     async def compact(self) -> int:
         """Take a snapshot now and compact the log; returns the snapshot's Raft index."""
-        snapshotter = self._replica.snapshotter()
-        started = snapshotter.snapshots_started
-        self._node.force_compaction()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + COMPACTION_START_WAIT_S
-        while snapshotter.snapshots_started == started and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        deadline = loop.time() + COMPACTION_TIMEOUT_S
-        while snapshotter.busy():
-            if loop.time() > deadline:
-                raise UnavailableError("the snapshot did not finish in time")
-            await asyncio.sleep(0.02)
-        return snapshotter.last_snapshot_index
+        index: int = await self._call(self._node.compact, COMPACTION_TIMEOUT_S)
+        return index
 
     async def _register_self(self) -> None:
         config = self._replica.config

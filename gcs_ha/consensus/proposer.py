@@ -1,13 +1,14 @@
 """Group commit on the asyncio side: many concurrent requests ride in one Raft entry.
 
-Callers `submit()` a request (or a read barrier) and await its result. While fewer than
+Callers `submit()` a request and await its result. While fewer than
 `max_inflight` entries are in flight, everything queued is packed into one `LogEntry`
 (up to `max_entry_bytes`) and proposed; each entry's completion releases the next batch.
 Under load, batches grow by themselves: one Raft round trip and one fsync on each
 replica carry every write that arrived meanwhile.
 
-Results come back from the Raft thread through `complete()` (called on the loop).
-On demotion `fail_all()` fails everything pending or in flight with a retryable error.
+Each entry is handed to `propose` (the consensus process's link) and its results come
+back through the callback, on the loop. On demotion `fail_all()` fails everything pending
+or in flight with a retryable error.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ Propose = Callable[[bytes, Done], None]
 
 @dataclass
 class _Batch:
-    # Each future with the position of its request's result, or None for a read barrier.
-    futures: list[tuple[asyncio.Future[pb.Result | None], int | None]] = field(default_factory=list)
+    # Each future with the position of its request's result.
+    futures: list[tuple[asyncio.Future[pb.Result], int]] = field(default_factory=list)
     requests: list[pb.Request] = field(default_factory=list)
 
 
@@ -47,7 +48,7 @@ class GroupCommitProposer:
         self._max_inflight = max_inflight
         self._max_entry_bytes = max_entry_bytes
         self._max_request_bytes = max_request_bytes
-        self._queue: deque[tuple[pb.Request | None, asyncio.Future[pb.Result | None]]] = deque()
+        self._queue: deque[tuple[pb.Request, asyncio.Future[pb.Result]]] = deque()
         self._inflight: set[int] = set()
         self._batches: dict[int, _Batch] = {}
         self._next_id = 0
@@ -55,15 +56,14 @@ class GroupCommitProposer:
         self.entries_proposed = 0
         self.requests_proposed = 0
 
-    async def submit(self, request: pb.Request | None) -> pb.Result | None:
-        """Propose `request` (None: a read barrier, which completes once an entry proposed
-        after it has been applied). Returns the request's Result."""
-        if request is not None and envelope.request_size(request) > self._max_request_bytes:
+    async def submit(self, request: pb.Request) -> pb.Result:
+        """Propose `request`; returns its Result once applied on this replica."""
+        size = envelope.request_size(request)
+        if size > self._max_request_bytes:
             raise InvalidRequestError(
-                f"request of {envelope.request_size(request)} bytes exceeds the "
-                f"{self._max_request_bytes}-byte entry limit"
+                f"request of {size} bytes exceeds the {self._max_request_bytes}-byte entry limit"
             )
-        future: asyncio.Future[pb.Result | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[pb.Result] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._pump()
         return await future
@@ -115,18 +115,15 @@ class GroupCommitProposer:
         size = 0
         while self._queue:
             request, future = self._queue[0]
-            cost = 0 if request is None else envelope.request_size(request)
+            cost = envelope.request_size(request)
             if batch.futures and size + cost > self._max_entry_bytes:
                 break
             self._queue.popleft()
             if future.done():  # cancelled by its caller
                 continue
             size += cost
-            if request is None:
-                batch.futures.append((future, None))
-            else:
-                batch.futures.append((future, len(batch.requests)))
-                batch.requests.append(request)
+            batch.futures.append((future, len(batch.requests)))
+            batch.requests.append(request)
         return batch
 
     def _complete(
@@ -145,14 +142,12 @@ def _resolve(batch: _Batch, results: list[pb.Result] | None, error: GcsHaError |
             continue
         if error is not None:
             future.set_exception(error)
-        elif position is None:
-            future.set_result(None)
         elif results is None or position >= len(results):
             future.set_exception(UnknownOutcomeError("the entry was applied without results"))
         else:
             future.set_result(results[position])
 
 
-def _fail(future: asyncio.Future[pb.Result | None], error: GcsHaError) -> None:
+def _fail(future: asyncio.Future[pb.Result], error: GcsHaError) -> None:
     if not future.done():
         future.set_exception(error)

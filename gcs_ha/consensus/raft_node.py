@@ -1,59 +1,33 @@
-"""The Raft node: pysyncobj's SyncObj, bridged to the replica's asyncio loop.
+"""The Raft node of a replica's consensus process: pysyncobj's SyncObj, ticked by hand.
 
-pysyncobj runs everything (network, elections, apply, callbacks) in one tick thread.
-This module keeps that thread's work short and hands results to the loop:
+The consensus process has one thread, and it runs Raft: SyncObj is built with autoTick
+off and `tick()` does one round (timers, commit, apply, append and send, then one poll of
+every socket, the front end's included). The poll waits for the tick period, or not at
+all when a lone leader has appended an entry that it alone commits: nothing else would
+wake it (a replica with peers is woken by their acks).
 
-- `propose()` (loop thread) queues a log entry; pysyncobj forwards it to the leader
-  when this node follows.
-- Apply callbacks fire in the tick thread before the tick's LMDB commit; they are
-  parked and delivered to the loop only after `LmdbStateMachine.commit()` ran at the
-  end of the tick (so an acknowledged write is durable and readable).
-- Role changes are delivered to the loop in order.
-- A status snapshot is copied in the tick thread (pysyncobj's dicts are not safe to
-  read from another thread).
+Callbacks given to `propose`, `add_node`, ... run in this thread as `(result, reason)`,
+reason a pysyncobj FAIL_REASON code (ipc.Reason has the same values).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from gcs_ha.consensus import _pysyncobj as ps
+from gcs_ha.consensus.ipc import RaftStatus
 from gcs_ha.consensus.state_machine import LmdbStateMachine
-from gcs_ha.errors import GcsHaError, NotLeaderError, UnavailableError, UnknownOutcomeError
+from gcs_ha.errors import ConfigError
 from gcs_ha.proto import raft_log_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
-STATUS_PERIOD_S = 0.05
-
-Done = Callable[[Any, GcsHaError | None], None]
-StateChanged = Callable[[int, int, int], None]  # (old state, new state, term), on the loop
-
-
-@dataclass(frozen=True)
-class RaftStatus:
-    """A consistent copy of the node's Raft state, taken in the tick thread."""
-
-    state: int = 0
-    term: int = 0
-    leader: str | None = None
-    commit_index: int = 0
-    last_applied: int = 0
-    log_length: int = 0
-    last_log_index: int = 0
-    has_quorum: bool = False
-    self_address: str = ""
-    peers: tuple[str, ...] = ()
-    match_index: dict[str, int] = field(default_factory=dict)
-    connected: frozenset[str] = frozenset()
-    taken_at: float = 0.0
+Callback = Callable[[Any, int], None]
+BIND_WAIT_S = 5.0
 
 
 class _GcsSyncObj(ps.SyncObj):  # type: ignore[misc]
@@ -69,127 +43,94 @@ class _GcsSyncObj(ps.SyncObj):  # type: ignore[misc]
         return self._gcs_sm.apply(self.raftLastApplied + 1, data)
 
 
-def error_for(reason: int) -> GcsHaError:
-    """The gcs-ha error for a pysyncobj FAIL_REASON."""
-    fr = ps.FAIL_REASON
-    if reason == fr.QUEUE_FULL:
-        return UnavailableError("the Raft queue is full; retry")
-    if reason in (fr.MISSING_LEADER, fr.NOT_LEADER):
-        return NotLeaderError("no leader accepted the entry")
-    if reason == fr.REQUEST_DENIED:
-        return UnavailableError(
-            "the request was denied (another membership change or a "
-            "new leader still settling); retry"
-        )
-    return UnknownOutcomeError(f"the outcome of the entry is unknown (reason {reason})")
-
-
 class RaftNode:
-    """Owns one SyncObj. Construct and call `start()` from the loop thread; the SyncObj's
-    tick thread lives as long as that thread."""
+    """Owns one SyncObj (autoTick off). Everything here runs in the consensus thread."""
 
     def __init__(
-        self,
-        *,
-        loop: asyncio.AbstractEventLoop,
-        sm: LmdbStateMachine,
-        self_address: str,
-        peers: list[str],
-        conf_factory: Callable[[Callable[[int, int], None]], Any],
-        on_state_changed: StateChanged,
-        journal_failure: Callable[[], str | None],
-        on_fatal: Callable[[str, BaseException], None],
+        self, sm: LmdbStateMachine, self_address: str, peers: list[str], conf: Any
     ) -> None:
-        self._loop = loop
-        self._sm = sm
+        """Binds the Raft port now; ConfigError when it cannot be bound."""
+        if conf.autoTick:
+            raise ConfigError("RaftNode ticks SyncObj itself: build the conf with autoTick off")
+        _check_bindable(conf.bindAddress)
         self._self_address = self_address
-        self._peers = peers
-        self._conf_factory = conf_factory
-        self._on_state_changed = on_state_changed
-        self._journal_failure = journal_failure
-        self._on_fatal = on_fatal
-        self._parked: list[tuple[Done, Any, int]] = []
-        self._parked_lock = threading.Lock()
-        self._obj: _GcsSyncObj | None = None
-        self._status = RaftStatus()
-        self._status_due = 0.0
-
-    def start(self) -> None:
-        conf = self._conf_factory(self._state_changed_in_tick)
-        self._obj = _GcsSyncObj(self._self_address, self._peers, conf, self._sm)
-        self._obj.addOnTickCallback(self._after_tick)
-
-    def stop(self) -> None:
-        obj, self._obj = self._obj, None
-        if obj is not None:
-            obj.destroy_synchronous()
-            self._sm.commit()
+        self._tick_s = float(conf.autoTickPeriod)
+        try:
+            self._obj = _GcsSyncObj(self_address, peers, conf, sm)
+        except ps.SyncObjException as exc:
+            raise ConfigError(f"cannot bind the Raft port {conf.bindAddress}: {exc}") from exc
 
     @property
-    def status(self) -> RaftStatus:
-        return self._status
+    def sync_obj(self) -> Any:
+        """The SyncObj itself (for the patch layer's read tags)."""
+        return self._obj
 
-    def is_leader(self) -> bool:
-        obj = self._obj
-        return obj is not None and bool(obj._isLeader())
+    @property
+    def poller(self) -> Any:
+        """pysyncobj's poller: subscribe other descriptors to be served in `tick()`."""
+        return self._obj._poller
 
-    def term(self) -> int:
-        obj = self._obj
-        return 0 if obj is None else int(obj.raftCurrentTerm)
+    def add_tick_callback(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once per tick, after the Raft work and before the poll."""
+        self._obj.addOnTickCallback(callback)
 
-    def propose(self, data: bytes, done: Done) -> None:
-        """Append `data` as a log entry; `done(results, error)` runs on the loop."""
-        self._require().apply_entry(data, callback=self._parker(done))
+    def tick(self) -> None:
+        """One round of Raft work and one poll (see the module docstring)."""
+        self._obj.doTick(0.0 if self._lone_leader_behind() else self._tick_s)
 
-    def add_node(self, address: str, done: Done) -> None:
-        self._require().addNodeToCluster(address, callback=self._parker(done))
+    def stop(self) -> None:
+        """Close the Raft sockets and the journal."""
+        self._obj.destroy()
 
-    def remove_node(self, address: str, done: Done) -> None:
-        self._require().removeNodeFromCluster(address, callback=self._parker(done))
+    # -- requests ---------------------------------------------------------------------
 
-    def transfer_leadership(self, address: str | None, done: Done) -> None:
-        self._require().transferLeadership(address, callback=self._parker(done))
+    def propose(self, data: bytes, callback: Callback) -> None:
+        """Append `data` as a log entry (a follower forwards it to the leader)."""
+        self._obj.apply_entry(data, callback=callback)
+
+    def add_node(self, address: str, callback: Callback) -> None:
+        self._obj.addNodeToCluster(address, callback=callback)
+
+    def remove_node(self, address: str, callback: Callback) -> None:
+        self._obj.removeNodeFromCluster(address, callback=callback)
+
+    def transfer_leadership(self, address: str | None, callback: Callback) -> None:
+        self._obj.transferLeadership(address, callback=callback)
 
     def force_compaction(self) -> None:
-        self._require().forceLogCompaction()
+        self._obj.forceLogCompaction()
 
-    # -- tick thread ------------------------------------------------------------------
+    def request_heartbeat(self) -> None:
+        """A leader sends AppendEntries to every follower at the next tick."""
+        self._obj._SyncObj__newAppendEntriesTime = 0
 
-    def _parker(self, done: Done) -> Callable[[Any, int], None]:
-        def park(result: Any, reason: int) -> None:
-            with self._parked_lock:
-                self._parked.append((done, result, reason))
+    # -- state ------------------------------------------------------------------------
 
-        return park
+    def is_leader(self) -> bool:
+        return bool(self._obj._isLeader())
 
-    def _after_tick(self) -> None:
-        """End of every tick: make applied entries durable, then release their acks."""
-        failure = self._journal_failure()
-        if failure is not None and self._obj is not None:
-            self._on_fatal("the Raft journal failed", OSError(failure))
-            return
-        self._sm.commit()
-        with self._parked_lock:
-            parked, self._parked = self._parked, []
-        if parked:
-            self._loop.call_soon_threadsafe(_deliver, parked)
-        now = time.monotonic()
-        if now >= self._status_due:
-            self._status_due = now + STATUS_PERIOD_S
-            self._status = self._snapshot_status(now)
+    def term(self) -> int:
+        return int(self._obj.raftCurrentTerm)
 
-    def _state_changed_in_tick(self, old: int, new: int) -> None:
-        term = self.term()
-        self._status = self._snapshot_status(time.monotonic())
-        self._loop.call_soon_threadsafe(self._on_state_changed, old, new, term)
+    def commit_index(self) -> int:
+        return int(self._obj.raftCommitIndex)
 
-    def _snapshot_status(self, now: float) -> RaftStatus:
+    def last_applied(self) -> int:
+        return int(self._obj.raftLastApplied)
+
+    def first_index_of_term(self) -> int:
+        """On a leader: the index of the no-op that opened its term."""
+        return int(self._obj._SyncObj__noopIDx or 0)
+
+    def voters(self) -> list[str]:
+        """Node ids of the other voting members."""
+        return [str(node.id) for node in self._obj.otherNodes]
+
+    def status(self) -> RaftStatus:
+        """A snapshot of the node's state."""
         obj = self._obj
-        if obj is None:
-            return self._status
         raw = obj.getStatus()
         leader = raw.get("leader")
-        peers = tuple(sorted(str(n.id) for n in obj.otherNodes))
         match = {
             key[len("match_idx_server_") :]: int(value)
             for key, value in raw.items()
@@ -210,25 +151,37 @@ class RaftNode:
             last_log_index=int(obj._SyncObj__raftLog[-1][1]),
             has_quorum=bool(raw["has_quorum"]),
             self_address=self._self_address,
-            peers=peers,
-            match_index=match,
+            peers=tuple(sorted(str(n.id) for n in obj.otherNodes)),
+            match_index=match if int(raw["state"]) == ps.RAFT_LEADER else {},
             connected=connected,
-            taken_at=now,
+            taken_at=time.monotonic(),
         )
 
-    def _require(self) -> _GcsSyncObj:
-        if self._obj is None:
-            raise UnavailableError("the Raft node is not running")
-        return self._obj
+    def _lone_leader_behind(self) -> bool:
+        obj = self._obj
+        if not obj._isLeader() or obj.otherNodes:
+            return False
+        return int(obj._SyncObj__raftLog[-1][1]) > int(obj.raftCommitIndex)
 
 
-def _deliver(parked: list[tuple[Done, Any, int]]) -> None:
-    """On the loop: hand each parked callback its result or error."""
-    for done, result, reason in parked:
+def _check_bindable(address: str, wait_s: float = BIND_WAIT_S) -> None:
+    """ConfigError when the Raft address cannot be bound within `wait_s` (pysyncobj would
+    retry forever). The wait covers this replica's previous consensus process, which the
+    kernel kills when its front end dies, but not always before a restart binds."""
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        probe = socket.socket(family, socket.SOCK_STREAM)
         try:
-            if reason == ps.FAIL_REASON.SUCCESS:
-                done(result, None)
-            else:
-                done(None, error_for(reason))
-        except Exception:
-            logger.exception("a Raft completion callback failed")
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), int(port)))
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"cannot listen on --raft-address {address}: {exc.strerror}"
+                ) from exc
+        finally:
+            probe.close()
+        time.sleep(0.05)

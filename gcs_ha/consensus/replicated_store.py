@@ -2,10 +2,12 @@
 
 A write is validated here (so junk never reaches the log), proposed through group
 commit, and acknowledged only after a majority has the entry durably and this replica
-applied and committed it to LMDB. Reads are served from the local LMDB after a read
-barrier: an entry proposed after the read arrived has been committed in this leader's
-term and applied, so the read sees every write acknowledged before it (linearizable),
-and a deposed leader, which cannot commit, cannot answer a stale read.
+applied and committed it to LMDB. Reads are served from the local LMDB (the front end's
+read-only environment) after a ReadIndex confirmation (read_barrier.py): after the read
+arrived a majority still followed this leader, and its LMDB holds everything committed
+then, so the read sees every write acknowledged before it (linearizable), and a deposed
+leader cannot confirm, so it cannot answer a stale read. No log entry, fsync or LMDB
+commit is made for a read.
 
 Only the serving leader answers: elsewhere every call raises NotLeaderError with the
 leader's GCS address as a hint.
@@ -13,7 +15,7 @@ leader's GCS address as a hint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.proposer import GroupCommitProposer
@@ -26,6 +28,7 @@ from gcs_ha.storage.store_client import StoreClient
 # Returns None while this replica serves; else the leader's GCS address hint ("" if unknown).
 ServingCheck = Callable[[], str | None]
 EnvGetter = Callable[[], LmdbEnv]
+ReadConfirmation = Callable[[], Awaitable[None]]
 
 
 class ReplicatedStoreClient(StoreClient):
@@ -34,25 +37,33 @@ class ReplicatedStoreClient(StoreClient):
     def __init__(
         self,
         proposer: GroupCommitProposer,
+        confirm_read: ReadConfirmation,
         env: EnvGetter,
         not_serving: ServingCheck,
+        *,
         consistent_reads: bool = True,
         unsafe_local_reads: bool = False,
     ) -> None:
-        """`unsafe_local_reads` (tests only, gcs_ha.unsafe): reads on any replica, from
-        its local LMDB, without the serving check or the read barrier."""
+        """`confirm_read()` returns once a read arriving now may be answered from `env()`.
+        `unsafe_local_reads` (tests only, gcs_ha.unsafe): reads on any replica, from its
+        local LMDB, without the serving check or the confirmation."""
         self._proposer = proposer
+        self._confirm_read = confirm_read
         self._env = env
         self._not_serving = not_serving
         self.consistent_reads = consistent_reads
         self.unsafe_local_reads = unsafe_local_reads
 
     def without_read_barrier(self) -> ReplicatedStoreClient:
-        """A view sharing this client's write path whose reads skip the read barrier
+        """A view sharing this client's write path whose reads skip the confirmation
         (local LMDB at once). Safe for a serving leader's managers right after promotion,
         whose barrier already applied everything committed before (leadership.py)."""
         return ReplicatedStoreClient(
-            self._proposer, self._env, self._not_serving, consistent_reads=False
+            self._proposer,
+            self._confirm_read,
+            self._env,
+            self._not_serving,
+            consistent_reads=False,
         )
 
     # -- writes -----------------------------------------------------------------------
@@ -136,8 +147,6 @@ class ReplicatedStoreClient(StoreClient):
     async def _write(self, request: pb.Request) -> pb.Result:
         self._require_serving()
         result = await self._proposer.submit(request)
-        if result is None:
-            raise InvalidRequestError("the request produced no result")
         if result.WhichOneof("value") == "error":
             raise InvalidRequestError(result.error)
         return result
@@ -147,4 +156,4 @@ class ReplicatedStoreClient(StoreClient):
             return
         self._require_serving()
         if self.consistent_reads:
-            await self._proposer.submit(None)
+            await self._confirm_read()

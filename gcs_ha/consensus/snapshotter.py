@@ -3,14 +3,16 @@
 pysyncobj calls `serialize` in its tick thread when it wants to compact the log, then
 renames the temp file it named over the dump file at once, and polls `check` until it
 reports SUCCESS, then drops the log up to the snapshot. So `serialize` makes the temp
-file a hard link to the current dump (the rename then changes nothing), opens an LMDB
-read transaction at the snapshot point, and hands the copy to a background thread that
-writes a private temp file and renames it over the dump when it is complete and fsynced.
-The Raft thread is blocked only for the commit of the open LMDB transaction.
+file a hard link to the current dump (the rename then changes nothing), commits and syncs
+LMDB, opens an LMDB read transaction at the snapshot point, and hands the copy to a
+background thread that writes a private temp file and renames it over the dump when it is
+complete and fsynced. The Raft thread is blocked only for the commit and the sync. `check`
+syncs LMDB again before it reports SUCCESS, i.e. before pysyncobj compacts the journal.
 
 `deserialize` runs at startup (the dump on disk) and when a leader streamed a snapshot:
 the local LMDB is kept when it already holds everything the snapshot covers, otherwise
-it is replaced by the snapshot's image.
+it is replaced by the snapshot's image (a new LMDB generation: `on_installed` tells the
+front end to reopen its reader).
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ NOT_SERIALIZING, SERIALIZING, SUCCESS, FAILED = 0, 1, 2, 3
 
 OpenEnv = Callable[[], LmdbEnv]
 MakeNode = Callable[[str], Any]
+OnInstalled = Callable[[], None]
 
 
 class Snapshotter:
     """Writes and restores snapshots for one replica.
 
     `lmdb_dir` is the replica's LMDB directory, `open_env` reopens it after an image was
-    installed, `make_node` turns a Raft address into pysyncobj's node object.
+    installed (then `on_installed` runs), `make_node` turns a Raft address into
+    pysyncobj's node object.
     """
 
     def __init__(
@@ -56,18 +60,20 @@ class Snapshotter:
         dump_path: Path,
         open_env: OpenEnv,
         make_node: MakeNode,
+        *,
+        on_installed: OnInstalled = lambda: None,
     ) -> None:
         self._sm = sm
         self._lmdb_dir = lmdb_dir
         self._dump = dump_path
         self._open_env = open_env
         self._make_node = make_node
+        self._on_installed = on_installed
         self._lock = threading.Lock()
         self._state = NOT_SERIALIZING
         self._thread: threading.Thread | None = None
         self.last_snapshot_index = 0
         self.snapshots_started = 0
-        self.env_lock = threading.RLock()  # held while the LMDB env is swapped
 
     # -- pysyncobj hooks (tick thread) -------------------------------------------------
 
@@ -75,6 +81,7 @@ class Snapshotter:
         """Start a snapshot covering `data` = (last applied entry, previous, cluster)."""
         last, previous, cluster = data
         self._sm.commit()
+        self._sm.sync()
         self._keep_current_dump(Path(tmp_path))
         env = self._sm.env
         txn = env.read_txn_for_copy()
@@ -98,7 +105,15 @@ class Snapshotter:
             state = self._state
             if state in (SUCCESS, FAILED):
                 self._state = NOT_SERIALIZING
-            return state
+        if state == SUCCESS:
+            self._sm.sync()  # pysyncobj compacts the journal next
+        return state
+
+    def wait(self) -> None:
+        """Wait for a snapshot being written (before the environment is closed)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
 
     def busy(self) -> bool:
         """Whether a snapshot is being written or waits to be reported to pysyncobj."""
@@ -160,12 +175,12 @@ class Snapshotter:
     def _install(self, path: Path, header: SnapshotHeader, offset: int) -> None:
         image = self._lmdb_dir.with_name(self._lmdb_dir.name + ".image")
         extract_image(path, offset, header.image_length, image)
-        with self.env_lock:
-            self._sm.commit()
-            self._sm.env.close()
-            LmdbEnv.install_image(self._lmdb_dir, image)
-            self._sm.replace_env(self._open_env())
+        self._sm.commit()
+        self._sm.env.close()
+        LmdbEnv.install_image(self._lmdb_dir, image)
+        self._sm.replace_env(self._open_env())
         image.unlink(missing_ok=True)
+        self._on_installed()
         logger.info(
             "installed snapshot at index %d (LMDB applied %d)",
             header.last[1],

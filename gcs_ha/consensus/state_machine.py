@@ -4,10 +4,12 @@ Runs in the Raft tick thread only. Deterministic: the same entries in the same o
 give byte-identical tables on every replica (no clocks, no randomness, no local state).
 
 Group commit: every entry applied during one Raft tick goes into ONE LMDB write
-transaction, committed (and fsynced) by `commit()` at the end of the tick, together
-with the applied index. So a replay after a restart skips exactly what is on disk,
-and one fsync covers many writes. Acknowledgements are released only after `commit()`,
-so a client that saw its write acknowledged can read it back.
+transaction, committed by `commit()` at the end of the tick, together with the applied
+index. So a replay after a restart skips exactly what LMDB holds. The commit is not
+synced (the environment is MDB_NOSYNC): the fsynced journal is the durable record, and
+recovery.py rebuilds LMDB after a power loss; `sync()` flushes it where the journal is
+about to be compacted. Acknowledgements are released only after `commit()`, so a client
+that saw its write acknowledged can read it back, from any process reading this LMDB.
 """
 
 from __future__ import annotations
@@ -64,8 +66,15 @@ class LmdbStateMachine:
         self._applied = index
         return results
 
+    def sync(self) -> None:
+        """Flush every LMDB commit to disk (before a snapshot and a journal compaction)."""
+        try:
+            self._env.sync()
+        except Exception as exc:
+            self._on_fatal("cannot sync LMDB", exc)
+
     def commit(self) -> None:
-        """Make everything applied so far durable (one LMDB commit + fsync)."""
+        """Make everything applied so far visible (one LMDB commit, not synced)."""
         txn, self._txn = self._txn, None
         if txn is None:
             return

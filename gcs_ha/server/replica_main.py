@@ -101,11 +101,22 @@ SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
 )
 
 
+FATAL_EXIT_CODE = 70
+
+
+def _consensus_lost(code: int | None) -> None:
+    """The replica's consensus process died: this process stops at once too (exit 70, so a
+    supervisor restarts the replica whole), never serving half a replica."""
+    log.critical("the consensus process is gone (exit code %s): stopping this replica", code)
+    logging.shutdown()
+    os._exit(FATAL_EXIT_CODE)
+
+
 def default_replica_factory(config: ReplicaConfig) -> Replica:
     """The production replica (imported lazily: the consensus layer is heavy)."""
     from gcs_ha.consensus.replica import RaftReplica  # noqa: PLC0415
 
-    replica: Replica = RaftReplica(config)
+    replica: Replica = RaftReplica(config, on_lost=_consensus_lost)
     return replica
 
 

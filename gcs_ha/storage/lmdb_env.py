@@ -7,13 +7,21 @@ the data it covers. Keys longer than LMDB's 511-byte limit are stored as describ
 `keycodec`. A `LOCK` file in the directory is flock-ed while the environment is open, so
 a second opener (another process, or this one) gets DataDirError instead of sharing it.
 
-Threads: read transactions (`read()`) may be used from any thread, including an asyncio
-loop while another thread holds the write transaction (LMDB MVCC: readers never block and
-see the last committed state). A write transaction must begin, be used, and end in one
-thread (LMDB's writer mutex belongs to the thread that took it); one writer at a time.
+Threads and processes: read transactions (`read()`) may be used from any thread, including
+an asyncio loop while another thread or process holds the write transaction (LMDB MVCC:
+readers never block and see the last committed state). A write transaction must begin, be
+used, and end in one thread (LMDB's writer mutex belongs to the thread that took it); one
+writer at a time. `LmdbEnv.reader(path)` opens an environment read-only, without the LOCK
+file: a replica's front end reads the tables its consensus process writes.
 
 Durability: with sync=True a commit returns once LMDB flushed the data pages and wrote
-the meta page synchronously; the consensus layer commits once per Raft tick (group commit).
+the meta page synchronously. The consensus layer commits without sync (its Raft journal is
+the durable record, see gcs_ha/consensus/recovery.py) and calls `sync()` where it must.
+
+Generations: `install_image` replaces data.mdb by rename and unlinks lock.mdb, so an
+environment opened afterwards starts a new generation (new data file, new lock file) while
+readers still open on the old one keep reading the old file, consistently, until they
+reopen.
 
 Errors (gcs_ha.errors): InvalidRequestError for an unknown table or a bad key/value
 (raised before anything is written, so the transaction stays usable); DataDirError for a
@@ -30,6 +38,7 @@ import fcntl
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -53,6 +62,7 @@ from gcs_ha.storage.store_client import JOB_COUNTER_TABLE, TABLES
 _META_DB = b"__gcs_ha_internal__"
 _APPLIED_KEY = b"applied_index"
 _DATA_FILE = "data.mdb"
+_LMDB_LOCK_FILE = "lock.mdb"
 _LOCK_FILE = "LOCK"
 _MAX_DBS = len(TABLES) + 1
 _CORRUPT = (
@@ -243,13 +253,17 @@ class LmdbEnv:
         sync: bool = True,
         metasync: bool | None = None,
         max_readers: int = 1024,
+        lock_wait_s: float = 0.0,
     ) -> None:
         """sync: fsync the data pages at each commit. metasync (default: = sync): also fsync
         the meta page; without it a system crash may undo the LAST committed transaction
         (never corrupt the environment) — right when something else (the Raft journal)
-        holds that transaction durably and replays it."""
+        holds that transaction durably and replays it. lock_wait_s: how long to wait for
+        another opener to let go of the directory before DataDirError."""
         self.path = Path(path)
-        self._lock_fd = _lock_dir(self.path)
+        self._lock_fd = _lock_dir(self.path, lock_wait_s)
+        self.read_only = False
+        self._closed = False
         try:
             meta = sync if metasync is None else metasync
             self._env = _open_env(self.path, map_size, (sync, meta), max_readers)
@@ -257,6 +271,29 @@ class LmdbEnv:
         except BaseException:
             os.close(self._lock_fd)
             raise
+
+    @classmethod
+    def reader(cls, path: Path, *, max_readers: int = 1024) -> LmdbEnv:
+        """Open the environment at `path` read-only, next to its writer (another process).
+
+        Takes no LOCK file. The writer must have opened it first (every table exists).
+        DataDirError when there is none, CorruptDataError when it is damaged. Writes
+        through it raise StorageError.
+        """
+        env = cls.__new__(cls)
+        env.path = Path(path)
+        env._lock_fd = -1
+        env.read_only = True
+        env._closed = False
+        if not (env.path / _DATA_FILE).exists():
+            raise DataDirError(f"no LMDB environment in {env.path}")
+        env._env = _open_env(env.path, 0, (False, False), max_readers, read_only=True)
+        try:
+            env._dbs, env._meta = _open_dbs(env._env, env.path, create=False)
+        except BaseException:
+            env._env.close()
+            raise
+        return env
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
@@ -288,6 +325,13 @@ class LmdbEnv:
         except lmdb.Error as exc:
             _raise_storage(exc, f"writing {self.path}")
         return WriteTxn(txn, self._dbs, self._meta, self.path)
+
+    def sync(self) -> None:
+        """Flush every commit to disk (fsync), whatever the environment's sync flags."""
+        try:
+            self._env.sync(True)
+        except lmdb.Error as exc:
+            _raise_storage(exc, f"syncing {self.path}")
 
     def applied_index(self) -> int:
         """The applied index of the last committed transaction (0 on a new environment)."""
@@ -337,19 +381,22 @@ class LmdbEnv:
 
     def close(self) -> None:
         """Close the environment and release the directory lock. Idempotent."""
-        if self._lock_fd < 0:
+        if self._closed:
             return
+        self._closed = True
         self._env.close()
-        os.close(self._lock_fd)
-        self._lock_fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     @staticmethod
     def install_image(path: Path, image_path: Path) -> None:
         """Replace the (closed) environment at `path` by an image from copy_to_fd.
 
         The image is checked first (CorruptDataError leaves `path` untouched), copied
-        beside data.mdb, fsynced, renamed over it, and the directory fsynced. The image
-        file itself is left as it is.
+        beside data.mdb, fsynced, renamed over it, and the directory fsynced. lock.mdb is
+        unlinked: the next opener starts a new generation, readers of the old file keep it
+        (module docstring). The image file itself is left as it is.
         """
         LmdbEnv.read_image_applied_index(image_path)
         path = Path(path)
@@ -359,6 +406,7 @@ class LmdbEnv:
             shutil.copyfile(image_path, tmp)
             _fsync_path(tmp)
             os.replace(tmp, path / _DATA_FILE)
+            (path / _LMDB_LOCK_FILE).unlink(missing_ok=True)
             _fsync_path(path)
         except OSError as exc:
             raise DataDirError(f"cannot install image {image_path} into {path}: {exc}") from exc
@@ -388,27 +436,40 @@ class LmdbEnv:
             env.close()
 
 
-def _lock_dir(path: Path) -> int:
-    """Create `path` and flock its LOCK file; DataDirError when impossible or held."""
+def _lock_dir(path: Path, wait_s: float = 0.0) -> int:
+    """Create `path` and flock its LOCK file, waiting up to `wait_s` for another holder;
+    DataDirError when impossible or still held."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise DataDirError(f"data dir {path} is not usable: {exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise DataDirError(f"data dir {path} is locked by another LmdbEnv or process") from exc
-        raise DataDirError(f"cannot lock data dir {path}: {exc}") from exc
-    return fd
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            held = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+            if not held or time.monotonic() >= deadline:
+                os.close(fd)
+                if held:
+                    raise DataDirError(
+                        f"data dir {path} is locked by another LmdbEnv or process"
+                    ) from exc
+                raise DataDirError(f"cannot lock data dir {path}: {exc}") from exc
+        time.sleep(0.05)
 
 
 def _open_env(
-    path: Path, map_size: int, sync: tuple[bool, bool], max_readers: int
+    path: Path,
+    map_size: int,
+    sync: tuple[bool, bool],
+    max_readers: int,
+    read_only: bool = False,
 ) -> lmdb.Environment:
-    """Open the LMDB environment in `path`, checking its data file is whole."""
+    """Open the LMDB environment in `path`, checking its data file is whole. map_size 0
+    (read-only): the size the writer gave it."""
     try:
         env = lmdb.open(
             str(path),
@@ -418,6 +479,8 @@ def _open_env(
             sync=sync[0],
             metasync=sync[1],
             max_spare_txns=4,
+            readonly=read_only,
+            create=not read_only,
         )
     except _CORRUPT as exc:
         raise CorruptDataError(f"LMDB data in {path} is damaged: {exc}") from exc
@@ -442,12 +505,21 @@ def _check_size(env: lmdb.Environment, data_file: Path) -> None:
         raise CorruptDataError(f"{data_file} is truncated: {have} bytes, its meta says {need}")
 
 
-def _open_dbs(env: lmdb.Environment, path: Path) -> tuple[dict[str, _Db], _Db]:
-    """Open (creating if needed) one sub-database per table and the meta one, once."""
+def _open_dbs(
+    env: lmdb.Environment, path: Path, create: bool = True
+) -> tuple[dict[str, _Db], _Db]:
+    """Open (creating if needed and `create`) one sub-database per table and the meta one."""
     try:
-        with env.begin(write=True) as txn:
-            dbs = {table: env.open_db(table.encode(), txn=txn) for table in sorted(TABLES)}
-            meta = env.open_db(_META_DB, txn=txn)
+        if create:
+            with env.begin(write=True) as txn:
+                dbs = {table: env.open_db(table.encode(), txn=txn) for table in sorted(TABLES)}
+                meta = env.open_db(_META_DB, txn=txn)
+        else:  # py-lmdb opens each handle in a read transaction of its own that keeps it
+            dbs = {table: env.open_db(table.encode(), create=False) for table in sorted(TABLES)}
+            meta = env.open_db(_META_DB, create=False)
+    except lmdb.NotFoundError as exc:
+        env.close()
+        raise DataDirError(f"{path}: a table is missing (not opened by its writer yet)") from exc
     except lmdb.Error as exc:
         env.close()
         _raise_storage(exc, f"opening tables in {path}")

@@ -34,7 +34,7 @@ from gcs_ha.processes import (
     Process,
     gcs_ha_command,
     replica_command,
-    signal_process,
+    signal_replica,
     spawn,
     terminate_all,
 )
@@ -185,20 +185,21 @@ class ProcessCluster:
         return terminate_all([proc], timeout)[0]
 
     def kill(self, i: int) -> int:
-        """SIGKILL replica i; returns its exit code."""
+        """SIGKILL replica i (both of its processes); returns its exit code."""
         proc = self._procs[i]
-        signal_process(proc, signal.SIGKILL)
+        signal_replica(proc, signal.SIGKILL)
         self._paused.discard(i)
         return proc.wait()
 
     def pause(self, i: int) -> None:
-        """SIGSTOP replica i (it keeps its sockets but answers nothing)."""
-        signal_process(self._procs[i], signal.SIGSTOP)
+        """SIGSTOP replica i, both of its processes (it keeps its sockets but answers
+        nothing)."""
+        signal_replica(self._procs[i], signal.SIGSTOP)
         self._paused.add(i)
 
     def resume(self, i: int) -> None:
         """SIGCONT a paused replica."""
-        signal_process(self._procs[i], signal.SIGCONT)
+        signal_replica(self._procs[i], signal.SIGCONT)
         self._paused.discard(i)
 
     def restart(self, i: int, timeout: float = 10.0) -> Process:
@@ -210,8 +211,8 @@ class ProcessCluster:
     def close(self) -> None:
         """SIGKILL every process this harness started (idempotent)."""
         for proc in self._all:
-            signal_process(proc, signal.SIGCONT)
-            signal_process(proc, signal.SIGKILL)
+            signal_replica(proc, signal.SIGCONT)
+            signal_replica(proc, signal.SIGKILL)
         for proc in self._all:
             proc.wait()
 

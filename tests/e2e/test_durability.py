@@ -35,7 +35,7 @@ import pytest
 from gcs_ha.cluster_ops import leave
 from gcs_ha.consensus.journal import CRASH_SIM_ENV, UNSAFE_SKIP_FSYNC_ENV
 from gcs_ha.errors import GcsHaError, UnavailableError
-from gcs_ha.processes import signal_process
+from gcs_ha.processes import signal_replica
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.kvload import (
     BackgroundLoad,
@@ -98,7 +98,7 @@ def kill_all(cluster: ProcessCluster) -> None:
     for i in running:
         process = cluster.process(i)
         assert process is not None
-        signal_process(process, signal.SIGKILL)
+        signal_replica(process, signal.SIGKILL)
     for i in running:
         cluster.kill(i)
 

@@ -467,6 +467,7 @@ def test_journal_is_flushed_before_acks_votes_and_leader_commit(hooks: bool) -> 
     with (
         P.patch_enabled("flush_before_ack", hooks),
         P.patch_enabled("flush_leader_tick", hooks),
+        P.patch_enabled("flush_after_send", hooks),
         Cluster() as cluster,
     ):
         nodes = start_cluster(
