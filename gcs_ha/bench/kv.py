@@ -10,7 +10,9 @@ is open this process samples the CPU time of the system's server processes (from
 A row (what `--json` prints, one per system x op x clients):
     system, op, clients, ops_per_s, p50_ms, p99_ms, errors, ops, seconds,
     client_cores, server_cores, server_cpu_ms_per_op
-and, on gcs-ha-3 put rows, `vs_ray_redis` / `vs_ray_memory`: the ops/s ratios.
+gcs-ha rows also carry leader_frontend_cpu_ms_per_op, leader_consensus_cpu_ms_per_op and
+follower_cpu_ms_per_op (gcs_ha.bench.cpu), and gcs-ha-3 rows `vs_ray_redis` /
+`vs_ray_memory`: the ops/s ratios against Ray's at the same op and clients.
 
 Raises ConfigError (a system that cannot run here) and UnavailableError (a server or
 the load generator failed; the message names its log).
@@ -35,6 +37,7 @@ from typing import Any
 import click
 
 from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
+from gcs_ha.bench.cpu import thread_cpu
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 from gcs_ha.bench.kv_systems import (
     PROFILE_ENV,
@@ -44,7 +47,6 @@ from gcs_ha.bench.kv_systems import (
     RunningSystem,
     check_available,
     start_system,
-    thread_cpu,
     write_thread_cpu,
 )
 from gcs_ha.errors import GcsHaError, UnavailableError
@@ -143,21 +145,26 @@ def _follow(proc: Process, sut: RunningSystem) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cpu_at_start: dict[str, float] = {}
     cpu_s = 0.0
+    roles_at = roles_used = {}
     thread_dir = os.environ.get(THREADS_ENV) or os.environ.get(PROFILE_ENV)
+    pids = [p.pid for p in sut.procs.values()]
     for event in _events(proc, sut):
         kind = event.pop("event")
         if kind == "window_start":
-            cpu_at_start = thread_cpu(sut.procs.values())
+            cpu_at_start = thread_cpu(pids)
+            roles_at = sut.roles.sample() if sut.roles else {}
         elif kind == "window_end":
-            used = {
-                t: s - cpu_at_start.get(t, 0.0) for t, s in thread_cpu(sut.procs.values()).items()
-            }
+            used = {t: s - cpu_at_start.get(t, 0.0) for t, s in thread_cpu(pids).items()}
             cpu_s = sum(used.values())
+            roles_used = sut.roles.sample() if sut.roles else {}
             if thread_dir:
                 write_thread_cpu(Path(thread_dir), sut, event, used)
         elif kind == "point":
-            rows.append(_row(sut.name, event, cpu_s))
-            log.info("%s", rows[-1])
+            row = _row(sut.name, event, cpu_s)
+            if sut.roles:
+                row.update(sut.roles.per_op(roles_at, roles_used, event["ops"]))
+            rows.append(row)
+            log.info("%s", row)
     return rows
 
 

@@ -16,13 +16,13 @@ RATIO_BASES = (("ray-redis", "vs_ray_redis"), ("ray-memory", "vs_ray_memory"))
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """On every gcs-ha-3 put row: its ops/s over ray-redis's and ray-memory's (same clients)."""
+    """On every gcs-ha-3 row: its ops/s over ray-redis's and ray-memory's (same op, clients)."""
     by = {(r["system"], r["op"], r["clients"]): r for r in rows}
     for row in rows:
-        if row["system"] != "gcs-ha-3" or row["op"] != "put":
+        if row["system"] != "gcs-ha-3":
             continue
         for base, field in RATIO_BASES:
-            other = by.get((base, "put", row["clients"]))
+            other = by.get((base, row["op"], row["clients"]))
             if other and other["ops_per_s"]:
                 row[field] = round(row["ops_per_s"] / other["ops_per_s"], 3)
     return rows
@@ -47,13 +47,20 @@ def median_rows(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
     return out
 
 
+ROLE_COLUMNS = (
+    ("leader_frontend_cpu_ms_per_op", "LEAD FE"),
+    ("leader_consensus_cpu_ms_per_op", "LEAD CONS"),
+    ("follower_cpu_ms_per_op", "FOLLOWER"),
+)
+
+
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The human-readable table."""
+    """The human-readable table. The last three columns: CPU ms per op of the leader's
+    front end, of its consensus process, and of one follower (gcs-ha only)."""
     header = ("SYSTEM", "OP", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "ERR", "SRV CORES",
-              "SRV CPU MS/OP", "CLI CORES")  # fmt: skip
+              "SRV CPU MS/OP", "CLI CORES", *(title for _, title in ROLE_COLUMNS))  # fmt: skip
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
-        per_op = r.get("server_cpu_ms_per_op")
         lines.append(
             (
                 r["system"],
@@ -64,19 +71,26 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{r['p99_ms']:.3f}",
                 str(r.get("errors", 0)),
                 f"{r.get('server_cores', 0):.2f}",
-                "-" if per_op is None else f"{per_op:.3f}",
+                _ms(r.get("server_cpu_ms_per_op")),
                 f"{r.get('client_cores', 0):.2f}",
+                *(_ms(r.get(field)) for field, _ in ROLE_COLUMNS),
             )
         )
     return text_table(lines, left=2)
 
 
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per client count: gcs-ha-3 put ops/s against Ray's, as ratios."""
+    """One line per op and client count: gcs-ha-3 ops/s against Ray's, as ratios."""
     lines = []
     for row in rows:
-        if row["system"] == "gcs-ha-3" and row["op"] == "put":
+        if row["system"] == "gcs-ha-3":
             parts = [f"{row[field]:.2f}x {base}" for base, field in RATIO_BASES if field in row]
             if parts:
-                lines.append(f"put, {row['clients']} clients: gcs-ha-3 = " + ", ".join(parts))
+                lines.append(
+                    f"{row['op']}, {row['clients']} clients: gcs-ha-3 = " + ", ".join(parts)
+                )
     return lines

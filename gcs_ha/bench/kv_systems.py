@@ -12,10 +12,10 @@ SIGTERM first (so a profiled replica can write its profile), SIGKILL after a gra
 Ports, from `base_port`: Ray's GCS base+0, Redis base+1, gcs-ha gRPC base+10+i, Raft
 base+20+i (each system runs alone, so they reuse the same ports one after the other).
 
-`thread_cpu` reads the CPU time of every thread of the server processes from /proc;
-`write_thread_cpu` records a point's per-thread CPU when GCS_HA_BENCH_THREADS (or
-GCS_HA_BENCH_PROFILE, which also runs the replicas under gcs_ha.bench.kv_profile) names
-a directory.
+gcs_ha.bench.cpu reads the servers' CPU from /proc (a gcs-ha replica's consensus process
+included; `RunningSystem.roles` splits it by replica role); `write_thread_cpu` records a
+point's per-thread CPU when GCS_HA_BENCH_THREADS (or GCS_HA_BENCH_PROFILE, which also runs
+the replicas under gcs_ha.bench.kv_profile) names a directory.
 
 Raises ConfigError when a system cannot be run here (no redis-server, no gcs_server
 binary) and UnavailableError when a server does not come up.
@@ -32,11 +32,12 @@ import socket
 import sys
 import time
 from base64 import b64encode
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gcs_ha.bench.cpu import Replica, RoleCpu
 from gcs_ha.errors import ConfigError, UnavailableError
 from gcs_ha.processes import Process, spawn, terminate_all
 from gcs_ha.testing.cluster import ProcessCluster
@@ -51,7 +52,6 @@ REDIS_MISSING = (
     "(Debian/Ubuntu: apt-get update && apt-get install -y redis-server) "
     "or leave ray-redis out of --systems."
 )
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROFILE_ENV = "GCS_HA_BENCH_PROFILE"  # a directory: gcs-ha replicas run under cProfile
 THREADS_ENV = "GCS_HA_BENCH_THREADS"  # a directory: per-thread CPU of the servers, per point
 
@@ -64,6 +64,7 @@ class RunningSystem:
     address: str
     procs: dict[str, Process] = field(default_factory=dict)  # label -> process
     logs: dict[str, Path] = field(default_factory=dict)  # label -> its output
+    roles: RoleCpu | None = None  # gcs-ha: CPU by replica role
 
     def check_alive(self) -> None:
         """UnavailableError naming the first server process that has exited."""
@@ -231,30 +232,12 @@ def _gcs_ha(name: str, base_dir: Path, base_port: int) -> Iterator[RunningSystem
                 label = f"r{i}" + (" (leader)" if i == leader else "")
                 running.procs[label] = proc
                 running.logs[label] = cluster.log_path(i)
+            running.roles = RoleCpu(
+                Replica(p.pid, label.endswith("(leader)")) for label, p in running.procs.items()
+            )
             yield running
         finally:
             terminate_all([p for i in range(n) if (p := cluster.process(i))], STOP_GRACE_S)
-
-
-def thread_cpu(procs: Iterable[Process]) -> dict[str, float]:
-    """CPU seconds (user + system) so far of every thread of `procs`, keyed
-    "pid/tid comm"; threads that vanish while being read are skipped."""
-    out: dict[str, float] = {}
-    for proc in procs:
-        task_dir = Path(f"/proc/{proc.pid}/task")
-        try:
-            tids = os.listdir(task_dir)
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                stat = (task_dir / tid / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[f"{proc.pid}/{tid} {comm}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return out
 
 
 def write_thread_cpu(

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from gcs_ha.bench.cpu import ROLES
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 
 BASE_PORT = 11500
 FIELDS = {"system", "op", "clients", "ops_per_s", "p50_ms", "p99_ms", "errors", "server_cores"}
+ROLE_FIELDS = [f"{role}_cpu_ms_per_op" for role in ROLES]
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,9 +63,17 @@ def test_smoke_run_prints_every_point_and_stops_everything(tmp_path: Path) -> No
         assert point.keys() >= FIELDS
         assert point["ops_per_s"] > 0 and point["errors"] == 0, point
         assert 0 < point["p50_ms"] <= point["p99_ms"], point
-    ha3_puts = [r for r in rows if r["system"] == "gcs-ha-3" and r["op"] == "put"]
-    assert all("vs_ray_memory" in r for r in ha3_puts)
-    assert ("vs_ray_redis" in ha3_puts[0]) == ("ray-redis" in systems)
+    ha3 = [r for r in rows if r["system"] == "gcs-ha-3"]
+    assert all("vs_ray_memory" in r for r in ha3)
+    assert ("vs_ray_redis" in ha3[0]) == ("ray-redis" in systems)
+    # CPU per op by replica role: both processes of every replica are counted.
+    for point in rows:
+        roles = [point.get(f) for f in ROLE_FIELDS]
+        if point["system"].startswith("gcs-ha"):
+            assert roles[0] > 0 and roles[1] > 0, point
+            assert (roles[2] is None) == (point["system"] == "gcs-ha-1"), point
+        else:
+            assert roles == [None, None, None], point
     assert "gcs-ha-3 =" in out.stderr  # the ratio lines go to stderr with --json
     # Every server was stopped and the run directory removed.
     for port in (BASE_PORT, BASE_PORT + 1, BASE_PORT + 10, BASE_PORT + 11, BASE_PORT + 20):
@@ -111,6 +121,9 @@ def test_ratios_medians_and_table() -> None:
     assert ha3["ops_per_s"] == 600.0 and ha3["runs"] == 3
     assert ha3["vs_ray_redis"] == 0.4 and ha3["vs_ray_memory"] == 0.2
     assert ratio_lines(rows) == ["put, 16 clients: gcs-ha-3 = 0.40x ray-redis, 0.20x ray-memory"]
+    gets = add_ratios([row("ray-redis", 4, 100.0, "get"), row("gcs-ha-3", 4, 80.0, "get")])
+    assert gets[1]["vs_ray_redis"] == 0.8
+    assert ratio_lines(gets) == ["get, 4 clients: gcs-ha-3 = 0.80x ray-redis"]
     table = render_table(rows).splitlines()
     assert table[0].split()[:3] == ["SYSTEM", "OP", "CLIENTS"]
     assert table[3].split()[:4] == ["gcs-ha-3", "put", "16", "600"]
