@@ -40,7 +40,7 @@ from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.ray_head import exec_ray_head
 from gcs_ha.secret import decide_security, load_secret
-from gcs_ha.server.interpreter import tune_interpreter
+from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
 from gcs_ha.up import resolve_layout, run_up
 
@@ -145,9 +145,8 @@ def _run_replica(
     supervisor_pid: int | None = None,
 ) -> None:
     """Run the replica process in the foreground; exits with its exit code."""
-    tune_interpreter()
     process = ReplicaProcess(config, after_start=after_start, supervisor_pid=supervisor_pid)
-    code = asyncio.run(process.run())
+    code = run_front_end(process.run())
     sys.exit(code)
 
 

@@ -32,6 +32,7 @@ from gcs_ha.consensus.api import Replica
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.errors import GcsHaError
 from gcs_ha.secret import read_secret_file
+from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess, default_replica_factory
 from gcs_ha.storage.store_client import KV_TABLE
 
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replica
 
     try:
-        return asyncio.run(ReplicaProcess(config, replica_factory=factory).run())
+        return run_front_end(ReplicaProcess(config, replica_factory=factory).run())
     finally:
         with contextlib.suppress(OSError):
             ack_log.close()

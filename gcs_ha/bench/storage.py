@@ -30,6 +30,7 @@ from gcs_ha.bench.stats import Point, point_from_latencies
 from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.replica import RaftReplica
 from gcs_ha.errors import GcsHaError
+from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.storage.store_client import KV_TABLE
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def run_storage_bench(config: StorageBenchConfig) -> list[dict[str, Any]]:
 def _run_all(config: StorageBenchConfig, base: Path, procs: ProcessSet) -> list[dict[str, Any]]:
     points: list[Point] = []
     for n in config.replicas:
-        points += asyncio.run(_bench_cluster(config, base / f"gcs-ha-{n}", n, procs))
+        # The leader's front end is this process: the replica process's event loop.
+        points += run_front_end(_bench_cluster(config, base / f"gcs-ha-{n}", n, procs))
     if config.lmdb:
         value = os.urandom(config.value_bytes)
         for batch in (1, config.lmdb_batch):

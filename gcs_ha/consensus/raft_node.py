@@ -27,7 +27,7 @@ from gcs_ha.proto import raft_log_pb2 as pb
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any, int], None]
-BIND_WAIT_S = 5.0
+BIND_WAIT_S = 2.0
 
 
 class _GcsSyncObj(ps.SyncObj):  # type: ignore[misc]

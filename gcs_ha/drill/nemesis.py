@@ -16,7 +16,8 @@ a leader without a majority steps down after 1.5 s):
 | partition-leader | the leader's Raft links cut (relay) for `partition_s`, then healed  |
 | partition-split  | a random minority's Raft links to the rest cut, then healed         |
 | powerloss        | SIGKILL (the leader half the time), the journal's unsynced bytes    |
-|                  | dropped (gcs_ha.testing.powerloss), restart                         |
+|                  | dropped and its dirty LMDB destroyed (gcs_ha.testing.powerloss),    |
+|                  | restart (LMDB is rebuilt from the snapshot and the journal)         |
 | churn            | a follower leaves the membership (`gcs-ha leave`), its data dir is  |
 |                  | wiped, it joins again (`gcs-ha join`: snapshot, then the log)       |
 
@@ -39,7 +40,7 @@ from gcs_ha.drill.faults import Fault, FaultKind
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.powerloss import drop_unsynced
+from gcs_ha.testing.powerloss import simulate_power_loss
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,12 @@ class Nemesis:
         target = leader if self.rng.random() < 0.5 else self._random_member()
         start = time.monotonic()
         cluster.kill(target)
-        report = drop_unsynced(cluster.data_dir(target) / "raft" / "journal")
+        loss = simulate_power_loss(cluster.data_dir(target))
         cluster.restart(target)
-        detail = f"r{target}: {report.log_bytes_dropped} unsynced journal bytes dropped"
+        detail = (
+            f"r{target}: {loss.journal.log_bytes_dropped} unsynced journal bytes dropped"
+            + (", LMDB lost (rebuilt from snapshot and journal)" if loss.lmdb_damaged else "")
+        )
         return Fault("powerloss", (target,), start, time.monotonic(), leader, detail)
 
     def _churn(self, leader: int) -> Fault:

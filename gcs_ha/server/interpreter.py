@@ -1,43 +1,43 @@
-"""Interpreter settings of a replica process, so the Raft thread keeps its timing under load.
+"""The replica front end's event loop and interpreter settings.
 
-pysyncobj runs Raft in a Python thread of the same process as the asyncio loop that serves
-gRPC and runs the managers. Every Raft deadline (heartbeats every 50 ms, elections after
-0.3-0.6 s of silence, a leader's 1.5 s fallback) therefore depends on that thread getting
-the GIL in time. Two interpreter defaults break that under a burst of Ray calls (measured
-with `gcs-ha bench actors`, 5,000-10,000 actors registered on gcs-ha-3; docs/benchmarks.md):
+Raft runs in the replica's consensus process (gcs_ha/consensus/raft_host.py), so nothing
+in this process has a deadline that the GIL or the garbage collector can make Raft miss.
+The interpreter runs with its own defaults: the 0.5 ms GIL switch interval and the
+garbage-collector thresholds that this module once set to keep an in-process Raft thread
+on time are gone (server/DESIGN.md has the measurements). What remains:
 
-- The GIL switch interval (5 ms). A thread that blocked on I/O (a socket send, an fsync)
-  waits up to one interval to get the GIL back from the busy loop thread; a Raft tick does
-  dozens of such calls, so leader ticks took 200-500 ms and followers, hearing nothing,
-  started elections. SWITCH_INTERVAL_S = 0.5 ms bounds each wait ten times lower.
-- The cyclic garbage collector's thresholds (700, 10, 10). Thousands of calls in flight
-  survive young collections, are promoted, then die; the oldest generation kept looking
-  25% larger than at its last collection, so full collections ran every 0.5-1 s and took
-  200-450 ms each, with every thread stopped. GC_THRESHOLDS collect the young generation
-  every 50,000 allocations (most call objects die before that, by reference counting) and
-  run a full collection a thousand times less often.
+- the event loop: uvloop by default (`GCS_HA_EVENT_LOOP=asyncio` selects the standard
+  one). grpc.aio's per-call work is mostly event-loop work; uvloop cut a bare gRPC KV
+  server's CPU per call by a fifth and raised its rate by a third (server/DESIGN.md);
+- `gc.freeze()` once started: the objects that live as long as the process (modules,
+  classes, functions) leave every later collection;
+- `GcPauseLog`: a collection of GC_PAUSE_WARN_S or more is logged, since it stalls every
+  call of the process;
+- `GCS_HA_GC_THRESHOLDS=a,b,c` (advanced): other collector thresholds, for experiments.
 
-With both, 10,000 actors registered on gcs-ha-3 with no election (before: 1-9 elections
-in every run, and some actors never created). `gc.freeze()` at start moves the objects
-that live as long as the process (modules, classes, functions) out of every collection.
-A collection that still takes GC_PAUSE_WARN_S or more is logged: the Raft thread stood
-still that long.
+Errors: ConfigError for a malformed GCS_HA_EVENT_LOOP or GCS_HA_GC_THRESHOLDS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-import sys
+import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from gcs_ha.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SWITCH_INTERVAL_S = 0.0005
-GC_THRESHOLDS = (50_000, 50, 100)
+EVENT_LOOP_ENV = "GCS_HA_EVENT_LOOP"
+GC_THRESHOLDS_ENV = "GCS_HA_GC_THRESHOLDS"
+EVENT_LOOPS = ("uvloop", "asyncio")
 GC_PAUSE_WARN_S = 0.2
+
+T = TypeVar("T")
 
 
 class GcPauseLog:
@@ -59,18 +59,54 @@ class GcPauseLog:
         took, self._started = self._clock() - self._started, None
         if took >= self._warn_s:
             log.warning(
-                "garbage collection of generation %s took %.0f ms (every thread, Raft's "
-                "too, was stopped); %s objects collected",
+                "garbage collection of generation %s took %.0f ms (every call of this "
+                "process waited); %s objects collected",
                 info.get("generation"),
                 took * 1000,
                 info.get("collected"),
             )
 
 
-def tune_interpreter() -> None:
-    """Apply the settings above to this process (call once, before the replica starts)."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+def event_loop_name(environ: Mapping[str, str] | None = None) -> str:
+    """The event loop GCS_HA_EVENT_LOOP asks for (default uvloop); ConfigError if unknown."""
+    name = (os.environ if environ is None else environ).get(EVENT_LOOP_ENV) or "uvloop"
+    if name not in EVENT_LOOPS:
+        raise ConfigError(f"{EVENT_LOOP_ENV}={name!r}: use one of {', '.join(EVENT_LOOPS)}")
+    return name
+
+
+def gc_thresholds(environ: Mapping[str, str] | None = None) -> tuple[int, int, int] | None:
+    """The thresholds GCS_HA_GC_THRESHOLDS asks for, or None (the interpreter's own)."""
+    text = (os.environ if environ is None else environ).get(GC_THRESHOLDS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        raise ConfigError(f"{GC_THRESHOLDS_ENV}={text!r}: give three integers >= 0, e.g. 700,10,10")
+    return values[0], values[1], values[2]
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """A factory for the named event loop (None: asyncio's default)."""
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415  (only the replica process needs it)
+
+        return uvloop.new_event_loop
+    return None
+
+
+def run_front_end(main: Coroutine[Any, Any, T]) -> T:
+    """Run the replica process's main coroutine with the settings above."""
+    name = event_loop_name()
+    thresholds = gc_thresholds()
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
     if not any(isinstance(cb, GcPauseLog) for cb in gc.callbacks):
         gc.callbacks.append(GcPauseLog())
+    log.debug("event loop %s, GC thresholds %s", name, gc.get_threshold())
+    with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
+        return runner.run(main)

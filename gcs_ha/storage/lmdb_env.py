@@ -505,9 +505,7 @@ def _check_size(env: lmdb.Environment, data_file: Path) -> None:
         raise CorruptDataError(f"{data_file} is truncated: {have} bytes, its meta says {need}")
 
 
-def _open_dbs(
-    env: lmdb.Environment, path: Path, create: bool = True
-) -> tuple[dict[str, _Db], _Db]:
+def _open_dbs(env: lmdb.Environment, path: Path, create: bool = True) -> tuple[dict[str, _Db], _Db]:
     """Open (creating if needed and `create`) one sub-database per table and the meta one."""
     try:
         if create:

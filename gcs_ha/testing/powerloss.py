@@ -1,16 +1,25 @@
-"""Simulated power loss for a stopped replica's Raft journal.
+"""Simulated power loss for a stopped replica: its Raft journal and its LMDB.
 
 With GCS_HA_CRASH_SIM=1, `DurableJournal` records after each real fsync what the disk holds:
 `<log>.synced` = (inode, length) of the log, `<log>.meta.synced` = a copy of the meta file.
 `drop_unsynced` turns the files into what a power loss at that moment would leave: the log cut
 to its synced length, the meta file as of its last durable store, no commit-index file and no
-temp files. Run it only on a replica that is stopped (its journal closed or its process dead).
+temp files.
 
-Limits (see docs/durability.md): it models the journal only. LMDB commits are real fsyncs and
-are not rolled back. A page-cache write that the kernel happened to flush on its own is
-dropped too (a power loss may or may not keep it; we model the worst case). If the process died
-between a compaction's rename and its marker update, the marker names the old file: the new
-file was fsynced before the rename, so it is kept whole (`stale_marker` in the report).
+LMDB is committed without fsync (gcs_ha/consensus/recovery.py): while a replica runs, its
+`lmdb/state.json` says "dirty". `lose_unsynced_lmdb` models the worst a power loss can do to
+such an LMDB: its meta pages are zeroed, so nothing in it can be read, and the boot id in its
+state changes as a reboot would change the machine's. The replica must then rebuild LMDB from
+its snapshot and journal. A clean LMDB (stopped cleanly, synced) is left as it is.
+`simulate_power_loss` does both to a replica's data dir.
+
+Run them only on a replica that is stopped (its process dead).
+
+Limits (see docs/durability.md): a page-cache write that the kernel happened to flush on its
+own is dropped too (a power loss may or may not keep it; we model the worst case). If the
+process died between a compaction's rename and its marker update, the marker names the old
+file: the new file was fsynced before the rename, so it is kept whole (`stale_marker` in the
+report).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gcs_ha.consensus import recovery
 from gcs_ha.consensus.journal import (
     HEADER_SIZE,
     commit_path,
@@ -35,6 +45,10 @@ MetaOutcome = Literal["restored", "removed", "absent"]
 META_RESTORED: MetaOutcome = "restored"  # meta replaced by its last durable copy
 META_REMOVED: MetaOutcome = "removed"  # meta was never durably stored: deleted
 META_ABSENT: MetaOutcome = "absent"  # there was no meta file and no durable copy
+
+
+SIMULATED_BOOT_ID = "simulated-power-loss"
+LMDB_META_PAGES_BYTES = 2 * 4096
 
 
 @dataclass(frozen=True)
@@ -95,3 +109,30 @@ def _restore_meta(log: Path) -> MetaOutcome:
         meta.unlink()
         return META_REMOVED
     return META_ABSENT
+
+
+def lose_unsynced_lmdb(lmdb_dir: Path) -> bool:
+    """Leave a stopped replica's LMDB as a power loss may: unreadable if it was dirty.
+    Returns whether it was dirty (and is now damaged)."""
+    state = recovery.read_state(lmdb_dir)
+    data = lmdb_dir / "data.mdb"
+    if state is None or state.clean or not data.exists():
+        return False
+    with open(data, "r+b") as f:
+        f.write(b"\0" * min(LMDB_META_PAGES_BYTES, data.stat().st_size))
+    recovery.write_state(lmdb_dir, recovery.LmdbState(clean=False, boot_id=SIMULATED_BOOT_ID))
+    return True
+
+
+@dataclass(frozen=True)
+class PowerLossReport:
+    journal: DropReport
+    lmdb_damaged: bool
+
+
+def simulate_power_loss(data_dir: Path) -> PowerLossReport:
+    """A power loss of the stopped replica whose data dir is `data_dir`: the journal's
+    unsynced data dropped (needs GCS_HA_CRASH_SIM=1, see `drop_unsynced`), a dirty LMDB
+    damaged."""
+    journal = drop_unsynced(data_dir / "raft" / "journal")
+    return PowerLossReport(journal, lose_unsynced_lmdb(data_dir / "lmdb"))

@@ -140,6 +140,14 @@ def test_gcs_port_in_use(tmp_path: Path, ports: tuple[int, int]) -> None:
     assert_one_line_error(result, 2, f"cannot listen on --gcs-address 127.0.0.1:{ports[0]}")
 
 
+def test_raft_port_in_use(tmp_path: Path, ports: tuple[int, int]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[1]))
+        busy.listen()
+        result = run_cli(*start_args(tmp_path, ports), "--insecure")
+    assert_one_line_error(result, 2, f"cannot listen on --raft-address 127.0.0.1:{ports[1]}")
+
+
 def test_status_of_unreachable_address(ports: tuple[int, int]) -> None:
     result = run_cli("status", f"--address=127.0.0.1:{ports[0]}", "--timeout=2")
     assert_one_line_error(result, 1, f"cannot reach 127.0.0.1:{ports[0]}")
@@ -362,6 +370,53 @@ def test_status_json_health_join_and_leave(tmp_path: Path, ports: tuple[int, int
             cluster.node_id(i) for i in remaining
         )
         assert cluster.wait_for_leader(timeout=60) != leader
+
+
+def consensus_pid(front_end: int, timeout: float = 30.0) -> int:
+    """The pid of the consensus process of the replica whose front end is `front_end`."""
+
+    def child() -> int | None:
+        with open(f"/proc/{front_end}/task/{front_end}/children") as f:
+            pids = [int(p) for p in f.read().split()]
+        return pids[0] if pids else None
+
+    return wait_until(child, timeout, "the replica has no consensus process")
+
+
+def gone(pid: int) -> bool | None:
+    """True once `pid` has exited (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z" or None
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_a_replicas_two_processes_live_and_die_together(
+    tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    """kill -9 of the consensus process stops the front end (exit 70, for a supervisor to
+    restart the replica whole); kill -9 of the front end takes the consensus process along."""
+    with ProcessCluster(1, tmp_path, ports[0], ports[1]) as cluster:
+        cluster.start()
+        cluster.wait_for_leader(timeout=60)
+        front = cluster.process(0)
+        assert front is not None
+        os.kill(consensus_pid(front.pid), signal.SIGKILL)
+        assert front.wait(timeout=30) == 70
+        log = cluster.log_path(0).read_text()
+        assert "the consensus process is gone (exit code -9)" in log
+
+        front = cluster.restart(0)
+        cluster.wait_for_leader(timeout=60)
+        child = consensus_pid(front.pid)
+        os.kill(front.pid, signal.SIGKILL)  # the front end alone, not its process group
+        front.wait(timeout=30)
+        wait_until(lambda: gone(child), 10, "the consensus process outlived its front end")
+
+        cluster.restart(0)  # binds the same ports and opens the same LMDB again
+        cluster.wait_for_leader(timeout=60)
 
 
 @pytest.mark.slow

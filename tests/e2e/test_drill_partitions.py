@@ -7,8 +7,10 @@ A secure 3-replica ProcessCluster whose replicas dial their Raft peers through t
   acknowledges nothing sent to it; after heal it follows and every replica has the same
   tables. Writes it was sent while isolated were never applied anywhere.
 - One follower cut off: the majority keeps serving; after heal the follower catches up.
-Ports: gRPC 127.0.0.1:13100-13102 / 13150-13152, Raft 13110-13112 / 13160-13162, relay
-13120-13128 / 13170-13178.
+- A read sent to the isolated leader after the new leader acknowledged a newer value
+  never returns the old one (ReadIndex: it cannot confirm its leadership any more).
+Ports: gRPC 127.0.0.1:13100-13102 / 13150-13152 / 13300-13302, Raft 13110-13112 /
+13160-13162 / 13310-13312, relay 13120-13128 / 13170-13178 / 13320-13328.
 """
 
 from __future__ import annotations
@@ -81,6 +83,18 @@ def put_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) 
         except grpc.RpcError:
             return False
         return bool(reply.status.code == RAY_OK)
+
+
+def get_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) -> bytes | None:
+    """Get `key` from replica i itself; None when the call failed."""
+    with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
+        stub = kv_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = kv_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key)
+        try:
+            reply = stub.InternalKVGet(request, timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+        return bytes(reply.value) if reply.status.code == RAY_OK else None
 
 
 def read_all(cluster: ProcessCluster) -> dict[bytes, bytes]:
@@ -191,3 +205,27 @@ def test_cut_off_follower_does_not_stop_the_majority(tmp_path: Path) -> None:
         assert len(digests_agree(cluster)) == 1
         stored = read_all(cluster)
         assert {b"before", b"after", *(b"during-%d" % n for n in range(20))} <= stored.keys()
+
+
+def test_isolated_leader_never_answers_a_stale_read(tmp_path: Path) -> None:
+    with relayed_cluster(tmp_path, 13300) as (cluster, relay):
+        old = cluster.wait_for_leader(START_S)
+        others = [i for i in range(3) if i != old]
+        assert acked(put_all(cluster, range(3), [b"k"]))  # value b"k"
+
+        relay.isolate(old)
+        cluster.wait_for_leader(ELECTION_S, exclude=[old])
+
+        async def overwrite() -> Op:
+            seeds = [cluster.gcs_address(i) for i in others]
+            async with KvClient(seeds, NAMESPACE, call_timeout_s=5.0) as client:
+                await client.leader(timeout=ELECTION_S)
+                return await client.put(b"k", b"newer")
+
+        assert asyncio.run(overwrite()).outcome is Outcome.OK
+        # The old leader still believes it leads for up to 1.5 s after the cut; whatever
+        # it answers now, it is not the value the new leader already replaced.
+        assert get_directly(cluster, old, b"k", timeout_s=10.0) in (None, b"newer")
+        relay.heal()
+        wait_follows(cluster, old)
+        assert get_directly(cluster, old, b"k", timeout_s=10.0) == b"newer"

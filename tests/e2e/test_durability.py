@@ -48,7 +48,7 @@ from gcs_ha.testing.kvload import (
     outage_around,
     summarize,
 )
-from gcs_ha.testing.powerloss import drop_unsynced
+from gcs_ha.testing.powerloss import simulate_power_loss
 
 pytestmark = pytest.mark.slow
 
@@ -293,7 +293,7 @@ def power_loss_drill(
     """
     violations: list[str] = []
     history: list[Op] = []
-    dropped = 0
+    dropped = damaged = 0
     with ProcessCluster(3, tmp_path, *ports) as cluster:
         cluster.start()
         cluster.wait_for_leader(LEADER_TIMEOUT_S)
@@ -306,7 +306,9 @@ def power_loss_drill(
                 kill_all(cluster)
                 history += load.stop()
             for i in sorted(cluster.members):
-                dropped += drop_unsynced(cluster.data_dir(i) / "raft" / "journal").log_bytes_dropped
+                loss = simulate_power_loss(cluster.data_dir(i))
+                dropped += loss.journal.log_bytes_dropped
+                damaged += loss.lmdb_damaged
             cluster.start()
             cluster.wait_ready(LEADER_TIMEOUT_S)
             violations += state_ahead_of_log(cluster)
@@ -319,8 +321,21 @@ def power_loss_drill(
         after = post_restart_load(cluster, violations)
         history += after
         violations += cluster_violations(cluster, history)
-    numbers = {"rounds": rounds, "acked": summarize(history).acked, "dropped_bytes": dropped}
+        rebuilt = sum(rebuilds(cluster.log_path(i)) for i in sorted(cluster.members))
+    if rebuilt != damaged:
+        violations.append(f"{damaged} LMDBs were damaged but {rebuilt} rebuilds were logged")
+    numbers = {
+        "rounds": rounds,
+        "acked": summarize(history).acked,
+        "dropped_bytes": dropped,
+        "lmdb_rebuilt": rebuilt,
+    }
     return violations, numbers
+
+
+def rebuilds(log: Path) -> int:
+    """How many times a replica rebuilt its LMDB after a power loss (from its log)."""
+    return log.read_text(errors="replace").count("not stopped cleanly before a reboot")
 
 
 def post_restart_load(cluster: ProcessCluster, violations: list[str]) -> list[Op]:
@@ -346,6 +361,9 @@ def test_power_loss_keeps_acknowledged_writes(
     violations, numbers = power_loss_drill(tmp_path, ports, POWER_LOSSES)
     report("power_loss", violations=violations, **numbers)
     assert violations == []
+    # Every replica's LMDB was dirty when the power went, so every one was rebuilt from
+    # its snapshot and journal.
+    assert numbers["lmdb_rebuilt"] == 3 * POWER_LOSSES
 
 
 def test_power_loss_without_fsync_is_detected(

@@ -37,7 +37,7 @@ from gcs_ha.errors import ConfigError, InvalidRequestError
 # ----------------------------------------------------------------------------- helpers
 
 
-def start_cluster(cluster: Cluster, n: int, **conf: Any) -> list[Any]:
+def start_cluster(cluster: Cluster, n: int, node_class: Any = Counter, **conf: Any) -> list[Any]:
     """n Counter nodes; conf values that are lists are given one element per node."""
     addrs = free_addresses(n)
     nodes = []
@@ -46,7 +46,7 @@ def start_cluster(cluster: Cluster, n: int, **conf: Any) -> list[Any]:
         transport = kw.pop("transportClass", None)
         extra = {"transportClass": transport} if transport else {}
         others = [a for a in addrs if a != addr]
-        nodes.append(cluster.start(Counter, addr, others, base_conf(**kw), **extra))
+        nodes.append(cluster.start(node_class, addr, others, base_conf(**kw), **extra))
     assert wait_for(lambda: leader_of(nodes), 10), "no leader elected"
     return nodes
 
@@ -482,3 +482,99 @@ def test_journal_is_flushed_before_acks_votes_and_leader_commit(hooks: bool) -> 
         assert violations == [0, 0, 0]
     else:
         assert all(v > 0 for v in violations)
+
+
+# ----------------------------------------------------------------------------- write path
+
+
+class AckWatch(Counter):
+    """Records, for every append ack this node receives as leader, the acknowledged index
+    and how far its own journal was flushed at that moment."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.acks_seen: list[tuple[int, int]] = []
+        super().__init__(*args, **kwargs)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        if message.get("type") == "next_node_idx" and message.get("success") and self._isLeader():
+            journal = self._SyncObj__raftLog
+            self.acks_seen.append((message["next_node_idx"] - 1, journal.acked))
+        super()._SyncObj__onMessageReceived(node, message)
+
+
+def sequential_load(leader: Any, count: int) -> None:
+    """count puts, each waiting for the previous one's callback."""
+    for i in range(count):
+        done = threading.Event()
+        leader.put(i, callback=lambda result, error, done=done: done.set())
+        assert done.wait(10)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_leader_fsyncs_while_its_followers_do(overlap: bool) -> None:
+    """flush_after_send: a new entry is on the leader's disk before its first ack comes
+    back (the leader's fsync overlaps the followers'). Without it the leader fsyncs at the
+    start of the next tick, after that ack: its fsync follows theirs."""
+    journals = [ListJournal() for _ in range(3)]
+    with P.patch_enabled("flush_after_send", overlap), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, node_class=AckWatch, journalFile=journals)
+        leader = leader_of(nodes)
+        leader.acks_seen.clear()
+        sequential_load(leader, 100)
+    first: dict[int, int] = {}  # entry index -> leader's flushed index at its first ack
+    for index, flushed in leader.acks_seen:
+        first.setdefault(index, flushed)
+    assert len(first) >= 100
+    covered = sum(flushed >= index for index, flushed in first.items()) / len(first)
+    if overlap:
+        assert covered == 1.0
+    else:
+        assert covered < 0.5
+
+
+class SendCounter(TCPTransport):  # type: ignore[misc]
+    """Counts the AppendEntries this node sends."""
+
+    appends = 0
+
+    def send(self, node: Any, message: Any) -> bool:
+        if message.get("type") == "append_entries":
+            SendCounter.appends += 1
+        sent: bool = super().send(node, message)
+        return sent
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_no_append_entries_only_to_carry_the_commit_index(patched: bool) -> None:
+    """no_commit_only_append: one AppendEntries per follower per entry (plus heartbeats);
+    pysyncobj alone sends a second one after every apply, only for the commit index."""
+    with P.patch_enabled("no_commit_only_append", patched), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, transportClass=SendCounter)
+        leader = leader_of(nodes)
+        time.sleep(0.2)
+        SendCounter.appends = 0
+        sequential_load(leader, 100)
+        per_entry = SendCounter.appends / (100 * 2)
+    if patched:
+        assert per_entry < 1.3
+    else:
+        assert per_entry > 1.7
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_followers_echo_the_read_tag(patched: bool) -> None:
+    """read_echo: every AppendEntries carries the leader's read tag and each follower's
+    answer echoes it, so the leader knows a majority still followed it after the tag was
+    set (ReadIndex)."""
+    with P.patch_enabled("read_echo", patched), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3)
+        leader = leader_of(nodes)
+        followers = {str(n.selfNode.id) for n in nodes if n is not leader}
+        run_in_tick(leader, lambda: P.set_read_tag(leader, 7))
+        wait_for(lambda: P.read_tag_sent(leader), 2)
+        echoed = wait_for(lambda: len(P.read_echoes(leader)) == 2, 2)
+        echoes = dict(P.read_echoes(leader))
+    if patched:
+        assert echoed and echoes == dict.fromkeys(followers, 7)
+    else:
+        assert echoes == {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from gcs_ha.consensus.api import MemberInfo
-from gcs_ha.errors import NotLeaderError
+from gcs_ha.consensus.replica import RaftReplica
+from gcs_ha.errors import NotLeaderError, UnavailableError
 from gcs_ha.storage.store_client import KV_TABLE
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
@@ -113,5 +116,89 @@ def test_snapshot_catches_up_a_new_member(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.05)
             assert {m.node_id for m in leader.members()} == {"r0", "r1", "r2", "r3"}
+
+    run(main())
+
+
+async def registered(c: InProcessCluster, leader: RaftReplica, n: int) -> None:
+    """Wait until every replica registered itself (their own writes are done)."""
+    for _ in range(200):
+        if len({m.node_id for m in leader.members()} - {""}) == n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("replicas did not register")
+
+
+def test_reads_confirm_leadership_without_log_entries(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with InProcessCluster(
+            replica_configs(tmp_path, 3, RAFT_PORT + 50, GCS_PORT + 50)
+        ) as c:
+            leader = await c.leader()
+            await registered(c, leader, 3)
+            await leader.store.put(KV_TABLE, b"k", b"v")
+            await asyncio.sleep(0.2)  # the status is sent every 50 ms
+            before = leader.status().last_log_index
+            confirmations = leader.read_confirmations
+            values = await asyncio.gather(*(leader.store.get(KV_TABLE, b"k") for _ in range(300)))
+            assert values == [b"v"] * 300
+            await asyncio.sleep(0.2)
+            assert leader.status().last_log_index == before  # no entry for any read
+            assert 1 <= leader.read_confirmations - confirmations < 300  # rounds were shared
+
+    run(main())
+
+
+def test_a_leader_cut_off_from_its_followers_answers_no_read(tmp_path: Path) -> None:
+    """ReadIndex: without a majority echoing a heartbeat sent after the read arrived, the
+    read waits, until the leader steps down (leader fallback, 1.5 s) and refuses it."""
+
+    async def main() -> None:
+        async with InProcessCluster(
+            replica_configs(tmp_path, 3, RAFT_PORT + 60, GCS_PORT + 60)
+        ) as c:
+            leader = await c.leader()
+            await leader.store.put(KV_TABLE, b"k", b"v")
+            assert await leader.store.get(KV_TABLE, b"k") == b"v"
+            stopped = [r.consensus_pid for r in c.running() if r is not leader]
+            for pid in stopped:
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                read = asyncio.ensure_future(leader.store.get(KV_TABLE, b"k"))
+                await asyncio.sleep(1.0)
+                assert not read.done()
+                with pytest.raises(NotLeaderError):
+                    await asyncio.wait_for(read, 5.0)
+                assert not leader.is_serving()
+            finally:
+                for pid in stopped:
+                    assert pid is not None
+                    os.kill(pid, signal.SIGCONT)
+            await c.leader()
+
+    run(main())
+
+
+def test_a_dead_consensus_process_stops_its_replica(tmp_path: Path) -> None:
+    """The front end learns at once: it stops serving, fails what waits, reports the exit."""
+
+    async def main() -> None:
+        async with InProcessCluster(
+            replica_configs(tmp_path, 1, RAFT_PORT + 70, GCS_PORT + 70)
+        ) as c:
+            leader = await c.leader()
+            await leader.store.put(KV_TABLE, b"k", b"v")
+            pid = leader.consensus_pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if leader.lost_code is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert leader.lost_code == -signal.SIGKILL
+            assert not leader.is_serving()
+            with pytest.raises((NotLeaderError, UnavailableError)):
+                await leader.store.put(KV_TABLE, b"k2", b"v")
 
     run(main())

@@ -1,7 +1,8 @@
-"""gcs_ha.server.interpreter: the replica process's GIL and garbage-collector settings."""
+"""gcs_ha.server.interpreter: the replica front end's event loop and interpreter settings."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -9,30 +10,59 @@ from collections.abc import Iterator
 
 import pytest
 
+from gcs_ha.errors import ConfigError
 from gcs_ha.server import interpreter
-from gcs_ha.server.interpreter import GC_THRESHOLDS, SWITCH_INTERVAL_S, GcPauseLog
+from gcs_ha.server.interpreter import GcPauseLog
 
 
 @pytest.fixture
 def restored() -> Iterator[None]:
     """The interpreter's settings as they were before the test."""
-    switch, thresholds, callbacks = sys.getswitchinterval(), gc.get_threshold(), gc.callbacks[:]
+    thresholds, callbacks = gc.get_threshold(), gc.callbacks[:]
     try:
         yield
     finally:
-        sys.setswitchinterval(switch)
         gc.set_threshold(*thresholds)
         gc.callbacks[:] = callbacks
         gc.unfreeze()
 
 
-def test_tune_interpreter_sets_switch_interval_thresholds_and_pause_log(restored: None) -> None:
-    interpreter.tune_interpreter()
-    interpreter.tune_interpreter()  # twice: still one pause log
-    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
-    assert gc.get_threshold() == GC_THRESHOLDS
+async def _loop_type() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+@pytest.mark.parametrize(
+    ("setting", "module"), [("", "uvloop"), ("asyncio", "asyncio.unix_events")]
+)
+def test_run_front_end_picks_the_event_loop_and_leaves_the_interpreter_alone(
+    restored: None, monkeypatch: pytest.MonkeyPatch, setting: str, module: str
+) -> None:
+    monkeypatch.setenv(interpreter.EVENT_LOOP_ENV, setting)
+    monkeypatch.delenv(interpreter.GC_THRESHOLDS_ENV, raising=False)
+    switch, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    assert interpreter.run_front_end(_loop_type()) == module
+    assert interpreter.run_front_end(_loop_type()) == module  # twice: still one pause log
+    assert sys.getswitchinterval() == switch
+    assert gc.get_threshold() == thresholds
     assert gc.get_freeze_count() > 0
     assert sum(isinstance(cb, GcPauseLog) for cb in gc.callbacks) == 1
+
+
+def test_gc_thresholds_can_be_set_for_experiments(
+    restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(interpreter.GC_THRESHOLDS_ENV, "50000,50,100")
+    interpreter.run_front_end(_loop_type())
+    assert gc.get_threshold() == (50000, 50, 100)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match=interpreter.EVENT_LOOP_ENV):
+        interpreter.event_loop_name({interpreter.EVENT_LOOP_ENV: "trio"})
+    for bad in ("1,2", "a,b,c", "1,2,-3"):
+        with pytest.raises(ConfigError, match=interpreter.GC_THRESHOLDS_ENV):
+            interpreter.gc_thresholds({interpreter.GC_THRESHOLDS_ENV: bad})
+    assert interpreter.gc_thresholds({}) is None
 
 
 def test_pause_log_warns_only_about_long_collections(caplog: pytest.LogCaptureFixture) -> None:
@@ -47,8 +77,8 @@ def test_pause_log_warns_only_about_long_collections(caplog: pytest.LogCaptureFi
         log("stop", {"generation": 2, "collected": 7})
         log("stop", {"generation": 2, "collected": 0})  # no start seen: ignored
     assert [r.getMessage() for r in caplog.records] == [
-        "garbage collection of generation 2 took 310 ms (every thread, Raft's too, was "
-        "stopped); 7 objects collected"
+        "garbage collection of generation 2 took 310 ms (every call of this process "
+        "waited); 7 objects collected"
     ]
 
 
