@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROLES = ("leader_frontend", "leader_consensus", "follower")
+ROLE_TITLES = ("LEAD FE", "LEAD CONS", "FOLLOWER")
+"""Table headers of the `<role>_cpu_ms_per_op` columns, in ROLES order."""
 
 
 def child_pids(pid: int) -> list[int]:
@@ -80,10 +82,12 @@ def thread_cpu(pids: Iterable[int]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Replica:
-    """One replica to account for: the pid of its front end, whether it leads."""
+    """One replica to account for: the pid of its front end, whether it leads, and the pid
+    of its consensus process (None: the front end's children, found at construction)."""
 
     pid: int
     leader: bool
+    consensus_pid: int | None = None
 
 
 class RoleCpu:
@@ -91,7 +95,10 @@ class RoleCpu:
     found once, at construction: build it after the cluster started."""
 
     def __init__(self, replicas: Iterable[Replica]) -> None:
-        self._replicas = [(r, child_pids(r.pid)) for r in replicas]
+        self._replicas = [
+            (r, [r.consensus_pid] if r.consensus_pid is not None else child_pids(r.pid))
+            for r in replicas
+        ]
         self.followers = sum(1 for r, _ in self._replicas if not r.leader)
 
     def sample(self) -> dict[str, float]:
@@ -122,3 +129,12 @@ class RoleCpu:
                 used /= self.followers
             out[f"{role}_cpu_ms_per_op"] = round(used * 1000.0 / ops, 4) if ops else None
         return out
+
+
+def role_cells(row: Mapping[str, object]) -> tuple[str, ...]:
+    """A result row's CPU ms per op by role, as table cells ("-" where there is none)."""
+    cells = []
+    for role in ROLES:
+        value = row.get(f"{role}_cpu_ms_per_op")
+        cells.append(f"{value:.3f}" if isinstance(value, int | float) else "-")
+    return tuple(cells)

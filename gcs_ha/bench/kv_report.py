@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
 from gcs_ha.bench.stats import text_table
 
 KEY = ("system", "op", "clients")
@@ -47,18 +48,11 @@ def median_rows(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
     return out
 
 
-ROLE_COLUMNS = (
-    ("leader_frontend_cpu_ms_per_op", "LEAD FE"),
-    ("leader_consensus_cpu_ms_per_op", "LEAD CONS"),
-    ("follower_cpu_ms_per_op", "FOLLOWER"),
-)
-
-
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
     """The human-readable table. The last three columns: CPU ms per op of the leader's
     front end, of its consensus process, and of one follower (gcs-ha only)."""
     header = ("SYSTEM", "OP", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "ERR", "SRV CORES",
-              "SRV CPU MS/OP", "CLI CORES", *(title for _, title in ROLE_COLUMNS))  # fmt: skip
+              "SRV CPU MS/OP", "CLI CORES", *ROLE_TITLES)  # fmt: skip
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
         lines.append(
@@ -73,7 +67,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{r.get('server_cores', 0):.2f}",
                 _ms(r.get("server_cpu_ms_per_op")),
                 f"{r.get('client_cores', 0):.2f}",
-                *(_ms(r.get(field)) for field, _ in ROLE_COLUMNS),
+                *role_cells(r),
             )
         )
     return text_table(lines, left=2)

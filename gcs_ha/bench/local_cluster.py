@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.bench.common import CLUSTER_NAME, GCS_PORT_OFFSET, HOST, ProcessSet
+from gcs_ha.bench.cpu import Replica, RoleCpu
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.consensus.replica import RaftReplica
 from gcs_ha.errors import GcsHaError, UnavailableError
@@ -43,6 +45,12 @@ class BenchCluster:
         self._procs = procs
         self._followers: dict[int, Process] = {}
         self.replica: RaftReplica | None = None
+
+    def role_cpu(self) -> RoleCpu:
+        """CPU by replica role: r0's front end is this process (the writers included)."""
+        assert self.replica is not None
+        r0 = Replica(os.getpid(), leader=True, consensus_pid=self.replica.consensus_pid)
+        return RoleCpu([r0, *(Replica(p.pid, leader=False) for p in self._followers.values())])
 
     def raft_address(self, i: int) -> str:
         return f"{HOST}:{self.base_port + i}"

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
+
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of already sorted values, nearest-rank; 0.0 if empty."""
@@ -101,8 +103,11 @@ def median_points(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, An
 
 
 def render_table(rows: Iterable[dict[str, Any]]) -> str:
-    """The human-readable table of `gcs-ha bench storage`."""
-    header = ("SYSTEM", "REPLICAS", "WRITERS", "WRITES/S", "P50 MS", "P99 MS", "REQ/ENTRY")
+    """The human-readable table of `gcs-ha bench storage`. The last columns: CPU ms per
+    write of the leader's front end (the writers run there), its consensus process and
+    one follower."""
+    header = ("SYSTEM", "REPLICAS", "WRITERS", "WRITES/S", "P50 MS", "P99 MS", "REQ/ENTRY",
+              *ROLE_TITLES)  # fmt: skip
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
         per_entry = r.get("requests_per_entry")
@@ -115,6 +120,7 @@ def render_table(rows: Iterable[dict[str, Any]]) -> str:
                 f"{r['p50_ms']:.3f}",
                 f"{r['p99_ms']:.3f}",
                 "-" if per_entry is None else f"{per_entry:.1f}",
+                *role_cells(r),
             )
         )
     return text_table(lines, left=1)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gcs_ha.bench.common import ProcessSet, run_dir
+from gcs_ha.bench.cpu import RoleCpu
 from gcs_ha.bench.lmdb_baseline import run_lmdb
 from gcs_ha.bench.local_cluster import BenchCluster
 from gcs_ha.bench.stats import Point, point_from_latencies
@@ -93,26 +94,34 @@ async def _bench_cluster(
     """Start an n-replica cluster and measure every writer count on it."""
     value = os.urandom(config.value_bytes)
     points = []
-    async with BenchCluster(base, n, config.base_port, procs) as replica:
+    cluster = BenchCluster(base, n, config.base_port, procs)
+    async with cluster as replica:
+        roles = cluster.role_cpu()
         for writers in config.writers:
-            point = await measure_writers(replica, n, writers, value, config)
+            point = await measure_writers(replica, n, writers, value, config, roles=roles)
             log.info("%s", point.to_json())
             points.append(point)
     return points
 
 
 async def measure_writers(
-    replica: RaftReplica, n: int, writers: int, value: bytes, config: StorageBenchConfig
+    replica: RaftReplica,
+    n: int,
+    writers: int,
+    value: bytes,
+    config: StorageBenchConfig,
+    *,
+    roles: RoleCpu,
 ) -> Point:
     """`writers` concurrent put loops on `replica`'s store: warm-up, then one window."""
     now = time.perf_counter()
     window = _Window(start=now + config.warmup_s, end=now + config.warmup_s + config.duration_s)
     proposer = _proposer(replica)
     tag = f"n{n}w{writers}"
-    counters = asyncio.create_task(_count_in_window(proposer, window))
+    counters = asyncio.create_task(_count_in_window(proposer, window, roles))
     snaps_before = replica.snapshots_taken()
     await asyncio.gather(*(_writer(replica, f"{tag}/{w}", value, window) for w in range(writers)))
-    entries, requests = await counters
+    entries, requests, cpu = await counters
     return point_from_latencies(
         f"gcs-ha-{n}",
         replicas=n,
@@ -125,6 +134,7 @@ async def measure_writers(
             "requests_per_entry": round(requests / entries, 2) if entries else None,
             "snapshots": replica.snapshots_taken() - snaps_before,
             "value_bytes": len(value),
+            **roles.per_op(cpu[0], cpu[1], len(window.latencies)),
         },
     )
 
@@ -152,12 +162,21 @@ async def _writer(replica: RaftReplica, prefix: str, value: bytes, window: _Wind
             window.latencies.append(done - began)
 
 
-async def _count_in_window(proposer: GroupCommitProposer, window: _Window) -> tuple[int, int]:
-    """(entries, requests) the proposer sent to Raft during the window."""
+async def _count_in_window(
+    proposer: GroupCommitProposer, window: _Window, roles: RoleCpu
+) -> tuple[int, int, tuple[dict[str, float], dict[str, float]]]:
+    """(entries, requests) the proposer sent to Raft during the window, and the CPU by
+    role sampled at its start and end."""
     await asyncio.sleep(max(0.0, window.start - time.perf_counter()))
     entries, requests = proposer.entries_proposed, proposer.requests_proposed
+    cpu_start = roles.sample()
     await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
-    return proposer.entries_proposed - entries, proposer.requests_proposed - requests
+    cpu_end = roles.sample()
+    return (
+        proposer.entries_proposed - entries,
+        proposer.requests_proposed - requests,
+        (cpu_start, cpu_end),
+    )
 
 
 def _proposer(replica: RaftReplica) -> GroupCommitProposer:

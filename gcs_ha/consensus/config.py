@@ -50,7 +50,7 @@ class ReplicaConfig:
     # Take a snapshot and compact the Raft log after this many entries.
     compaction_min_entries: int = 20_000
     # Group commit: how many Raft entries may be in flight at once.
-    max_inflight_entries: int = 2
+    max_inflight_entries: int = 1
     # Group commit: the largest batch of requests (bytes of payload) per Raft entry.
     max_entry_bytes: int = 4 * 1024 * 1024
 

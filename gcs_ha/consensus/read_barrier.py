@@ -2,9 +2,17 @@
 
 `wait()` returns once the consensus process confirmed that this replica still leads and
 its LMDB holds everything committed when the read arrived (read_index.py); the caller then
-reads its LMDB reader. One READ request is in flight at a time: the reads that arrive
+reads its LMDB reader. One READ request is in flight at a time, and the reads that arrive
 meanwhile wait for the next one (the one in flight may have been registered before them),
-which then answers all of them at once. Loop thread only.
+which then answers all of them at once.
+
+Pacing: a read that finds nothing in flight is sent at once (a lone client pays one round
+trip). Reads that queued behind a round are sent no sooner than `min_gap_s` after the
+previous READ: under load every round then carries several milliseconds' worth of reads,
+instead of the one or two that arrived during a sub-millisecond round. Each round costs
+the consensus processes a heartbeat to and an answer from every follower; on a machine
+they share with the front end that CPU is what the front end runs short of
+(docs/benchmarks.md). Loop thread only.
 """
 
 from __future__ import annotations
@@ -18,13 +26,18 @@ from gcs_ha.errors import GcsHaError
 Done = Callable[[Any, GcsHaError | None], None]
 Read = Callable[[Done], None]
 
+MIN_GAP_S = 0.002
+
 
 class ReadBarrier:
-    def __init__(self, read: Read) -> None:
+    def __init__(self, read: Read, min_gap_s: float = MIN_GAP_S) -> None:
         """`read(done)` asks the consensus process for one confirmation."""
         self._read = read
+        self._gap = min_gap_s
         self._queued: list[asyncio.Future[None]] = []
         self._inflight = False
+        self._last_sent = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
         self.confirmations = 0  # READ requests sent (observability: reads per request)
 
     async def wait(self) -> None:
@@ -33,14 +46,17 @@ class ReadBarrier:
         process is gone."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.append(future)
-        self._pump()
+        if not self._inflight and self._timer is None:
+            self._send()
         await future
 
-    def _pump(self) -> None:
+    def _send(self) -> None:
+        self._timer = None
         if self._inflight or not self._queued:
             return
         batch, self._queued = self._queued, []
         self._inflight = True
+        self._last_sent = asyncio.get_running_loop().time()
         self.confirmations += 1
         self._read(lambda _, error: self._done(batch, error))
 
@@ -53,4 +69,10 @@ class ReadBarrier:
                 future.set_result(None)
             else:
                 future.set_exception(error)
-        self._pump()
+        if self._queued:  # reads that arrived during the round: paced
+            loop = asyncio.get_running_loop()
+            wait = self._last_sent + self._gap - loop.time()
+            if wait > 0:
+                self._timer = loop.call_later(wait, self._send)
+            else:
+                self._send()

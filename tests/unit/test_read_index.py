@@ -69,7 +69,7 @@ class FakeConsensus:
 def test_one_confirmation_in_flight_covers_the_reads_queued_behind_it() -> None:
     async def main() -> None:
         consensus = FakeConsensus()
-        barrier = ReadBarrier(consensus.read)
+        barrier = ReadBarrier(consensus.read, min_gap_s=0.0)
         first = asyncio.ensure_future(barrier.wait())
         await asyncio.sleep(0)
         later = [asyncio.ensure_future(barrier.wait()) for _ in range(5)]
@@ -85,5 +85,34 @@ def test_one_confirmation_in_flight_covers_the_reads_queued_behind_it() -> None:
             with pytest.raises(NotLeaderError):
                 future.result()
         assert barrier.confirmations == 2
+
+    asyncio.run(main())
+
+
+def test_reads_queued_behind_a_round_are_paced_and_a_lone_read_is_not() -> None:
+    async def main() -> None:
+        consensus = FakeConsensus()
+        barrier = ReadBarrier(consensus.read, min_gap_s=0.2)
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(barrier.wait())
+        await asyncio.sleep(0)
+        queued = asyncio.ensure_future(barrier.wait())  # arrives during the round
+        await asyncio.sleep(0)
+        sent_first = loop.time()
+        consensus.answer()
+        await first
+        await asyncio.sleep(0.05)
+        assert consensus.pending == []  # held: the previous READ went out < 0.2 s ago
+        while not consensus.pending:
+            await asyncio.sleep(0.01)
+        assert loop.time() - sent_first >= 0.19
+        consensus.answer()
+        await queued
+        await asyncio.sleep(0.3)
+        lone = asyncio.ensure_future(barrier.wait())  # nothing in flight: at once
+        await asyncio.sleep(0)
+        assert len(consensus.pending) == 1
+        consensus.answer()
+        await lone
 
     asyncio.run(main())
