@@ -183,15 +183,17 @@ def _follow(
     proc: Process, sut: ActorSystem, config: ActorsBenchConfig, log_path: Path
 ) -> list[dict[str, Any]]:
     """React to the driver's events until it says `done` (or exits). For gcs-ha, each
-    row also gets `elections`: how much the Raft term grew during its step."""
+    row also gets `elections` and its CPU per op by replica role (`_StepMeter`)."""
     assert proc.stdin is not None
     rows: list[dict[str, Any]] = []
     probe: MemoryProbe | None = None
-    term = sut.term()
+    meter = _StepMeter(sut)
     for event in _events(proc, sut, config.timeout_s):
         kind = event.pop("event")
         new: list[dict[str, Any]] = []
-        if kind == "result":
+        if kind == "ready":
+            meter.restart()
+        elif kind == "result":
             new = [_rate_row(sut.name, event)]
         elif kind == "memory_ready":
             probe = MemoryProbe.begin(
@@ -202,7 +204,7 @@ def _follow(
                 timeout_s=config.timeout_s,
                 log_path=log_path,
             )
-            term = sut.term()
+            meter.restart()
             _tell(proc, f"go {config.memory_batch or config.memory_actors}")
         elif kind == "memory_submitted" and probe is not None:
             try:
@@ -212,17 +214,42 @@ def _follow(
                 new = [probe.failed_row(str(exc))]
         if kind == "done":
             break
-        if new and term is not None:
-            now = sut.term()
-            for row in new:
-                row["elections"] = None if now is None else now - term
-            term = now
+        meter.annotate(new)
         for row in new:
             log.info("%s", row)
         rows += new
         if new and "error" in new[-1]:
             break
     return rows
+
+
+class _StepMeter:
+    """gcs-ha only: how much the Raft term grew during a step (`elections`; 0 when the
+    leader held), and the CPU of each replica role since the previous step, per actor or
+    group of the step (gcs_ha.bench.cpu)."""
+
+    def __init__(self, sut: ActorSystem) -> None:
+        self._sut = sut
+        self._term: int | None = None
+        self._cpu: dict[str, float] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        self._term = self._sut.term()
+        self._cpu = self._sut.roles.sample() if self._sut.roles else {}
+
+    def annotate(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self._term is not None:
+            now = self._sut.term()
+            for row in rows:
+                row["elections"] = None if now is None else now - self._term
+            self._term = now
+        if self._sut.roles:
+            cpu = self._sut.roles.sample()
+            rows[0].update(self._sut.roles.per_op(self._cpu, cpu, rows[0]["count"]))
+            self._cpu = cpu
 
 
 def _memory_step(

@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 
 from gcs_ha.bench.actors_systems import ActorSystem
+from gcs_ha.bench.cpu import child_pids
 from gcs_ha.errors import UnavailableError
 from gcs_ha.proto.ray import gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
@@ -51,7 +52,20 @@ STATE_NAMES = {v: k for k, v in gcs_pb2.ActorTableData.ActorState.items()}
 
 
 def memory_of(pid: int) -> dict[str, float]:
-    """MiB of a process from /proc/PID/status: rss (VmRSS), anon (RssAnon), peak (VmHWM)."""
+    """MiB of a process from /proc/PID/status: rss (VmRSS), anon (RssAnon), peak (VmHWM).
+    A gcs-ha replica is two processes (its front end and its consensus process, a child):
+    each field is their sum, and `frontend_rss` / `consensus_rss` split the RSS."""
+    fields = _status_mib(pid)
+    children = [_status_mib(child) for child in child_pids(pid)]
+    if children:
+        fields["frontend_rss"] = fields["rss"]
+        fields["consensus_rss"] = round(sum(c["rss"] for c in children), 1)
+        for key in ("rss", "anon", "peak"):
+            fields[key] = round(fields[key] + sum(c[key] for c in children), 1)
+    return fields
+
+
+def _status_mib(pid: int) -> dict[str, float]:
     fields: dict[str, float] = {}
     names = {"VmRSS": "rss", "RssAnon": "anon", "VmHWM": "peak"}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -209,6 +223,9 @@ class MemoryProbe:
             "rss_before_mib": before["rss"],
             "kib_per_actor": round((mem["rss"] - before["rss"]) * 1024 / self.count, 2),
         }
+        for part in ("frontend_rss", "consensus_rss"):
+            if part in mem:
+                row[f"{part}_mib"] = mem[part]
         others = {label: m["rss"] for label, m in after.items() if label != main}
         if others:
             row["followers_rss_mib"] = others

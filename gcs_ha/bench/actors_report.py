@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
 from gcs_ha.bench.stats import text_table
 
 BASE = "ray-memory"
@@ -58,8 +59,9 @@ def median_rows(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The human-readable table."""
-    header = ("SYSTEM", "OP", "COUNT", "SECONDS", "PER S", "RSS MIB", "VS RAY")
+    """The human-readable table. The last columns: CPU ms per actor or group of the
+    leader's front end, its consensus process and one follower (gcs-ha only)."""
+    header = ("SYSTEM", "OP", "COUNT", "SECONDS", "PER S", "RSS MIB", "VS RAY", *ROLE_TITLES)
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
         rate = next((r[k] for k in RATES if k in r), None)
@@ -73,6 +75,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 "error" if "error" in r else "-" if rate is None else f"{rate:,.1f}",
                 f"{r['rss_mib']:,.1f}" if "rss_mib" in r else "-",
                 "-" if ratio is None else f"{ratio:.2f}x",
+                *role_cells(r),
             )
         )
     return text_table(lines, left=2)
@@ -92,6 +95,11 @@ def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"RSS ({r['anon_mib']:.0f} anon, peak {r['peak_mib']:.0f}) with {r['count']:,} "
             f"actors, {r['kib_per_actor']:.1f} KiB per actor"
         )
+        if "frontend_rss_mib" in r:
+            text += (
+                f" (front end {r['frontend_rss_mib']:.0f}, "
+                f"consensus {r['consensus_rss_mib']:.0f} MiB)"
+            )
         followers = r.get("followers_rss_mib")
         if followers:
             text += "; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in followers.items())

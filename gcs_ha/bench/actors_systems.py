@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gcs_ha.bench.cpu import Replica, RoleCpu
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.processes import Process, gcs_ha_command, spawn, terminate_all
 from gcs_ha.testing.cluster import ProcessCluster
@@ -89,6 +90,7 @@ class ActorSystem:
     servers: dict[str, int] = field(default_factory=dict)
     watched: dict[str, tuple[int, Path]] = field(default_factory=dict)  # label -> pid, log
     cluster: ProcessCluster | None = None
+    roles: RoleCpu | None = None  # gcs-ha: CPU by replica role (the leader at the start)
 
     def check_alive(self) -> None:
         """UnavailableError naming the first watched process that has gone."""
@@ -202,11 +204,14 @@ def _gcs_ha(
                 cluster.wait_for_members(n, i, timeout=START_TIMEOUT_S)
             address = cluster.gcs_address(leader)
             system = ActorSystem(name, address, cluster=cluster)
+            replicas = []
             for i in range(n):
                 proc = cluster.process(i)
                 assert proc is not None
                 system.servers[cluster.node_id(i)] = proc.pid
                 system.watched[cluster.node_id(i)] = (proc.pid, cluster.log_path(i))
+                replicas.append(Replica(proc.pid, leader=i == leader))
+            system.roles = RoleCpu(replicas)
             cmd = [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *args]
             sid = sessions.start("head", cmd)
             system.watched["raylet"] = (sessions.find(sid, "raylet"), sessions.log_dir / "head.log")

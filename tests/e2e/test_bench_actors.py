@@ -20,6 +20,7 @@ import pytest
 from gcs_ha.bench.actors import ActorsBenchConfig
 from gcs_ha.bench.actors_report import add_ratios, median_rows, memory_lines, render_table
 from gcs_ha.bench.actors_systems import HOST
+from gcs_ha.bench.cpu import ROLES
 from gcs_ha.errors import ConfigError
 from gcs_ha.testing.sessions import kill_sessions, session_members
 
@@ -78,7 +79,16 @@ def test_smoke_run_prints_every_row_and_stops_everything(tmp_path: Path) -> None
     for mem in (ray_mem, ha_mem):
         assert mem["rss_before_mib"] > 0, mem
         assert 0 < mem["anon_mib"] <= mem["rss_mib"] <= mem["peak_mib"], mem
+    # A replica is its front end and its consensus process: both are counted.
+    assert ha_mem["rss_mib"] == pytest.approx(
+        ha_mem["frontend_rss_mib"] + ha_mem["consensus_rss_mib"], abs=0.2
+    )
     assert all("vs_ray_memory" in r for r in rows[6:])
+    # gcs-ha's steps: CPU per actor or group, by replica role (/proc counts in 10 ms
+    # ticks, so a short step may show none; all steps together do).
+    for role in ROLES:
+        values = [row[f"{role}_cpu_ms_per_op"] for row in rows[6:11]]
+        assert min(values) >= 0 and sum(values) > 0, (role, values)
     assert "gcs-ha-3: r" in out.stderr  # the memory lines go to stderr with --json
     # Every process was stopped, the run directory and Ray's temp dir removed.
     for port in (BASE_PORT, BASE_PORT + 10, BASE_PORT + 12, BASE_PORT + 20, BASE_PORT + 100):
@@ -163,9 +173,10 @@ def test_ratios_medians_table_and_memory_lines() -> None:
     assert "vs_ray_memory" not in by["ray-memory", "actors"]
     table = render_table(rows).splitlines()
     assert table[0].split() == ["SYSTEM", "OP", "COUNT", "SECONDS", "PER", "S", "RSS", "MIB", "VS",
-                                "RAY"]  # fmt: skip
-    assert table[3].split() == ["gcs-ha-3", "actors", "10", "1.00", "6.0", "-", "0.30x"]
-    assert table[4].split()[-2:] == ["250.0", "2.50x"]
+                                "RAY", "LEAD", "FE", "LEAD", "CONS", "FOLLOWER"]  # fmt: skip
+    assert table[3].split() == ["gcs-ha-3", "actors", "10", "1.00", "6.0", "-", "0.30x",
+                                "-", "-", "-"]  # fmt: skip
+    assert table[4].split()[-5:-3] == ["250.0", "2.50x"]
     assert memory_lines(rows)[1].startswith("gcs-ha-3: r0 (leader) 50 -> 250 MiB RSS")
 
 
@@ -175,6 +186,6 @@ def test_a_failed_step_shows_as_error() -> None:
     rows = add_ratios([row("ray-memory", "register", actors_per_s=100.0), failed])
     assert "vs_ray_memory" not in rows[1]
     assert render_table(rows).splitlines()[2].split() == [
-        "gcs-ha-3", "register", "10", "-", "error", "-", "-"
+        "gcs-ha-3", "register", "10", "-", "error", "-", "-", "-", "-", "-"
     ]  # fmt: skip
     assert memory_lines(rows) == ["gcs-ha-3: register failed: stalled"]
