@@ -1,19 +1,23 @@
 """The replica front end's event loop and interpreter settings.
 
 Raft runs in the replica's consensus process (gcs_ha/consensus/raft_host.py), so nothing
-in this process has a deadline that the GIL or the garbage collector can make Raft miss.
-The interpreter runs with its own defaults: the 0.5 ms GIL switch interval and the
-garbage-collector thresholds that this module once set to keep an in-process Raft thread
-on time are gone (server/DESIGN.md has the measurements). What remains:
+in this process has a deadline that the GIL or the garbage collector can make Raft miss:
+the 0.5 ms GIL switch interval this module once set for an in-process Raft thread is gone,
+and under a burst of 10,000 actor registrations the leader holds with the interpreter's
+own settings (server/DESIGN.md has the measurements). What remains pays for throughput:
 
 - the event loop: uvloop by default (`GCS_HA_EVENT_LOOP=asyncio` selects the standard
   one). grpc.aio's per-call work is mostly event-loop work; uvloop cut a bare gRPC KV
-  server's CPU per call by a fifth and raised its rate by a third (server/DESIGN.md);
+  server's CPU per call by a fifth and raised its rate by a third;
+- the collector's thresholds, GC_THRESHOLDS (the interpreter's are 700, 10, 10). With
+  thousands of calls in flight, objects survive young collections and die old, so the
+  defaults ran full collections of 230-480 ms every few seconds. These cut the front
+  end's CPU per registered actor by a quarter and raised the rate by 20-30%.
+  `GCS_HA_GC_THRESHOLDS=a,b,c` sets others (e.g. 700,10,10 for the defaults);
 - `gc.freeze()` once started: the objects that live as long as the process (modules,
   classes, functions) leave every later collection;
 - `GcPauseLog`: a collection of GC_PAUSE_WARN_S or more is logged, since it stalls every
-  call of the process;
-- `GCS_HA_GC_THRESHOLDS=a,b,c` (advanced): other collector thresholds, for experiments.
+  call of the process.
 
 Errors: ConfigError for a malformed GCS_HA_EVENT_LOOP or GCS_HA_GC_THRESHOLDS.
 """
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 EVENT_LOOP_ENV = "GCS_HA_EVENT_LOOP"
 GC_THRESHOLDS_ENV = "GCS_HA_GC_THRESHOLDS"
 EVENT_LOOPS = ("uvloop", "asyncio")
+GC_THRESHOLDS = (50_000, 50, 100)
 GC_PAUSE_WARN_S = 0.2
 
 T = TypeVar("T")
@@ -75,11 +80,11 @@ def event_loop_name(environ: Mapping[str, str] | None = None) -> str:
     return name
 
 
-def gc_thresholds(environ: Mapping[str, str] | None = None) -> tuple[int, int, int] | None:
-    """The thresholds GCS_HA_GC_THRESHOLDS asks for, or None (the interpreter's own)."""
+def gc_thresholds(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """The collector thresholds to use: GCS_HA_GC_THRESHOLDS, else GC_THRESHOLDS."""
     text = (os.environ if environ is None else environ).get(GC_THRESHOLDS_ENV, "").strip()
     if not text:
-        return None
+        return GC_THRESHOLDS
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -101,9 +106,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run_front_end(main: Coroutine[Any, Any, T]) -> T:
     """Run the replica process's main coroutine with the settings above."""
     name = event_loop_name()
-    thresholds = gc_thresholds()
-    if thresholds is not None:
-        gc.set_threshold(*thresholds)
+    gc.set_threshold(*gc_thresholds())
     gc.freeze()
     if not any(isinstance(cb, GcPauseLog) for cb in gc.callbacks):
         gc.callbacks.append(GcPauseLog())
