@@ -16,7 +16,9 @@
 
 Raises (before serving): DataDirError / CorruptDataError from the data dir or the
 replica, ConfigError when the gRPC port cannot be bound. `run` returns the process
-exit code: 0 after a requested stop, 1 when `after_start` failed.
+exit code: 0 after a requested stop, 1 when `after_start` failed. When the replica's
+consensus process dies the process exits at once: 70 if that was a fatal storage error,
+75 otherwise.
 """
 
 from __future__ import annotations
@@ -101,15 +103,17 @@ SERVICES: tuple[Callable[[grpc.aio.Server, Services], None], ...] = (
 )
 
 
-FATAL_EXIT_CODE = 70
+FATAL_EXIT_CODE = 70  # the consensus process stopped on a fatal storage error
+LOST_EXIT_CODE = 75  # EX_TEMPFAIL: it died otherwise (killed, out of memory): restartable
 
 
 def _consensus_lost(code: int | None) -> None:
-    """The replica's consensus process died: this process stops at once too (exit 70, so a
-    supervisor restarts the replica whole), never serving half a replica."""
+    """The replica's consensus process died: this process stops at once too, never
+    serving half a replica. Exit 70 if it stopped on a fatal storage error (look before
+    restarting), else 75 (a supervisor restarts the replica whole)."""
     log.critical("the consensus process is gone (exit code %s): stopping this replica", code)
     logging.shutdown()
-    os._exit(FATAL_EXIT_CODE)
+    os._exit(FATAL_EXIT_CODE if code == FATAL_EXIT_CODE else LOST_EXIT_CODE)
 
 
 def default_replica_factory(config: ReplicaConfig) -> Replica:

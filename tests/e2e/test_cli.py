@@ -396,7 +396,7 @@ def gone(pid: int) -> bool | None:
 def test_a_replicas_two_processes_live_and_die_together(
     tmp_path: Path, ports: tuple[int, int]
 ) -> None:
-    """kill -9 of the consensus process stops the front end (exit 70, for a supervisor to
+    """kill -9 of the consensus process stops the front end (exit 75, for a supervisor to
     restart the replica whole); kill -9 of the front end takes the consensus process along."""
     with ProcessCluster(1, tmp_path, ports[0], ports[1]) as cluster:
         cluster.start()
@@ -404,7 +404,7 @@ def test_a_replicas_two_processes_live_and_die_together(
         front = cluster.process(0)
         assert front is not None
         os.kill(consensus_pid(front.pid), signal.SIGKILL)
-        assert front.wait(timeout=30) == 70
+        assert front.wait(timeout=30) == 75
         log = cluster.log_path(0).read_text()
         assert "the consensus process is gone (exit code -9)" in log
 

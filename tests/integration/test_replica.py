@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -90,7 +91,13 @@ def test_transfer_leadership(tmp_path: Path) -> None:
     run(main())
 
 
-def test_snapshot_catches_up_a_new_member(tmp_path: Path) -> None:
+def test_snapshot_catches_up_a_new_member(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The joiner installs the leader's snapshot (its consensus process replaces LMDB) and
+    its front end reopens LMDB: its digest then matches the others'."""
+    caplog.set_level(logging.INFO, logger="gcs_ha.consensus.replica")
+
     async def main() -> None:
         configs = replica_configs(tmp_path, 3, RAFT_PORT + 40, GCS_PORT + 40)
         async with InProcessCluster(configs) as c:
@@ -118,6 +125,7 @@ def test_snapshot_catches_up_a_new_member(tmp_path: Path) -> None:
             assert {m.node_id for m in leader.members()} == {"r0", "r1", "r2", "r3"}
 
     run(main())
+    assert "reopened LMDB after a snapshot install" in caplog.text
 
 
 async def registered(c: InProcessCluster, leader: RaftReplica, n: int) -> None:
