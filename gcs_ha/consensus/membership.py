@@ -19,6 +19,7 @@ from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
+from gcs_ha.futures import settle
 from gcs_ha.storage.store_client import MEMBERS_TABLE
 
 if TYPE_CHECKING:
@@ -188,12 +189,7 @@ class MembershipOps:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def done(result: Any, error: GcsHaError | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            settle(future, result, error)
 
         start(done)
         try:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gcs_ha.errors import GcsHaError
+from gcs_ha.futures import settle_all
 
 Done = Callable[[Any, GcsHaError | None], None]
 Read = Callable[[Done], None]
@@ -62,13 +63,7 @@ class ReadBarrier:
 
     def _done(self, batch: list[asyncio.Future[None]], error: GcsHaError | None) -> None:
         self._inflight = False
-        for future in batch:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        settle_all(batch, error)
         if self._queued:  # reads that arrived during the round: paced
             loop = asyncio.get_running_loop()
             wait = self._last_sent + self._gap - loop.time()

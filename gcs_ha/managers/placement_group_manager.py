@@ -60,6 +60,7 @@ from gcs_ha.errors import (
     UnavailableError,
     UnknownOutcomeError,
 )
+from gcs_ha.futures import settle_all
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.placement_group_queue import PendingQueue
 from gcs_ha.managers.placement_group_scheduler import (
@@ -481,13 +482,7 @@ class GcsPlacementGroupManager:
             delay = min(WRITE_RETRY_MAX_S, delay * 2)
 
     def _resolve(self, pg_id: bytes, error: GcsHaError | None) -> None:
-        for future in self._waiters.pop(pg_id, []):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        settle_all(self._waiters.pop(pg_id, []), error)
 
     def _lock(self, pg_id: bytes) -> asyncio.Lock:
         return self._locks.setdefault(pg_id, asyncio.Lock())
