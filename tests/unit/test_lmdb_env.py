@@ -462,3 +462,91 @@ def test_reads_proceed_while_another_thread_holds_the_write_txn(tmp_path: Path) 
         assert asyncio.run(read_on_loop()) == b"new"
     finally:
         env.close()
+
+
+# -- a reader in another process ------------------------------------------------------
+
+READER = """
+import sys, time
+from pathlib import Path
+from gcs_ha.errors import StorageError
+from gcs_ha.storage.lmdb_env import LmdbEnv
+env = LmdbEnv.reader(Path(sys.argv[1]))
+for line in sys.stdin:
+    if line.strip() == "reopen":
+        env.close()
+        env = LmdbEnv.reader(Path(sys.argv[1]))
+        print("reopened", flush=True)
+        continue
+    with env.read() as txn:
+        print(txn.get("KV", b"k"), txn.applied_index(), flush=True)
+try:
+    with env.write() as txn:
+        txn.put("KV", b"k", b"reader")
+    print("wrote", flush=True)
+except StorageError as exc:
+    print("refused", type(exc).__name__, flush=True)
+"""
+
+
+def test_a_reader_in_another_process_sees_commits_and_keeps_its_generation(
+    tmp_path: Path,
+) -> None:
+    """What a replica's front end does: read what the consensus process commits (unsynced
+    commits included), keep reading the old file when an image replaces it, see the new
+    one once it reopens, and never write."""
+    path = tmp_path / "env"
+    writer = LmdbEnv(path, sync=False, metasync=False)
+    with writer.write() as txn:
+        txn.put(KV_TABLE, b"k", b"v1")
+        txn.set_applied_index(1)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdin is not None and reader.stdout is not None
+
+    def ask(line: str = "read") -> str:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write(line + "\n")
+        reader.stdin.flush()
+        return reader.stdout.readline().strip()
+
+    try:
+        assert ask() == "b'v1' 1"
+        with writer.write() as txn:
+            txn.put(KV_TABLE, b"k", b"v2")
+            txn.set_applied_index(2)
+        assert ask() == "b'v2' 2"  # committed without sync, visible at once
+        image = tmp_path / "image"
+        with writer.write() as txn:
+            txn.put(KV_TABLE, b"k", b"v3")
+            txn.set_applied_index(3)
+        with open(image, "wb") as f:
+            writer.copy_to_fd(f.fileno())
+        with writer.write() as txn:  # only in the old file, not in the image
+            txn.put(KV_TABLE, b"k", b"old")
+            txn.set_applied_index(9)
+        writer.close()
+        LmdbEnv.install_image(path, image)  # a snapshot install: a new generation
+        writer = LmdbEnv(path, sync=False, metasync=False)
+        assert writer.applied_index() == 3
+        with writer.write() as txn:
+            txn.put(KV_TABLE, b"k", b"v4")
+            txn.set_applied_index(4)
+        assert ask() == "b'old' 9"  # the old file: consistent, just old
+        assert ask("reopen") == "reopened"
+        assert ask() == "b'v4' 4"
+        reader.stdin.close()
+        assert reader.stdout.readline().strip() == "refused DataDirError"
+    finally:
+        reader.kill()
+        reader.wait()
+        writer.close()
+
+
+def test_a_reader_needs_its_writer_to_have_created_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(DataDirError, match="no LMDB environment"):
+        LmdbEnv.reader(tmp_path / "none")
