@@ -13,10 +13,12 @@ session (never `ray stop`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,7 @@ from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.sessions import cmdline, kill_sessions, session_members
+from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
 
 HOST = "127.0.0.4"
 GCS_PORT, RAFT_PORT = 19000, 19010
@@ -91,8 +93,16 @@ class RayProcesses:
         return dict(a.split("=", 1) for a in cmdline(raylets[0]) if "=" in a)["--node_id"]
 
     def kill_node(self, name: str) -> None:
-        """SIGKILL node `name`'s raylet and every process it started."""
-        kill_sessions([self.starters[name].pid])
+        """SIGKILL node `name`'s raylet, then every process it started: a crashed machine.
+        The raylet goes first: killed after one of its workers, it could still report that
+        worker's death, and that actor would restart once for the worker and once more for
+        the node (Ray counts both; a max_restarts=1 actor then dies, in Ray's GCS too)."""
+        sid = self.starters[name].pid
+        for pid in session_members(sid):
+            if exe_name(pid) == "raylet":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        kill_sessions([sid])
 
     def driver(self, script: str, *args: str) -> subprocess.Popen[str]:
         """A driver (`python -c script args`); stdin/stdout piped, stderr to drivers.log."""
@@ -351,7 +361,10 @@ print(json.dumps({"keeper": ray.get(keeper.incr.remote(), timeout=120)}))
 """
 )
 
-# One group of each strategy at once, a task and an actor in every bundle; removal.
+# One group of each strategy, a task and an actor in every bundle; removal. SPREAD is
+# placed first: a soft spread lands on all three nodes only while each has room, and the
+# other groups, created at once after it, can fill a worker node in some orders (PACK and
+# STRICT_PACK both fit one exactly).
 GROUPS = (
     PRELUDE
     + """
@@ -359,7 +372,9 @@ GROUPS = {"PACK": [{"CPU": 0.5}] * 2, "SPREAD": [{"CPU": 0.5}] * 3,
           "STRICT_PACK": [{"CPU": 0.5, "worker": 1}] * 2, "STRICT_SPREAD": [{"CPU": 0.5}] * 3}
 want = totals()
 out = {"totals": want, "before": settled(want), "groups": {}}
-pgs = {s: placement_group(b, strategy=s) for s, b in GROUPS.items()}
+first = placement_group(GROUPS["SPREAD"], strategy="SPREAD")
+ray.get(first.ready(), timeout=120)
+pgs = {s: first if s == "SPREAD" else placement_group(b, strategy=s) for s, b in GROUPS.items()}
 out["ready"] = len(ray.get([pg.ready() for pg in pgs.values()], timeout=120))
 inside = []
 for s, pg in pgs.items():
