@@ -25,6 +25,9 @@ Patches (names as used by `patch_enabled`):
 - ``read_echo``: a leader tags its AppendEntries with a read tag and followers echo the tag
   of the message they answer, so a leader can prove it still leads after a read arrived
   (ReadIndex, `set_read_tag` / `read_echoes`).
+- ``one_config_change``: a leader refuses a membership change (REQUEST_DENIED) while the
+  previous one is not applied yet. pysyncobj has that guard but never arms it, so two
+  uncommitted configuration changes could have disjoint majorities.
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
 
@@ -150,6 +153,7 @@ PATCHES: Final = (
     "flush_after_send",
     "no_commit_only_append",
     "read_echo",
+    "one_config_change",
     "compress_level",
     "link_keepalive",
 )
@@ -436,6 +440,17 @@ def _so_apply_command(self: Any, command: bytes, callback: Any, commandType: Any
     _ORIG["apply_command"](self, command, callback, commandType)
 
 
+def _so_change_cluster(self: Any, request: Any) -> bool:
+    """Leader, appending a membership entry: arm pysyncobj's one-change-at-a-time guard.
+
+    pysyncobj refuses a change while `__changeClusterIDx` is above the last applied index
+    but never sets it; the entry being accepted goes at the next log index."""
+    accepted: bool = _ORIG["change_cluster"](self, request)
+    if accepted and _enabled["one_config_change"]:
+        self._SyncObj__changeClusterIDx = self._SyncObj__getCurrentLogIndex() + 1
+    return accepted
+
+
 def _forget_probe(sync_obj: Any, node: Any) -> None:
     state = _state(sync_obj)
     if state is not None:
@@ -607,6 +622,7 @@ _REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
     (SyncObj, "_applyCommand", "apply_command", _so_apply_command),
     (SyncObj, "_checkCommandsToApply", "check_commands", _so_check_commands),
     (SyncObj, "_SyncObj__applyLogEntries", "apply_log_entries", _so_apply_log_entries),
+    (SyncObj, "_SyncObj__changeCluster", "change_cluster", _so_change_cluster),
     (pysyncobj.transport.TCPTransport, "send", "send", _transport_send),
     (
         pysyncobj.transport.TCPTransport,

@@ -578,3 +578,39 @@ def test_followers_echo_the_read_tag(patched: bool) -> None:
         assert echoed and echoes == dict.fromkeys(followers, 7)
     else:
         assert echoes == {}
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_one_membership_change_at_a_time(patched: bool) -> None:
+    """one_config_change: two membership changes queued in the same tick; the leader takes
+    the first and denies the second while the first is not applied (off: both go into the
+    log uncommitted, so two configurations could have disjoint majorities). Once the first
+    is applied, the next change is accepted again."""
+    outcomes: list[Any] = []
+    lock = threading.Lock()
+
+    def record(result: Any, error: Any) -> None:
+        with lock:
+            outcomes.append(error)
+
+    spare = free_addresses(3)
+    with P.patch_enabled("one_config_change", patched), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, dynamicMembershipChange=True)
+        leader = leader_of(nodes)
+
+        def two_changes() -> None:
+            leader.addNodeToCluster(spare[0], callback=record)
+            leader.addNodeToCluster(spare[1], callback=record)
+
+        run_in_tick(leader, two_changes)
+        assert wait_for(lambda: len(outcomes) == 2, 5)
+        first = sorted(outcomes)
+        if patched:  # off, the cluster now has 5 members, 2 of them unreachable
+            outcomes.clear()
+            run_in_tick(leader, lambda: leader.addNodeToCluster(spare[2], callback=record))
+            assert wait_for(lambda: len(outcomes) == 1, 5)
+            assert outcomes == [P.FAIL_REASON.SUCCESS]
+    if patched:  # the denial is answered at once, the success once applied
+        assert first == [P.FAIL_REASON.SUCCESS, P.FAIL_REASON.REQUEST_DENIED]
+    else:
+        assert first == [P.FAIL_REASON.SUCCESS, P.FAIL_REASON.SUCCESS]
