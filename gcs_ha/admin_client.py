@@ -8,10 +8,15 @@ InvalidRequestError, StorageError, or GcsHaError.
 
 `call_on_leader` runs a leader-only call, following leader hints and retrying while
 the cluster has no leader, until a deadline.
+
+Given the cluster's admin key (gcs_ha.admin_auth.admin_key of its secret), every call
+carries a fresh credential; without it, only Status is answered by a cluster that has a
+secret (the others: AdminAuthError).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -19,20 +24,27 @@ from typing import Any, TypeVar
 
 import grpc
 
+from gcs_ha.admin_auth import AUTH_KEY, credential
 from gcs_ha.errors import NotLeaderError, UnavailableError
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
+from gcs_ha.ray_tls import load_ray_tls, sync_channel
 from gcs_ha.server.status import error_from_rpc
 
 T = TypeVar("T")
 
 
 class AdminClient:
-    """Admin calls to one replica's gRPC address, each bounded by `timeout` seconds."""
+    """Admin calls to one replica's gRPC address, each bounded by `timeout` seconds.
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    `key` signs the calls that need the cluster secret (gcs_ha.admin_auth). The channel
+    is TLS when this process runs with Ray's RAY_USE_TLS (gcs_ha.ray_tls; ConfigError
+    when its settings are incomplete), as the replicas' port then is."""
+
+    def __init__(self, address: str, timeout: float = 5.0, key: bytes | None = None) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._key = key
+        self._channel = sync_channel(address, load_ray_tls(os.environ))
         self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -50,8 +62,10 @@ class AdminClient:
         self.close()
 
     def _call(self, method: str, request: Any) -> Any:
+        key = self._key
+        metadata = () if key is None else ((AUTH_KEY, credential(key, method, request)),)
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout)
+            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as err:
             raise error_from_rpc(err, self.address) from None
 
@@ -65,8 +79,10 @@ class AdminClient:
         )
         self._call("AddMember", admin_pb2.AddMemberRequest(member=member))
 
-    def remove_member(self, node_id: str) -> None:
-        self._call("RemoveMember", admin_pb2.RemoveMemberRequest(node_id=node_id))
+    def remove_member(self, node_id: str, raft_address: str = "") -> None:
+        """Remove the member with `node_id` or `raft_address` (one may be empty)."""
+        request = admin_pb2.RemoveMemberRequest(node_id=node_id, raft_address=raft_address)
+        self._call("RemoveMember", request)
 
     def transfer_leadership(self, node_id: str = "") -> None:
         self._call("TransferLeadership", admin_pb2.TransferLeadershipRequest(node_id=node_id))
@@ -98,8 +114,10 @@ def call_on_leader(
     call: Callable[[AdminClient], T],
     deadline_s: float = 30.0,
     timeout: float = 5.0,
+    key: bytes | None = None,
 ) -> T:
-    """Run `call` on the leader, starting from any member's `address`.
+    """Run `call` on the leader, starting from any member's `address` (clients made with
+    the admin `key`).
 
     Follows NotLeaderError hints; without a hint, asks the members it knows of (the
     first address and the members it reported) who leads. Retries UnavailableError and
@@ -111,7 +129,7 @@ def call_on_leader(
     target = address
     while True:
         try:
-            with AdminClient(target, timeout) as client:
+            with AdminClient(target, timeout, key) as client:
                 return call(client)
         except (NotLeaderError, UnavailableError) as exc:
             if time.monotonic() >= end:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
@@ -30,6 +29,7 @@ import click
 
 from gcs_ha import __version__
 from gcs_ha.addresses import check_address
+from gcs_ha.admin_auth import admin_key
 from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
@@ -38,15 +38,17 @@ from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gath
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.names import check_name
+from gcs_ha.ray_auth import load_ray_auth
 from gcs_ha.ray_head import exec_ray_head
-from gcs_ha.secret import decide_security, load_secret
+from gcs_ha.ray_tls import load_ray_tls
+from gcs_ha.secret import decide_security, load_admin_key, load_secret
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
 from gcs_ha.up import resolve_layout, run_up
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 log = logging.getLogger("gcs_ha.cli")
 
 
@@ -85,12 +87,6 @@ def main() -> None:
         sys.exit(130)
 
 
-def _name(kind: str, value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ConfigError(f"bad {kind} {value!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    return value
-
-
 def _setup_logging(level: str, node_id: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -112,8 +108,8 @@ def build_config(
     joining: bool,
 ) -> ReplicaConfig:
     """Check the replica options and turn them into a ReplicaConfig (ConfigError if bad)."""
-    _name("node id", node_id)
-    _name("cluster name", cluster_name)
+    check_name("node id", node_id)
+    check_name("cluster name", cluster_name)
     check_address(raft_address)
     check_address(gcs_address)
     if raft_address == gcs_address:
@@ -145,9 +141,27 @@ def _run_replica(
     supervisor_pid: int | None = None,
 ) -> None:
     """Run the replica process in the foreground; exits with its exit code."""
-    process = ReplicaProcess(config, after_start=after_start, supervisor_pid=supervisor_pid)
+    ray_auth, ray_tls = load_ray_auth(os.environ), load_ray_tls(os.environ)
+    if ray_auth.enabled:
+        log.info("Ray token authentication is on: Ray's calls without the token are refused")
+    if ray_tls is not None:
+        log.info("Ray TLS is on: the gRPC port and every channel from it use mutual TLS")
+    process = ReplicaProcess(
+        config,
+        after_start=after_start,
+        supervisor_pid=supervisor_pid,
+        ray_auth=ray_auth,
+        ray_tls=ray_tls,
+    )
     code = run_front_end(process.run())
     sys.exit(code)
+
+
+secret_file_option = click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the cluster secret (else $GCS_HA_SECRET).",
+)
 
 
 def replica_options(fn: F) -> F:
@@ -163,11 +177,7 @@ def replica_options(fn: F) -> F:
             ),
             click.option("--raft-address", required=True, help="HOST:PORT of the Raft port."),
             click.option("--gcs-address", required=True, help="HOST:PORT of the gRPC port."),
-            click.option(
-                "--secret-file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="File holding the cluster secret (else $GCS_HA_SECRET).",
-            ),
+            secret_file_option,
             click.option(
                 "--insecure",
                 is_flag=True,
@@ -250,7 +260,8 @@ def join(
     _setup_logging(log_level, node_id)
 
     async def add(process: ReplicaProcess) -> None:
-        await asyncio.to_thread(add_self, address, node_id, raft_address, gcs_address)
+        key = admin_key(config.secret) if config.secret else None
+        await asyncio.to_thread(add_self, address, node_id, raft_address, gcs_address, key=key)
         log.info("added to cluster %r as %s; catching up", cluster.cluster_name, node_id)
 
     if already:
@@ -260,13 +271,30 @@ def join(
 
 @cli.command(name="leave")
 @click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
-@click.option("--node-id", required=True, help="The member to remove.")
+@click.option("--node-id", help="The member to remove.")
+@click.option(
+    "--raft-address",
+    help="The member to remove, by Raft HOST:PORT (one that never registered a node id, "
+    "e.g. after an interrupted join).",
+)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
+@secret_file_option
 @friendly_errors
-def leave_command(address: str, node_id: str, timeout: float) -> None:
+def leave_command(
+    address: str,
+    node_id: str | None,
+    raft_address: str | None,
+    timeout: float,
+    secret_file: Path | None,
+) -> None:
     """Remove a member (moving leadership away first) and shut it down."""
     check_address(address)
-    click.echo(leave(address, node_id, deadline_s=timeout))
+    if not node_id and not raft_address:
+        raise BadInput("name the member to remove: --node-id or --raft-address")
+    if raft_address:
+        check_address(raft_address)
+    key = load_admin_key(secret_file, os.environ)
+    click.echo(leave(address, node_id, key, deadline_s=timeout, raft_address=raft_address))
 
 
 @cli.command()
@@ -333,7 +361,7 @@ def up(
 ) -> None:
     """Run a local cluster of N replicas in the foreground (development)."""
     if cluster_name is not None:
-        _name("cluster name", cluster_name)
+        check_name("cluster name", cluster_name)
     layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name, host=host)
     sys.exit(run_up(layout, log_level, click.echo))
 

@@ -9,6 +9,7 @@ leader answers (NotLeaderError after the deadline, InvalidRequestError, ...).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from gcs_ha.admin_client import AdminClient, call_on_leader, leader_address
 from gcs_ha.errors import (
     ConfigError,
     GcsHaError,
+    InvalidRequestError,
     NotLeaderError,
     UnavailableError,
     UnknownOutcomeError,
@@ -159,7 +161,10 @@ def discover(address: str, timeout: float = 5.0) -> admin_pb2.ReplicaStatus:
 def check_join(
     status: admin_pb2.ReplicaStatus, node_id: str, raft_address: str, gcs_address: str
 ) -> bool:
-    """Whether `node_id` is already a member (a restart); ConfigError on a clash."""
+    """Whether `node_id` is already a member (a restart); ConfigError on a clash.
+
+    A member with our Raft address and no name is our own join, interrupted after Raft
+    added it and before it registered: joining again completes it."""
     for member in status.members:
         if member.node_id == node_id:
             if member.raft_address != raft_address:
@@ -169,7 +174,7 @@ def check_join(
                     f"(gcs-ha leave) or use another node id"
                 )
             return True
-        if member.raft_address == raft_address:
+        if member.raft_address == raft_address and member.node_id:
             raise ConfigError(f"Raft address {raft_address} is used by member {member.node_id}")
         if gcs_address and member.gcs_address == gcs_address:
             raise ConfigError(f"gRPC address {gcs_address} is used by member {member.node_id}")
@@ -177,9 +182,16 @@ def check_join(
 
 
 def add_self(
-    address: str, node_id: str, raft_address: str, gcs_address: str, deadline_s: float = 60.0
+    address: str,
+    node_id: str,
+    raft_address: str,
+    gcs_address: str,
+    *,
+    key: bytes | None,
+    deadline_s: float = 60.0,
 ) -> None:
-    """Ask the leader (found from `address`) to add this member; done if it already is one."""
+    """Ask the leader (found from `address`) to add this member; done if it already is one.
+    `key`: the cluster's admin key (gcs_ha.admin_auth)."""
     end = time.monotonic() + deadline_s
     while True:
         try:
@@ -187,6 +199,7 @@ def add_self(
                 address,
                 lambda c: c.add_member(node_id, raft_address, gcs_address),
                 deadline_s=max(1.0, end - time.monotonic()),
+                key=key,
             )
             return
         except GcsHaError as exc:
@@ -206,47 +219,108 @@ def _is_member(address: str, node_id: str) -> bool:
         return False
 
 
-def leave(address: str, node_id: str, deadline_s: float = 30.0) -> str:
-    """Remove `node_id` from the cluster and shut it down; returns a one-line report.
+def leave(
+    address: str,
+    node_id: str | None,
+    key: bytes | None,
+    deadline_s: float = 30.0,
+    *,
+    raft_address: str | None = None,
+) -> str:
+    """Remove a member and shut it down; returns a one-line report.
 
-    Transfers leadership away first when `node_id` leads (a leader cannot remove itself).
+    The member is named by node id, or by Raft address (one that never registered, e.g.
+    an interrupted join). It may be dead: the others remove it if they are a majority of
+    the rest. Transfers leadership away first when it leads (a leader cannot remove
+    itself). `key`: the cluster's admin key (gcs_ha.admin_auth).
     """
     status = discover(address)
-    member = next((m for m in status.members if m.node_id == node_id), None)
-    if member is None:
-        known = ", ".join(sorted(m.node_id for m in status.members)) or "none"
-        raise ConfigError(f"{node_id} is not a member of the cluster (members: {known})")
-    others = [m.gcs_address for m in status.members if m.node_id != node_id and m.gcs_address]
+    member = _member_named(status, node_id, raft_address)
+    name = member.node_id or member.raft_address
+    others = [
+        m.gcs_address
+        for m in status.members
+        if m.raft_address != member.raft_address and m.gcs_address
+    ]
     if not others:
-        raise ConfigError(f"{node_id} is the only member; it cannot leave its own cluster")
+        raise ConfigError(f"{name} is the only member; it cannot leave its own cluster")
     # Talk to the cluster through the address given (it answered) unless it is the leaving one.
     via = address if address != member.gcs_address else others[0]
-    leader = status.node_id if status.role == "leader" else status.leader_node_id
-    if leader == node_id:
-        _move_leadership(member.gcs_address or address, node_id, via, deadline_s)
-    call_on_leader(via, lambda c: c.remove_member(node_id), deadline_s=deadline_s)
+    for attempt in range(3):
+        if member.node_id and _leader_id(via) == member.node_id:
+            _move_leadership(member.gcs_address or address, member.node_id, via, deadline_s, key)
+        try:
+            call_on_leader(
+                via,
+                lambda c: c.remove_member(member.node_id, member.raft_address),
+                deadline_s=deadline_s,
+                key=key,
+            )
+            break
+        except InvalidRequestError:
+            # Refused as the leader: it became leader again (an election since) or the
+            # member we asked did not know the leader yet. Move leadership and retry.
+            if attempt == 2 or not member.node_id or _leader_id(via) != member.node_id:
+                raise
+    if not member.gcs_address:
+        return f"removed {name}; it never registered a gRPC address: stop it yourself if it runs"
     try:
-        with AdminClient(member.gcs_address, 5.0) as client:
+        with AdminClient(member.gcs_address, 5.0, key) as client:
             client.shutdown()
     except GcsHaError as exc:
-        return f"removed {node_id}; it did not take the shutdown request ({exc}): stop it yourself"
-    return f"removed {node_id} and shut it down"
+        return f"removed {name}; it did not take the shutdown request ({exc}): stop it yourself"
+    return f"removed {name} and shut it down"
 
 
-def _move_leadership(leader_gcs: str, node_id: str, other: str, deadline_s: float) -> None:
-    """Ask `node_id` (the leader) to hand over, and wait until another member leads."""
+def _leader_id(address: str) -> str | None:
+    """The node id of the leader, as the leader itself says when it can be asked."""
+    status = discover(address)
+    if status.role == "leader":
+        return status.node_id
+    target = leader_address(status)
+    if target:
+        with contextlib.suppress(GcsHaError):
+            leader = discover(target, 3.0)
+            if leader.role == "leader":
+                return leader.node_id
+    return status.leader_node_id or None
+
+
+def _member_named(
+    status: admin_pb2.ReplicaStatus, node_id: str | None, raft_address: str | None
+) -> admin_pb2.Member:
+    """The member with that node id and/or Raft address; ConfigError naming the members."""
+    for member in status.members:
+        if (node_id or member.node_id) == member.node_id and (
+            raft_address or member.raft_address
+        ) == member.raft_address:
+            return member
+    known = ", ".join(sorted(m.node_id or m.raft_address for m in status.members)) or "none"
+    wanted = " at ".join(filter(None, (node_id, raft_address)))
+    raise ConfigError(f"{wanted} is not a member of the cluster (members: {known})")
+
+
+def _move_leadership(
+    leader_gcs: str, node_id: str, other: str, deadline_s: float, key: bytes | None
+) -> None:
+    """Ask `node_id` (the leader) to hand over, and wait until another member leads.
+
+    The request is repeated every few seconds while `node_id` still leads: a hand-over
+    can fail (no follower caught up) or be undone (another operator's `leave` moved
+    leadership back to it)."""
     log.info("%s leads: transferring leadership first", node_id)
-    with AdminClient(leader_gcs, 10.0) as client:
-        client.transfer_leadership("")
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         try:
-            with AdminClient(other, 3.0) as client:
-                status = client.status()
-            new = status.node_id if status.role == "leader" else status.leader_node_id
-            if new and new != node_id and leader_address(status):
-                return
-        except UnavailableError:
-            pass
-        time.sleep(0.2)
+            with AdminClient(leader_gcs, 10.0, key) as client:
+                client.transfer_leadership("")
+        except (NotLeaderError, UnavailableError, UnknownOutcomeError) as exc:
+            log.info("transfer not done (%s); checking who leads", exc)
+        round_end = min(end, time.monotonic() + 3.0)
+        while time.monotonic() < round_end:
+            with contextlib.suppress(GcsHaError):
+                new = _leader_id(other)
+                if new and new != node_id:
+                    return
+            time.sleep(0.2)
     raise UnavailableError(f"leadership did not move away from {node_id} in {deadline_s:.0f} s")

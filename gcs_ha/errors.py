@@ -13,6 +13,8 @@ GcsHaError
 ├── UnknownOutcomeError          the write may or may not have been applied (leader lost mid-way);
 │                                 retryable, and callers must be idempotent
 ├── UnavailableError             no leader or no quorum within the deadline; retryable
+├── AdminAuthError               an admin call without a valid proof of the cluster secret
+├── ResourceExhaustedError       a bounded queue is full; retry later
 └── ConfigError                  bad configuration or command-line input
 
 Each is mapped to a gRPC / Ray status in exactly one place, `gcs_ha.server.status`.
@@ -71,6 +73,14 @@ class UnknownOutcomeError(GcsHaError):
 
 class UnavailableError(GcsHaError):
     """No leader or no quorum answered within the deadline."""
+
+
+class AdminAuthError(GcsHaError):
+    """An admin call without a valid proof of the cluster secret (gcs_ha.admin_auth)."""
+
+
+class ResourceExhaustedError(GcsHaError):
+    """A bounded queue is full (e.g. proposals waiting for the log); retry later."""
 
 
 class ConfigError(GcsHaError):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gcs_ha.addresses import is_loopback
+from gcs_ha.admin_auth import admin_key
 from gcs_ha.errors import ConfigError
 
 SECRET_ENV = "GCS_HA_SECRET"
@@ -67,6 +68,12 @@ def load_secret(secret_file: Path | None, environ: Mapping[str, str]) -> bytes |
     if value is None:
         return None
     return _checked(value.strip().encode(), f"${SECRET_ENV}")
+
+
+def load_admin_key(secret_file: Path | None, environ: Mapping[str, str]) -> bytes | None:
+    """The admin key (gcs_ha.admin_auth) of the secret `load_secret` finds, or None."""
+    secret = load_secret(secret_file, environ)
+    return None if secret is None else admin_key(secret)
 
 
 def _checked(secret: bytes, origin: str) -> bytes:

@@ -150,9 +150,20 @@ def _start_ray_gcs(
     running: RunningSystem, base_dir: Path, port: int, redis_port: int | None
 ) -> None:
     """Ray's gcs_server, with the flags `ray start --head` gives it (ray/_private/services.py)."""
-    session = base_dir / "ray-session"
+    cmd = ray_gcs_command(base_dir / "ray-session", port)
+    if redis_port is not None:
+        cmd += [f"--redis_address={HOST}", f"--redis_port={redis_port}", "--redis_enable_ssl=false"]
+    log = base_dir / "logs" / "gcs_server.log"
+    running.procs["gcs_server"] = spawn(cmd, log)
+    running.logs["gcs_server"] = log
+    _wait(lambda: _port_open(port), running, f"gcs_server did not listen on {port}")
+
+
+def ray_gcs_command(session: Path, port: int) -> list[str]:
+    """The command line of Ray's gcs_server on HOST:`port`, in memory, its session files
+    (logs) under `session`; the flags `ray start --head` gives it."""
     (session / "logs").mkdir(parents=True, exist_ok=True)
-    cmd = [
+    return [
         str(ray_gcs_server()),
         f"--log_dir={session / 'logs'}",
         f"--config_list={b64encode(b'{}').decode()}",
@@ -163,12 +174,6 @@ def _start_ray_gcs(
         f"--session-dir={session}",
         f"--node-id={os.urandom(28).hex()}",
     ]
-    if redis_port is not None:
-        cmd += [f"--redis_address={HOST}", f"--redis_port={redis_port}", "--redis_enable_ssl=false"]
-    log = base_dir / "logs" / "gcs_server.log"
-    running.procs["gcs_server"] = spawn(cmd, log)
-    running.logs["gcs_server"] = log
-    _wait(lambda: _port_open(port), running, f"gcs_server did not listen on {port}")
 
 
 def _port_open(port: int) -> bool:

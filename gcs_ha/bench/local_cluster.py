@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from gcs_ha.admin_auth import admin_key
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.bench.common import CLUSTER_NAME, GCS_PORT_OFFSET, HOST, ProcessSet
 from gcs_ha.bench.cpu import Replica, RoleCpu
@@ -127,7 +128,8 @@ class BenchCluster:
             self._check_followers()
             leader = await asyncio.to_thread(self._serving_follower)
             if leader is not None:
-                await asyncio.to_thread(_transfer_to_r0, self.gcs_address(leader))
+                key = admin_key(replica.config.secret) if replica.config.secret else None
+                await asyncio.to_thread(_transfer_to_r0, self.gcs_address(leader), key)
         raise UnavailableError(
             f"r0 did not become the serving leader in {LEADER_TIMEOUT_S:.0f} s (are ports "
             f"{self.raft_address(0)}.. free? replica logs: {self.base_dir / 'logs'})"
@@ -151,11 +153,11 @@ class BenchCluster:
         return None
 
 
-def _transfer_to_r0(leader_gcs: str) -> None:
+def _transfer_to_r0(leader_gcs: str, key: bytes | None) -> None:
     """Ask the leader at `leader_gcs` to transfer leadership to r0 (best effort: r0 may
-    not be registered yet; the caller retries)."""
+    not be registered yet; the caller retries). `key` signs the call."""
     try:
-        with AdminClient(leader_gcs, timeout=10.0) as client:
+        with AdminClient(leader_gcs, timeout=10.0, key=key) as client:
             client.transfer_leadership("r0")
         log.info("leadership transferred from %s to r0", leader_gcs)
     except GcsHaError as exc:

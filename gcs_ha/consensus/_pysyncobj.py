@@ -30,6 +30,12 @@ Patches (names as used by `patch_enabled`):
   uncommitted configuration changes could have disjoint majorities.
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
+- ``untrusted_limits``: an accepted connection that has not proven the cluster secret yet
+  (before its handshake associates it with a peer) may announce a next frame of at most
+  HANDSHAKE_FRAME_BYTES, must finish its handshake within HANDSHAKE_TIMEOUT_S, and at
+  most MAX_UNTRUSTED_CONNECTIONS of them may be open at once (newer ones are closed).
+  Without it, anyone reaching the Raft port could make a replica buffer 512 MiB per
+  connection, or hold connections open forever.
 
 One more entry in the patch table is a test seam, not a fix (it has no switch): the dial map.
 ``GCS_HA_RAFT_DIAL`` (testing and drills only) = comma-separated ``peer=relay`` pairs of
@@ -52,6 +58,7 @@ import pickle
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +126,13 @@ BATCH_SIZE_BYTES: Final = 2 * MAX_ENTRY_BYTES
 """appendEntriesBatchSizeBytes: no legal entry reaches it, so B3's chunked path is dead code."""
 MAX_FRAME_BYTES: Final = 512 * 2**20
 """Largest frame (and decompressed frame) a peer may send; a batch of legal entries fits."""
+HANDSHAKE_FRAME_BYTES: Final = 64 * 2**10
+"""Largest frame a connection may announce before it proved the secret (the handshake
+frames carry a 32-byte key and a peer address)."""
+HANDSHAKE_TIMEOUT_S = 10.0
+"""An accepted connection not associated with a peer by then is closed (tests lower it)."""
+MAX_UNTRUSTED_CONNECTIONS = 32
+"""Accepted connections still in their handshake, at most (tests lower it)."""
 COMPRESS_LEVEL: Final = 0
 """zlib level for frames: 10 MB random costs 3 ms at 0, 152 ms at 1 or 3 (see the docs)."""
 TCP_KEEPALIVE: Final = (5, 2, 3)
@@ -156,6 +170,7 @@ PATCHES: Final = (
     "one_config_change",
     "compress_level",
     "link_keepalive",
+    "untrusted_limits",
 )
 
 _enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
@@ -543,12 +558,50 @@ def _with_patch_fields(sync_obj: Any, state: _PatchState, message: Any) -> Any:
 
 
 def _transport_on_incoming(self: Any, conn: Any) -> None:
-    """pysyncobj sets TCP keepalive only on sockets it connects; also on accepted ones."""
+    """pysyncobj sets TCP keepalive only on sockets it connects; also on accepted ones.
+    An accepted connection is untrusted until its handshake ends (``untrusted_limits``)."""
+    if _enabled["untrusted_limits"]:
+        conn._gcsha_untrusted_since = time.monotonic()
+        if len(self._unknownConnections) >= MAX_UNTRUSTED_CONNECTIONS:
+            logger.warning("too many Raft connections in their handshake; closing a new one")
+            conn.disconnect()
+            return
     _ORIG["on_incoming"](self, conn)
     keepalive = self._syncObj.conf.tcp_keepalive
     if _enabled["link_keepalive"] and keepalive is not None:
         conn._TcpConnection__keepalive = keepalive
         conn.setSockoptKeepalive()
+
+
+def _transport_on_incoming_message(self: Any, conn: Any, message: Any) -> None:
+    """Once the handshake associated `conn` with a peer, it is trusted."""
+    _ORIG["on_incoming_message"](self, conn, message)
+    if conn not in self._unknownConnections:
+        conn._gcsha_untrusted_since = None
+
+
+def _transport_on_tick(self: Any) -> None:
+    """Close accepted connections whose handshake outlived HANDSHAKE_TIMEOUT_S."""
+    if _enabled["untrusted_limits"]:
+        deadline = time.monotonic() - HANDSHAKE_TIMEOUT_S
+        for conn in list(self._unknownConnections):
+            since = getattr(conn, "_gcsha_untrusted_since", None)
+            if since is not None and since < deadline:
+                logger.warning("a Raft connection did not finish its handshake; closing it")
+                self._unknownConnections.discard(conn)
+                conn.disconnect()
+    _ORIG["transport_tick"](self)
+
+
+def _frame_limit(conn: Any, pos: int) -> int:
+    """The largest frame the header at buffer position `pos` may announce. Before the
+    handshake ended, the next frame to be parsed (at 0) is a handshake frame: small. It
+    is parsed (and an impostor's fails to decrypt: disconnected) as soon as it is
+    complete; a legitimate peer may send large frames right behind its last one."""
+    untrusted = getattr(conn, "_gcsha_untrusted_since", None) is not None
+    if pos == 0 and untrusted and _enabled["untrusted_limits"]:
+        return HANDSHAKE_FRAME_BYTES
+    return MAX_FRAME_BYTES
 
 
 def _conn_process_read(self: Any) -> bool:
@@ -565,7 +618,7 @@ def _conn_process_read(self: Any) -> bool:
     pos = getattr(self, "_gcsha_scan", 0)
     while pos + 4 <= len(buf):
         (size,) = struct.unpack_from("i", buf, pos)
-        if not 0 <= size <= MAX_FRAME_BYTES:
+        if not 0 <= size <= _frame_limit(self, pos):
             logger.warning("peer announced a %d-byte frame; disconnecting it", size)
             self._gcsha_scan = 0
             self.disconnect()
@@ -630,6 +683,13 @@ _REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
         "on_incoming",
         _transport_on_incoming,
     ),
+    (
+        pysyncobj.transport.TCPTransport,
+        "_onIncomingMessageReceived",
+        "on_incoming_message",
+        _transport_on_incoming_message,
+    ),
+    (pysyncobj.transport.TCPTransport, "_onTick", "transport_tick", _transport_on_tick),
     (
         pysyncobj.tcp_connection.TcpConnection,
         "_TcpConnection__processRead",

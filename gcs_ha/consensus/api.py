@@ -83,9 +83,17 @@ class Replica(Protocol):
         """True once this replica serves (is the leader with its barrier applied)."""
         ...
 
-    async def add_member(self, member: MemberInfo, timeout: float = 10.0) -> None: ...
+    async def add_member(self, member: MemberInfo, timeout: float = 10.0) -> None:
+        """Add `member` (leader only). ConfigError when its node id or an address clashes
+        with another member's; UnavailableError while another change runs."""
+        ...
 
-    async def remove_member(self, node_id: str, timeout: float = 10.0) -> None: ...
+    async def remove_member(
+        self, node_id: str | None, raft_address: str | None = None, timeout: float = 10.0
+    ) -> None:
+        """Remove the member named by node id or Raft address (at least one; both must
+        agree). ConfigError if there is none, or it is this replica (the leader)."""
+        ...
 
     async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None: ...
 

@@ -9,14 +9,17 @@ the replica is and pysyncobj forwards it to the leader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
+from gcs_ha.consensus.member_rules import check_add, resolve_removal
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
 from gcs_ha.futures import settle
@@ -45,6 +48,7 @@ class MembershipOps:
         self._replica = replica
         self._node = node
         self._register_task: asyncio.Task[None] | None = None
+        self._changing = False
 
     def start_registration(self) -> None:
         self._register_task = asyncio.get_running_loop().create_task(self._register_self())
@@ -56,29 +60,60 @@ class MembershipOps:
             await asyncio.gather(task, return_exceptions=True)
 
     async def add(self, member: MemberInfo, timeout: float) -> None:
+        """Add `member` to the Raft configuration and register it (a no-op if it already
+        is one with the same addresses; ConfigError on a clash, member_rules)."""
         self._require_serving()
-        if member.raft_address in self._node.status.peers:
-            logger.info("member %s is already in the cluster", member.raft_address)
-        else:
-            # Snapshot first: the new member then catches up from the snapshot and the few
-            # entries after it, not by replaying the whole log.
-            index = await self.compact()
-            logger.info("adding %s (snapshot at %d)", member.raft_address, index)
-            await self._call(lambda done: self._node.add_node(member.raft_address, done), timeout)
-        await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), member_record(member))
+        check_add(member, self._replica.registered_members(), self._me())
+        with self._one_change():
+            if member.raft_address in self._node.status.peers:
+                logger.info("member %s is already in the cluster", member.raft_address)
+            else:
+                # Snapshot first: the new member then catches up from the snapshot and the
+                # few entries after it, not by replaying the whole log.
+                index = await self.compact()
+                logger.info("adding %s (snapshot at %d)", member.raft_address, index)
+                await self._call(
+                    lambda done: self._node.add_node(member.raft_address, done), timeout
+                )
+            record = member_record(member)
+            await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), record)
 
-    async def remove(self, node_id: str, timeout: float) -> None:
+    async def remove(self, node_id: str | None, raft_address: str | None, timeout: float) -> None:
+        """Remove a member named by node id or Raft address (member_rules.resolve_removal).
+        A dead member can be removed: the rest only needs a majority of the rest."""
         self._require_serving()
-        if node_id == self._replica.config.node_id:
-            raise ConfigError(f"{node_id} is the leader: transfer leadership before removing it")
-        member = self._replica.registered_members().get(node_id)
-        if member is None:
-            raise ConfigError(f"no member with node id {node_id!r}")
-        if member.raft_address in self._node.status.peers:
-            await self._call(
-                lambda done: self._node.remove_node(member.raft_address, done), timeout
-            )
-        await self._replica.store.delete(MEMBERS_TABLE, node_id.encode())
+        removal = resolve_removal(
+            node_id,
+            raft_address,
+            self._replica.registered_members(),
+            self._node.status.peers,
+            self._me(),
+        )
+        with self._one_change():
+            if removal.in_raft:
+                await self._call(
+                    lambda done: self._node.remove_node(removal.raft_address, done), timeout
+                )
+            if removal.node_id is not None:
+                await self._replica.store.delete(MEMBERS_TABLE, removal.node_id.encode())
+
+    @contextlib.contextmanager
+    def _one_change(self) -> Iterator[None]:
+        """One membership change at a time from this leader (Raft's own guard, the
+        ``one_config_change`` patch, covers changes still uncommitted from a previous
+        leader). UnavailableError, which clients retry, while another one runs."""
+        if self._changing:
+            logger.info("membership change refused: another one is in progress")
+            raise UnavailableError("another membership change is in progress; retry")
+        self._changing = True
+        try:
+            yield
+        finally:
+            self._changing = False
+
+    def _me(self) -> MemberInfo:
+        config = self._replica.config
+        return MemberInfo(config.node_id, config.raft_address, config.gcs_address)
 
     async def transfer(self, node_id: str | None, timeout: float) -> None:
         """Hand leadership to `node_id` (None: the most caught-up connected follower).

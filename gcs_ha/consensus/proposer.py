@@ -9,6 +9,12 @@ replica carry every write that arrived meanwhile.
 Each entry is handed to `propose` (the consensus process's link) and its results come
 back through the callback, on the loop. On demotion `fail_all()` fails everything pending
 or in flight with a retryable error.
+
+The queue is bounded: requests waiting to be proposed may hold at most `max_queued_bytes`
+(MAX_QUEUED_BYTES by default); a request beyond that is refused at once with
+ResourceExhaustedError (gRPC RESOURCE_EXHAUSTED), before anything is proposed, instead of
+letting a client that writes faster than the cluster commits grow the replica's memory
+without limit.
 """
 
 from __future__ import annotations
@@ -20,13 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gcs_ha.consensus import envelope
-from gcs_ha.errors import GcsHaError, InvalidRequestError, UnknownOutcomeError
+from gcs_ha.errors import (
+    GcsHaError,
+    InvalidRequestError,
+    ResourceExhaustedError,
+    UnknownOutcomeError,
+)
 from gcs_ha.proto import raft_log_pb2 as pb
 
 # propose(entry bytes, done callback) -> None; the callback is called on the loop with
 # (results, None) on success or (None, error) on failure.
 Done = Callable[[list[pb.Result] | None, GcsHaError | None], None]
 Propose = Callable[[bytes, Done], None]
+MAX_QUEUED_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -40,11 +52,19 @@ class GroupCommitProposer:
     """Batches requests into log entries. Not thread-safe: use from the event loop only."""
 
     def __init__(
-        self, propose: Propose, max_inflight: int, max_entry_bytes: int, max_request_bytes: int
+        self,
+        propose: Propose,
+        max_inflight: int,
+        max_entry_bytes: int,
+        max_request_bytes: int,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         """`max_entry_bytes` bounds a batch of several requests; one request alone may be
-        as large as `max_request_bytes` (it then travels in an entry of its own)."""
+        as large as `max_request_bytes` (it then travels in an entry of its own).
+        `max_queued_bytes` bounds the requests waiting to be proposed."""
         self._propose = propose
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
         self._max_inflight = max_inflight
         self._max_entry_bytes = max_entry_bytes
         self._max_request_bytes = max_request_bytes
@@ -63,10 +83,21 @@ class GroupCommitProposer:
             raise InvalidRequestError(
                 f"request of {size} bytes exceeds the {self._max_request_bytes}-byte entry limit"
             )
+        if self._queue and self._queued_bytes + size > self._max_queued_bytes:
+            raise ResourceExhaustedError(
+                f"{len(self._queue)} requests ({self._queued_bytes} bytes) already wait to "
+                "be proposed; retry later"
+            )
         future: asyncio.Future[pb.Result] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
+        self._queued_bytes += size
         self._pump()
         return await future
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the requests waiting to be proposed."""
+        return self._queued_bytes
 
     @property
     def inflight(self) -> int:
@@ -91,6 +122,7 @@ class GroupCommitProposer:
         for _, future in self._queue:
             _fail(future, queued_error or error)
         self._queue.clear()
+        self._queued_bytes = 0
         for batch in self._batches.values():
             for future, _ in batch.futures:
                 _fail(future, error)
@@ -119,6 +151,7 @@ class GroupCommitProposer:
             if batch.futures and size + cost > self._max_entry_bytes:
                 break
             self._queue.popleft()
+            self._queued_bytes -= cost
             if future.done():  # cancelled by its caller
                 continue
             size += cost

@@ -180,8 +180,10 @@ class RaftReplica:
     async def add_member(self, member: MemberInfo, timeout: float = 10.0) -> None:
         await self._membership.add(member, timeout)
 
-    async def remove_member(self, node_id: str, timeout: float = 10.0) -> None:
-        await self._membership.remove(node_id, timeout)
+    async def remove_member(
+        self, node_id: str | None, raft_address: str | None = None, timeout: float = 10.0
+    ) -> None:
+        await self._membership.remove(node_id, raft_address, timeout)
 
     async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None:
         await self._membership.transfer(node_id, timeout)

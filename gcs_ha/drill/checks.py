@@ -6,6 +6,9 @@
 - Lost writes: every acknowledged ledger write must be stored with its value at the end;
   a stored ledger key that no call could have written is a phantom.
 - Divergence: the replicas' table digests, taken once they all applied the same index.
+- One leader per term: every replica logs "serving as leader of term N" when it starts
+  serving; in a local drill the logs of all replicas (appended across restarts) must
+  name at most one replica per term. A drill of a running cluster cannot read the logs.
 - Availability: the client-visible outage around each fault (kvload.outage_around: the
   last acknowledged write completed before the fault to the first acknowledged write
   invoked after it began).
@@ -13,8 +16,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.drill.faults import Fault
@@ -25,17 +30,20 @@ from gcs_ha.errors import GcsHaError
 from gcs_ha.testing.kvload import Op, check_unique_writes, outage_around
 
 
-def digests(replicas: Mapping[str, str], timeout: float = 30.0) -> dict[str, str]:
+def digests(
+    replicas: Mapping[str, str], key: bytes | None, timeout: float = 30.0
+) -> dict[str, str]:
     """Every replica's table digest ("index:digest"; `replicas` maps names to gRPC
-    addresses), once all report the same applied index (the load has stopped; the
-    leader may still be writing its own bookkeeping for a moment). If they never agree
-    on an index, the digests as they are (the report shows them)."""
+    addresses; `key` signs the calls, gcs_ha.admin_auth), once all report the same
+    applied index (the load has stopped; the leader may still be writing its own
+    bookkeeping for a moment). If they never agree on an index, the digests as they are
+    (the report shows them)."""
     end = time.monotonic() + timeout
     while True:
         found: dict[str, tuple[int, str]] = {}
         for name, address in replicas.items():
             try:
-                with AdminClient(address, 10.0) as client:
+                with AdminClient(address, 10.0, key) as client:
                     found[name] = client.digest()
             except GcsHaError:
                 continue
@@ -44,6 +52,23 @@ def digests(replicas: Mapping[str, str], timeout: float = 30.0) -> dict[str, str
         if (complete and len(indexes) == 1) or time.monotonic() >= end:
             return {name: f"{index}:{digest}" for name, (index, digest) in found.items()}
         time.sleep(0.2)
+
+
+_SERVING = re.compile(rb"serving as leader of term (\d+)")
+
+
+def leaders_by_term(logs: Mapping[str, Path]) -> dict[int, tuple[str, ...]]:
+    """Term -> the replicas whose log says they served as leader in it (`logs` maps
+    replica names to their log files; a missing file counts as no line)."""
+    found: dict[int, set[str]] = {}
+    for name, path in logs.items():
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        for match in _SERVING.finditer(text):
+            found.setdefault(int(match.group(1)), set()).add(name)
+    return {term: tuple(sorted(names)) for term, names in sorted(found.items())}
 
 
 def outages(history: Sequence[Op], faults: Sequence[Fault]) -> tuple[FaultOutage, ...]:
@@ -65,6 +90,7 @@ def evaluate(
     faults: Sequence[Fault],
     digests: Mapping[str, str],
     notes: Sequence[str] = (),
+    leaders: Mapping[int, tuple[str, ...]] | None = None,
 ) -> DrillResult:
     """Run every check and put the verdicts together."""
     registers = [op for op in history if op.key.startswith(REGISTER_PREFIX)]
@@ -83,4 +109,5 @@ def evaluate(
         outages=outages(history, faults),
         notes=tuple(notes),
         phantom_writes=ledger_check.phantom,
+        leaders=None if leaders is None else dict(leaders),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,18 @@ import click
 
 from gcs_ha.drill.faults import FAULT_KINDS
 from gcs_ha.errors import ConfigError, GcsHaError
+
+
+def _admin_key(address: str | None, secret_file: Path | None) -> bytes | None:
+    """The admin key for a drill of a running cluster (a local one makes its own)."""
+    from gcs_ha.secret import load_admin_key  # noqa: PLC0415
+
+    if address is None:
+        return None
+    try:
+        return load_admin_key(secret_file, os.environ)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _kinds(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
@@ -89,6 +102,10 @@ def _kinds(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
 @click.option("--start-cmd", default=None, help="With --address: start a killed replica.")
 @click.option("--pause-cmd", default=None, help="With --address: pause a replica.")
 @click.option("--resume-cmd", default=None, help="With --address: resume a paused replica.")
+@click.option(
+    "--secret-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="With --address: the cluster secret file (else $GCS_HA_SECRET), for the digests.",
+)  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log what the drill does.")
 def drill(
     *,
@@ -112,6 +129,7 @@ def drill(
     start_cmd: str | None,
     pause_cmd: str | None,
     resume_cmd: str | None,
+    secret_file: Path | None,
     verbose: bool,
 ) -> None:
     """Start a local cluster, run a client load through Ray's KV protocol, inject faults
@@ -148,6 +166,7 @@ def drill(
         unsafe_follower_reads=unsafe_follower_reads,
         address=address,
         commands=FaultCommands(kill_cmd, start_cmd, pause_cmd, resume_cmd),
+        admin_key=_admin_key(address, secret_file),
     )
 
     def progress(line: str) -> None:

@@ -51,6 +51,9 @@ class Cluster(Protocol):
 
     members: set[int]
 
+    @property
+    def admin_key(self) -> bytes | None: ...  # signs admin calls (gcs_ha.admin_auth)
+
     def node_id(self, i: int) -> str: ...
     def gcs_address(self, i: int) -> str: ...
     def status(self, i: int, timeout: float = 3.0) -> admin_pb2.ReplicaStatus: ...
@@ -227,7 +230,7 @@ class Nemesis:
         target = self.rng.choice(followers)
         via = next(i for i in sorted(cluster.members) if i != target)
         start = time.monotonic()
-        cluster_ops.leave(cluster.gcs_address(via), cluster.node_id(target))
+        cluster_ops.leave(cluster.gcs_address(via), cluster.node_id(target), cluster.admin_key)
         proc = cluster.process(target)
         if proc is not None:
             wait_until(lambda: proc.poll() is not None or None, 20.0, f"r{target} did not stop")

@@ -11,13 +11,17 @@ templates with the fields {node_id}, {gcs_address}, {raft_address} and {host}:
 With --kill-cmd and --start-cmd the drill can kill the leader or a random replica and
 start it again; with --pause-cmd and --resume-cmd (e.g. `systemctl kill -s STOP/CONT`)
 it can pause one. Partitions, power loss and churn need a local cluster. A command that
-exits non-zero makes the fault an error (the drill fails).
+exits non-zero makes the fault an error (the drill fails). The fields are filled in
+shell-quoted (a member's node id or address is always one word of the command); the
+template itself is the operator's and is run by `sh -c`. The digests at the end are
+admin calls: give the cluster secret (--secret-file or GCS_HA_SECRET).
 
 `RemoteCluster` offers the part of ProcessCluster that the nemesis uses for those kinds.
 """
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.cluster_ops import discover
 from gcs_ha.drill.faults import FaultKind
-from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
+from gcs_ha.errors import AdminAuthError, ConfigError, GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2
 from gcs_ha.testing.cluster import wait_until
 
@@ -57,27 +61,60 @@ class FaultCommands:
 
 
 @dataclass(frozen=True)
-class _Member:
+class RemoteMember:
     node_id: str
     gcs_address: str
     raft_address: str
 
 
+def fill_template(template: str, member: RemoteMember) -> str:
+    """The operator's command for `member`: each field shell-quoted, so a node id or an
+    address the cluster reports can never be more than one word of the command."""
+    fields = {
+        "node_id": member.node_id,
+        "gcs_address": member.gcs_address,
+        "raft_address": member.raft_address,
+        "host": member.gcs_address.rpartition(":")[0],
+    }
+    try:
+        return template.format(**{name: shlex.quote(value) for name, value in fields.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"bad command template {template!r}: {exc}; fields: {', '.join(fields)}"
+        ) from None
+
+
 class RemoteCluster:
     """The members of a running cluster, indexed 0..n-1 in node id order."""
 
-    def __init__(self, address: str, commands: FaultCommands) -> None:
+    def __init__(self, address: str, commands: FaultCommands, key: bytes | None) -> None:
+        """`key`: the cluster's admin key (gcs_ha.admin_auth), for the digests."""
         status = discover(address)
         found = [m for m in status.members if m.gcs_address]
         if len(found) < len(status.members):
             raise UnavailableError("not every member has registered its gRPC address yet")
         self._members = [
-            _Member(m.node_id, m.gcs_address, m.raft_address)
+            RemoteMember(m.node_id, m.gcs_address, m.raft_address)
             for m in sorted(found, key=lambda m: m.node_id)
         ]
         self.members: set[int] = set(range(len(self._members)))
         self.commands = commands
+        self.admin_key = key
         self._down: set[int] = set()
+        self._check_key()
+
+    def _check_key(self) -> None:
+        """ConfigError before any fault when the drill could not check the digests at the
+        end: the cluster asks for the secret and none (or the wrong one) was given."""
+        try:
+            with AdminClient(self.gcs_address(0), 5.0, self.admin_key) as client:
+                client.digest()
+        except AdminAuthError as exc:
+            raise ConfigError(
+                f"the drill compares the replicas' digests, an admin call: {exc}"
+            ) from None
+        except GcsHaError:
+            pass  # unreachable now: the drill's own checks report it
 
     def node_id(self, i: int) -> str:
         return self._members[i].node_id
@@ -136,12 +173,7 @@ class RemoteCluster:
         if not template:
             raise ConfigError("no command given for this fault")
         member = self._members[i]
-        command = template.format(
-            node_id=member.node_id,
-            gcs_address=member.gcs_address,
-            raft_address=member.raft_address,
-            host=member.gcs_address.rpartition(":")[0],
-        )
+        command = fill_template(template, member)
         try:
             done = subprocess.run(
                 command, shell=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,

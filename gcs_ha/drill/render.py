@@ -85,6 +85,15 @@ def _faults_table(doc: Mapping[str, Any]) -> Table:
     return Table("faults and client-visible outages", header, rows)
 
 
+def _split_terms(doc: Mapping[str, Any]) -> str:
+    if doc["leaders_by_term"] is None:
+        return "not checked (no replica logs)"
+    split = doc["split_terms"]
+    if not split:
+        return f"0 of {len(doc['leaders_by_term'])}"
+    return "; ".join(f"term {t}: {', '.join(n)}" for t, n in split.items())
+
+
 def _checks_table(doc: Mapping[str, Any]) -> Table:
     lin, lost = doc["linearizability"], doc["lost_writes"]
     rows = [
@@ -95,6 +104,7 @@ def _checks_table(doc: Mapping[str, Any]) -> Table:
         ("states explored", str(lin["states_explored"])),
         ("lost acknowledged writes", str(lost["count"])),
         ("replicas divergent", "YES" if doc["divergent"] else "no"),
+        ("terms with two leaders", _split_terms(doc)),
     ]
     rows += [(f"digest {name}", digest) for name, digest in sorted(doc["digests"].items())]
     if lost["keys"]:

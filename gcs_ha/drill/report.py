@@ -71,6 +71,8 @@ def failure_reasons(result: DrillResult) -> list[str]:
         reasons.append(f"replicas diverge ({len(set(result.digests.values()))} digests)")
     if not result.digests:
         reasons.append("no replica digests")
+    if result.split_terms:
+        reasons.append(f"{len(result.split_terms)} term(s) with two leaders")
     errors = sum(bool(f.error) for f in result.faults)
     if errors:
         reasons.append(f"{errors} fault(s) not carried out")
@@ -240,6 +242,10 @@ def to_json(result: DrillResult) -> dict[str, Any]:
         },
         "digests": dict(result.digests),
         "divergent": result.divergent,
+        "leaders_by_term": (
+            None if result.leaders is None else {str(t): list(n) for t, n in result.leaders.items()}
+        ),
+        "split_terms": {str(t): list(n) for t, n in result.split_terms.items()},
         "config": jsonable(result.config),
         "notes": list(result.notes),
     }

@@ -36,6 +36,13 @@ class DrillResult:
     notes: tuple[str, ...] = field(default=())  # anything the drill wants a reader to see
     # Ledger keys stored at the end that no call could have written (never sent, or FAIL).
     phantom_writes: tuple[bytes, ...] = field(default=())
+    # Term -> replicas that served as leader in it (None: not checked, a remote drill).
+    leaders: dict[int, tuple[str, ...]] | None = None
+
+    @property
+    def split_terms(self) -> dict[int, tuple[str, ...]]:
+        """Terms in which more than one replica served as leader (Raft forbids it)."""
+        return {t: names for t, names in (self.leaders or {}).items() if len(names) > 1}
 
     @property
     def divergent(self) -> bool:
@@ -48,6 +55,7 @@ class DrillResult:
             and not self.lost_writes
             and not self.phantom_writes
             and not self.divergent
+            and not self.split_terms
             and bool(self.digests)
             and not any(f.error for f in self.faults)
         )

@@ -62,6 +62,7 @@ class DrillConfig:
     unsafe_follower_reads: bool = False  # tests only: makes reads non-linearizable
     address: str | None = None  # drill a running cluster (drill.remote) instead
     commands: FaultCommands = field(default_factory=FaultCommands)
+    admin_key: bytes | None = None  # with address: signs the admin calls (Digest)
 
     def validate(self) -> None:
         if self.address is not None:
@@ -88,7 +89,7 @@ def run(config: DrillConfig, progress: Progress = log.info) -> DrillResult:
     config.validate()
     if config.address is None:
         return run_local(config, progress)
-    cluster = RemoteCluster(config.address, config.commands)
+    cluster = RemoteCluster(config.address, config.commands, config.admin_key)
     names = ", ".join(cluster.node_id(i) for i in sorted(cluster.members))
     progress(f"drilling the cluster at {config.address}: {names}")
     namespace = b"gcs-ha-drill-%d" % time.time_ns()  # a fresh key space for this run
@@ -147,7 +148,12 @@ def _drill(  # noqa: PLR0917
     except GcsHaError as exc:
         notes.append(f"the cluster did not become whole after the drill: {exc}")
     finals, ledger = asyncio.run(final_reads(addresses, workload.namespace, drill_load.keys.used))
-    digests = checks.digests({cluster.node_id(i): cluster.gcs_address(i) for i in cluster.members})
+    replicas = {cluster.node_id(i): cluster.gcs_address(i) for i in cluster.members}
+    digests = checks.digests(replicas, cluster.admin_key)
+    leaders = None
+    if isinstance(cluster, ProcessCluster):
+        logs = {cluster.node_id(i): cluster.log_path(i) for i in range(cluster.size)}
+        leaders = checks.leaders_by_term(logs)
     return checks.evaluate(
         config=_describe(config, kinds),
         started=started,
@@ -158,6 +164,7 @@ def _drill(  # noqa: PLR0917
         faults=faults,
         digests=digests,
         notes=notes,
+        leaders=leaders,
     )
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gcs_ha/proto/admin.proto\x12\x0cgcs_ha.admin\"D\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x13\n\x0bgcs_address\x18\x03 \x01(\t\"\xcc\x03\n\rReplicaStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x12\x16\n\x0eleader_node_id\x18\x06 \x01(\t\x12\x14\n\x0craft_address\x18\x07 \x01(\t\x12\x13\n\x0bgcs_address\x18\x08 \x01(\t\x12\x0f\n\x07serving\x18\t \x01(\x08\x12\x12\n\nlog_length\x18\n \x01(\x04\x12\x16\n\x0elast_log_index\x18\x0b \x01(\x04\x12%\n\x07members\x18\x0c \x03(\x0b\x32\x14.gcs_ha.admin.Member\x12\x1b\n\x13leader_raft_address\x18\r \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x0e \x01(\t\x12@\n\x0bmatch_index\x18\x0f \x03(\x0b\x32+.gcs_ha.admin.ReplicaStatus.MatchIndexEntry\x12\x12\n\nhas_quorum\x18\x10 \x01(\x08\x1a\x31\n\x0fMatchIndexEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0f\n\rStatusRequest\"8\n\x10\x41\x64\x64MemberRequest\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.gcs_ha.admin.Member\"\x10\n\x0e\x41\x64\x64MemberReply\"&\n\x13RemoveMemberRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x13\n\x11RemoveMemberReply\",\n\x19TransferLeadershipRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x19\n\x17TransferLeadershipReply\"\x10\n\x0e\x43ompactRequest\"&\n\x0c\x43ompactReply\x12\x16\n\x0esnapshot_index\x18\x01 \x01(\x04\"\x0f\n\rDigestRequest\"4\n\x0b\x44igestReply\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x11\n\x0fShutdownRequest\"\x0f\n\rShutdownReply2\xa6\x04\n\x0c\x41\x64minService\x12\x42\n\x06Status\x12\x1b.gcs_ha.admin.StatusRequest\x1a\x1b.gcs_ha.admin.ReplicaStatus\x12I\n\tAddMember\x12\x1e.gcs_ha.admin.AddMemberRequest\x1a\x1c.gcs_ha.admin.AddMemberReply\x12R\n\x0cRemoveMember\x12!.gcs_ha.admin.RemoveMemberRequest\x1a\x1f.gcs_ha.admin.RemoveMemberReply\x12\x64\n\x12TransferLeadership\x12\'.gcs_ha.admin.TransferLeadershipRequest\x1a%.gcs_ha.admin.TransferLeadershipReply\x12\x43\n\x07\x43ompact\x12\x1c.gcs_ha.admin.CompactRequest\x1a\x1a.gcs_ha.admin.CompactReply\x12@\n\x06\x44igest\x12\x1b.gcs_ha.admin.DigestRequest\x1a\x19.gcs_ha.admin.DigestReply\x12\x46\n\x08Shutdown\x12\x1d.gcs_ha.admin.ShutdownRequest\x1a\x1b.gcs_ha.admin.ShutdownReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gcs_ha/proto/admin.proto\x12\x0cgcs_ha.admin\"D\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\x12\x13\n\x0bgcs_address\x18\x03 \x01(\t\"\xcc\x03\n\rReplicaStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x12\x16\n\x0eleader_node_id\x18\x06 \x01(\t\x12\x14\n\x0craft_address\x18\x07 \x01(\t\x12\x13\n\x0bgcs_address\x18\x08 \x01(\t\x12\x0f\n\x07serving\x18\t \x01(\x08\x12\x12\n\nlog_length\x18\n \x01(\x04\x12\x16\n\x0elast_log_index\x18\x0b \x01(\x04\x12%\n\x07members\x18\x0c \x03(\x0b\x32\x14.gcs_ha.admin.Member\x12\x1b\n\x13leader_raft_address\x18\r \x01(\t\x12\x14\n\x0c\x63luster_name\x18\x0e \x01(\t\x12@\n\x0bmatch_index\x18\x0f \x03(\x0b\x32+.gcs_ha.admin.ReplicaStatus.MatchIndexEntry\x12\x12\n\nhas_quorum\x18\x10 \x01(\x08\x1a\x31\n\x0fMatchIndexEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x0f\n\rStatusRequest\"8\n\x10\x41\x64\x64MemberRequest\x12$\n\x06member\x18\x01 \x01(\x0b\x32\x14.gcs_ha.admin.Member\"\x10\n\x0e\x41\x64\x64MemberReply\"<\n\x13RemoveMemberRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0craft_address\x18\x02 \x01(\t\"\x13\n\x11RemoveMemberReply\",\n\x19TransferLeadershipRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x19\n\x17TransferLeadershipReply\"\x10\n\x0e\x43ompactRequest\"&\n\x0c\x43ompactReply\x12\x16\n\x0esnapshot_index\x18\x01 \x01(\x04\"\x0f\n\rDigestRequest\"4\n\x0b\x44igestReply\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x11\n\x0fShutdownRequest\"\x0f\n\rShutdownReply2\xa6\x04\n\x0c\x41\x64minService\x12\x42\n\x06Status\x12\x1b.gcs_ha.admin.StatusRequest\x1a\x1b.gcs_ha.admin.ReplicaStatus\x12I\n\tAddMember\x12\x1e.gcs_ha.admin.AddMemberRequest\x1a\x1c.gcs_ha.admin.AddMemberReply\x12R\n\x0cRemoveMember\x12!.gcs_ha.admin.RemoveMemberRequest\x1a\x1f.gcs_ha.admin.RemoveMemberReply\x12\x64\n\x12TransferLeadership\x12\'.gcs_ha.admin.TransferLeadershipRequest\x1a%.gcs_ha.admin.TransferLeadershipReply\x12\x43\n\x07\x43ompact\x12\x1c.gcs_ha.admin.CompactRequest\x1a\x1a.gcs_ha.admin.CompactReply\x12@\n\x06\x44igest\x12\x1b.gcs_ha.admin.DigestRequest\x1a\x19.gcs_ha.admin.DigestReply\x12\x46\n\x08Shutdown\x12\x1d.gcs_ha.admin.ShutdownRequest\x1a\x1b.gcs_ha.admin.ShutdownReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,25 +46,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDMEMBERREPLY']._serialized_start=650
   _globals['_ADDMEMBERREPLY']._serialized_end=666
   _globals['_REMOVEMEMBERREQUEST']._serialized_start=668
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=706
-  _globals['_REMOVEMEMBERREPLY']._serialized_start=708
-  _globals['_REMOVEMEMBERREPLY']._serialized_end=727
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=729
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=773
-  _globals['_TRANSFERLEADERSHIPREPLY']._serialized_start=775
-  _globals['_TRANSFERLEADERSHIPREPLY']._serialized_end=800
-  _globals['_COMPACTREQUEST']._serialized_start=802
-  _globals['_COMPACTREQUEST']._serialized_end=818
-  _globals['_COMPACTREPLY']._serialized_start=820
-  _globals['_COMPACTREPLY']._serialized_end=858
-  _globals['_DIGESTREQUEST']._serialized_start=860
-  _globals['_DIGESTREQUEST']._serialized_end=875
-  _globals['_DIGESTREPLY']._serialized_start=877
-  _globals['_DIGESTREPLY']._serialized_end=929
-  _globals['_SHUTDOWNREQUEST']._serialized_start=931
-  _globals['_SHUTDOWNREQUEST']._serialized_end=948
-  _globals['_SHUTDOWNREPLY']._serialized_start=950
-  _globals['_SHUTDOWNREPLY']._serialized_end=965
-  _globals['_ADMINSERVICE']._serialized_start=968
-  _globals['_ADMINSERVICE']._serialized_end=1518
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=728
+  _globals['_REMOVEMEMBERREPLY']._serialized_start=730
+  _globals['_REMOVEMEMBERREPLY']._serialized_end=749
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=751
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=795
+  _globals['_TRANSFERLEADERSHIPREPLY']._serialized_start=797
+  _globals['_TRANSFERLEADERSHIPREPLY']._serialized_end=822
+  _globals['_COMPACTREQUEST']._serialized_start=824
+  _globals['_COMPACTREQUEST']._serialized_end=840
+  _globals['_COMPACTREPLY']._serialized_start=842
+  _globals['_COMPACTREPLY']._serialized_end=880
+  _globals['_DIGESTREQUEST']._serialized_start=882
+  _globals['_DIGESTREQUEST']._serialized_end=897
+  _globals['_DIGESTREPLY']._serialized_start=899
+  _globals['_DIGESTREPLY']._serialized_end=951
+  _globals['_SHUTDOWNREQUEST']._serialized_start=953
+  _globals['_SHUTDOWNREQUEST']._serialized_end=970
+  _globals['_SHUTDOWNREPLY']._serialized_start=972
+  _globals['_SHUTDOWNREPLY']._serialized_end=987
+  _globals['_ADMINSERVICE']._serialized_start=990
+  _globals['_ADMINSERVICE']._serialized_end=1540
 # @@protoc_insertion_point(module_scope)

@@ -74,10 +74,12 @@ class AddMemberReply(_message.Message):
     def __init__(self) -> None: ...
 
 class RemoveMemberRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "raft_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    raft_address: str
+    def __init__(self, node_id: _Optional[str] = ..., raft_address: _Optional[str] = ...) -> None: ...
 
 class RemoveMemberReply(_message.Message):
     __slots__ = ()

@@ -1,22 +1,30 @@
 """The admin gRPC service: a thin shell over a `Replica`.
 
 Every method calls one `Replica` method and converts between protobuf and the
-consensus dataclasses. Errors are `gcs_ha.errors` exceptions, turned into gRPC
-statuses by `gcs_ha.server.status` (a follower answers leader-only calls with
-FAILED_PRECONDITION and the leader's GCS address). Raises nothing itself: a bad
-request (empty node id, bad address) is InvalidRequestError -> INVALID_ARGUMENT.
+consensus dataclasses. Every method but Status first checks the caller's proof of the
+cluster secret (gcs_ha.admin_auth): without it, UNAUTHENTICATED and nothing happens.
+Status stays readable to anyone who reaches the port: it shows the members' addresses,
+roles and log positions, nothing secret (docs/security.md). Errors are `gcs_ha.errors`
+exceptions, turned into gRPC statuses by `gcs_ha.server.status` (a follower answers
+leader-only calls with FAILED_PRECONDITION and the leader's GCS address). A bad request
+(bad node id, bad address) is InvalidRequestError -> INVALID_ARGUMENT; a change that
+contradicts the cluster (an address another member holds) is ConfigError, also
+INVALID_ARGUMENT; another membership change in progress is UNAVAILABLE (retry).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc.aio
 
 from gcs_ha.addresses import check_address
+from gcs_ha.admin_auth import AdminVerifier
 from gcs_ha.consensus.api import MemberInfo, Replica, ReplicaStatusInfo
 from gcs_ha.errors import ConfigError, GcsHaError, InvalidRequestError
+from gcs_ha.names import check_name
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.server.status import abort_with_error
 
@@ -55,9 +63,8 @@ def member_to_proto(member: MemberInfo) -> admin_pb2.Member:
 
 def member_from_proto(member: admin_pb2.Member) -> MemberInfo:
     """A member from the wire; InvalidRequestError when a field is missing or malformed."""
-    if not member.node_id:
-        raise InvalidRequestError("member.node_id is empty")
     try:
+        check_name("node id", member.node_id)
         check_address(member.raft_address)
         if member.gcs_address:
             check_address(member.gcs_address)
@@ -71,11 +78,25 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     `request_shutdown` is called by Shutdown after the reply is queued; the replica
     process then stops the gRPC server (letting the reply go out) and the replica.
+    `verifier` checks the callers' credentials (a disabled one accepts every call).
     """
 
-    def __init__(self, replica: Replica, request_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        request_shutdown: Callable[[], None],
+        verifier: AdminVerifier | None = None,
+    ) -> None:
         self._replica = replica
         self._request_shutdown = request_shutdown
+        self._verifier = verifier or AdminVerifier(None)
+
+    async def _authorize(self, method: str, request: Any, context: Context) -> None:
+        """UNAUTHENTICATED (and nothing done) unless the caller proved the secret."""
+        async def check() -> None:
+            self._verifier.check(method, request, context.invocation_metadata())
+
+        await _guarded(context, check())
 
     async def Status(
         self, request: admin_pb2.StatusRequest, context: Context
@@ -85,6 +106,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def AddMember(
         self, request: admin_pb2.AddMemberRequest, context: Context
     ) -> admin_pb2.AddMemberReply:
+        await self._authorize("AddMember", request, context)
+
         async def add() -> None:
             await self._replica.add_member(member_from_proto(request.member))
 
@@ -94,10 +117,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RemoveMember(
         self, request: admin_pb2.RemoveMemberRequest, context: Context
     ) -> admin_pb2.RemoveMemberReply:
+        await self._authorize("RemoveMember", request, context)
+
         async def remove() -> None:
-            if not request.node_id:
-                raise InvalidRequestError("node_id is empty")
-            await self._replica.remove_member(request.node_id)
+            if not request.node_id and not request.raft_address:
+                raise InvalidRequestError("give node_id or raft_address")
+            try:
+                if request.raft_address:
+                    check_address(request.raft_address)
+            except ConfigError as exc:
+                raise InvalidRequestError(str(exc)) from exc
+            await self._replica.remove_member(
+                request.node_id or None, request.raft_address or None
+            )
 
         await _guarded(context, remove())
         return admin_pb2.RemoveMemberReply()
@@ -105,24 +137,29 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def TransferLeadership(
         self, request: admin_pb2.TransferLeadershipRequest, context: Context
     ) -> admin_pb2.TransferLeadershipReply:
+        await self._authorize("TransferLeadership", request, context)
         await _guarded(context, self._replica.transfer_leadership(request.node_id or None))
         return admin_pb2.TransferLeadershipReply()
 
     async def Compact(
         self, request: admin_pb2.CompactRequest, context: Context
     ) -> admin_pb2.CompactReply:
+        await self._authorize("Compact", request, context)
         index = await _guarded(context, self._replica.compact())
         return admin_pb2.CompactReply(snapshot_index=index)
 
     async def Digest(
         self, request: admin_pb2.DigestRequest, context: Context
     ) -> admin_pb2.DigestReply:
-        applied, digest = await _guarded(context, _now(self._replica.digest))
+        await self._authorize("Digest", request, context)
+        # A scan of every table: in a thread, so Ray's calls go on meanwhile.
+        applied, digest = await _guarded(context, asyncio.to_thread(self._replica.digest))
         return admin_pb2.DigestReply(applied_index=applied, digest=digest)
 
     async def Shutdown(
         self, request: admin_pb2.ShutdownRequest, context: Context
     ) -> admin_pb2.ShutdownReply:
+        await self._authorize("Shutdown", request, context)
         self._request_shutdown()
         return admin_pb2.ShutdownReply()
 

@@ -81,7 +81,9 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
     `store` is the replica's store with read barriers (the KV service reads through it);
     the other managers read `gcs.tables` (local, after the promotion barrier)."""
     tables = gcs.tables
-    pool = GrpcRayletClientPool(cluster_id_hex=lambda: gcs.cluster_id.hex)
+    pool = GrpcRayletClientPool(
+        cluster_id_hex=lambda: gcs.cluster_id.hex, auth=gcs.ray_auth, tls=gcs.ray_tls
+    )
     pubsub = PubsubManager()
     health = GcsHealthCheckManager(pool)
     nodes = GcsNodeManager(tables, pubsub, pool, health)
@@ -89,14 +91,17 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
     functions = FunctionManager(tables.internal_kv)
     runtime_envs = RuntimeEnvManager(tables.internal_kv)
     tasks = TaskManager()
-    jobs = JobManager(tables, pubsub, functions, runtime_envs, driver_probe=CoreWorkerDriverProbe())
+    probe = CoreWorkerDriverProbe(gcs.ray_auth, gcs.ray_tls)
+    jobs = JobManager(tables, pubsub, functions, runtime_envs, driver_probe=probe)
     placement_groups = GcsPlacementGroupManager(
         tables,
         GcsPlacementGroupScheduler(resources, pool),
         resources,
         namespace_of=lambda job_id: _ray_namespace(jobs, job_id),
     )
-    core_workers = GrpcCoreWorkerClientPool(cluster_id_hex=lambda: gcs.cluster_id.hex)
+    core_workers = GrpcCoreWorkerClientPool(
+        cluster_id_hex=lambda: gcs.cluster_id.hex, auth=gcs.ray_auth, tls=gcs.ray_tls
+    )
     actors = GcsActorManager(
         ActorDeps(tables, pubsub, nodes, resources, pool, core_workers, functions, runtime_envs)
     )

@@ -39,6 +39,8 @@ from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray import core_worker_pb2 as cw
 from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
+from gcs_ha.ray_auth import RayAuth
+from gcs_ha.ray_tls import RayTls, aio_channel
 from gcs_ha.server.outbound import CLUSTER_ID_METADATA, MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -59,18 +61,27 @@ CHANNEL_OPTIONS = [
 class _Conn:
     """One core worker's channel and stub."""
 
-    def __init__(self, target: str, node_id: bytes) -> None:
+    def __init__(self, target: str, node_id: bytes, tls: RayTls | None) -> None:
         self.target = target
         self.node_id = node_id
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = aio_channel(target, tls, CHANNEL_OPTIONS)
         self.stub = cw_grpc.CoreWorkerServiceStub(self.channel)  # type: ignore[no-untyped-call]
 
 
 class GrpcCoreWorkerClientPool:
     """Cached grpc.aio channels to core workers, keyed by worker id."""
 
-    def __init__(self, cluster_id_hex: Callable[[], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        cluster_id_hex: Callable[[], str | None] | None = None,
+        auth: RayAuth | None = None,
+        tls: RayTls | None = None,
+    ) -> None:
+        """`auth`: Ray's token, sent on every call in token mode (gcs_ha.ray_auth);
+        `tls`: Ray's TLS settings, the channels are TLS when given (gcs_ha.ray_tls)."""
         self._cluster_id_hex = cluster_id_hex
+        self._auth = auth or RayAuth()
+        self._tls = tls
         self._conns: dict[bytes, _Conn] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -137,7 +148,7 @@ class GrpcCoreWorkerClientPool:
             return conn
         if conn is not None:
             self._close_later(conn)
-        conn = self._conns[worker_id] = _Conn(target, bytes(address.node_id))
+        conn = self._conns[worker_id] = _Conn(target, bytes(address.node_id), self._tls)
         return conn
 
     async def _call(
@@ -154,7 +165,8 @@ class GrpcCoreWorkerClientPool:
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         cluster_hex = self._cluster_id_hex() if self._cluster_id_hex is not None else None
-        return ((CLUSTER_ID_METADATA, cluster_hex),) if cluster_hex else ()
+        token = self._auth.metadata()
+        return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
 
     def _close_later(self, conn: _Conn) -> None:
         task = asyncio.get_running_loop().create_task(conn.channel.close(None))

@@ -65,6 +65,7 @@ from google.protobuf import descriptor_pool
 
 # Imported for their descriptors: method kinds are read from the default pool.
 from gcs_ha.proto.ray import autoscaler_pb2, gcs_service_pb2, ray_syncer_pb2  # noqa: F401
+from gcs_ha.ray_tls import RayTls, aio_channel
 from gcs_ha.server.status import NOT_APPLIED, cancelled_itself, not_applied
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,9 @@ def rejecting_handler(kind: Kind, code: grpc.StatusCode, message: str) -> Handle
 class LeaderChannel:
     """The cached channel to the current leader's GCS address; replaced when it changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: RayTls | None = None) -> None:
+        """`tls`: Ray's TLS settings (gcs_ha.ray_tls): the channel is TLS when given."""
+        self._tls = tls
         self.address: str | None = None
         self._channel: grpc.aio.Channel | None = None
         self._retired: set[grpc.aio.Channel] = set()
@@ -171,7 +174,7 @@ class LeaderChannel:
         """The channel to `address` (a new one, retiring the old, if the leader moved)."""
         if address != self.address or self._channel is None:
             self.retire()
-            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channel = aio_channel(address, self._tls, CHANNEL_OPTIONS)
             self.address = address
         return self._channel
 
@@ -509,7 +512,7 @@ async def _answer_locally(local: Handler | None, request: bytes, context: Contex
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         raise AssertionError("context.abort returned")  # pragma: no cover
     parse = local.request_deserializer
-    message = parse(request) if parse is not None else request
+    message = parse(request) if parse is not None else request  # parse_guard: no parser
     reply = await local.unary_unary(message, cast(Any, context))
     serialize = local.response_serializer
     return cast(bytes, serialize(reply) if serialize is not None else reply)

@@ -53,15 +53,20 @@ from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo
 from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData, Manager
+from gcs_ha.ray_auth import RayAuth
+from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import cluster_id as cid
 from gcs_ha.server.forwarding import (
     HOLD_S,
     Forwarder,
     ForwardingInterceptor,
+    Interceptor,
     LeaderChannel,
     RoutingState,
     outbound_marker,
 )
+from gcs_ha.server.parse_guard import ParseGuardInterceptor
+from gcs_ha.server.token_auth import TokenAuthInterceptor
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 
@@ -171,13 +176,19 @@ class GcsServer:
         *,
         hold_s: float = HOLD_S,
         poll_s: float = POLL_S,
+        ray_auth: RayAuth | None = None,
+        ray_tls: RayTls | None = None,
     ) -> None:
+        """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
+        `ray_tls`: Ray's TLS (gcs_ha.ray_tls) for the channels this server opens."""
         self.replica = replica
+        self.ray_auth = ray_auth or RayAuth()
+        self.ray_tls = ray_tls
         self.cluster_id = cid.ClusterId()
         self.view = LeaderView(replica)
         self._node_id = node_id
         self._poll_s = poll_s
-        self._channels = LeaderChannel()
+        self._channels = LeaderChannel(ray_tls)
         state = RoutingState(
             serving=self.is_serving,
             leader_is_self=lambda: self.view.is_self,
@@ -192,7 +203,15 @@ class GcsServer:
             state, Forwarder(node_id, self._channels), answers_locally, hold_s
         )
         # Server interceptors, outermost first: give them to grpc.aio.server(...).
-        self.interceptors = [cid.ClusterIdInterceptor(self.cluster_id), forwarding]
+        token: list[Interceptor] = (
+            [TokenAuthInterceptor(self.ray_auth)] if self.ray_auth.enabled else []
+        )
+        self.interceptors = [
+            *token,
+            cid.ClusterIdInterceptor(self.cluster_id),
+            forwarding,
+            ParseGuardInterceptor(),
+        ]
         self._health = _Health(health)
         self._managers: list[Manager] = []
         self._after_serving: list[AfterServing] = [self._write_gcs_pid]
@@ -388,7 +407,8 @@ class GcsServer:
     async def _fetch_cluster_id(self, address: str) -> None:
         try:
             channel = self._channels.get(address)
-            value = await cid.fetch_from_leader(channel, outbound_marker(self._node_id))
+            metadata = (*outbound_marker(self._node_id), *self.ray_auth.metadata())
+            value = await cid.fetch_from_leader(channel, metadata)
             self.cluster_id.learn(value)
         except UnavailableError as exc:
             log.debug("cluster id not learned yet: %s", exc)

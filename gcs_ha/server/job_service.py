@@ -18,6 +18,8 @@ from gcs_ha.proto.ray import core_worker_pb2, core_worker_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray.common_pb2 import Address
+from gcs_ha.ray_auth import RayAuth
+from gcs_ha.ray_tls import RayTls, aio_channel
 from gcs_ha.server.ray_call import Context, ray_call
 
 
@@ -73,13 +75,19 @@ class CoreWorkerDriverProbe:
     core worker, over a channel opened for the call (the dashboard's job list is the
     only caller, and rare; nothing to keep between calls)."""
 
+    def __init__(self, auth: RayAuth | None = None, tls: RayTls | None = None) -> None:
+        self._auth = auth or RayAuth()
+        self._tls = tls
+
     async def num_pending_tasks(self, driver: Address, timeout_s: float) -> int:
         target = f"{driver.ip_address}:{driver.port}"
         try:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with aio_channel(target, self._tls) as channel:
                 stub = core_worker_pb2_grpc.CoreWorkerServiceStub(channel)  # type: ignore[no-untyped-call]
                 reply = await stub.NumPendingTasks(
-                    core_worker_pb2.NumPendingTasksRequest(), timeout=timeout_s
+                    core_worker_pb2.NumPendingTasksRequest(),
+                    timeout=timeout_s,
+                    metadata=self._auth.metadata(),
                 )
         except grpc.aio.AioRpcError as exc:
             raise UnavailableError(f"driver at {target}: {exc.code().name}") from exc

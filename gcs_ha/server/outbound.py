@@ -47,6 +47,8 @@ from gcs_ha.proto.ray import node_manager_pb2 as nm
 from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray.common_pb2 import ActorDeathCause, Bundle, LeaseSpec
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
+from gcs_ha.ray_auth import RayAuth
+from gcs_ha.ray_tls import RayTls, aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,9 @@ Reply = TypeVar("Reply", bound=Message)
 class _Conn:
     """One raylet's channel and stubs."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: RayTls | None) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = aio_channel(address, tls, CHANNEL_OPTIONS)
         self.node_manager = nm_grpc.NodeManagerServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
@@ -84,8 +86,14 @@ class GrpcRayletClientPool:
         self,
         cluster_id_hex: Callable[[], str | None] | None = None,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        auth: RayAuth | None = None,
+        tls: RayTls | None = None,
     ) -> None:
+        """`auth`: Ray's token, sent on every call in token mode (gcs_ha.ray_auth);
+        `tls`: Ray's TLS settings, the channels are TLS when given (gcs_ha.ray_tls)."""
         self._cluster_id_hex = cluster_id_hex
+        self._auth = auth or RayAuth()
+        self._tls = tls
         self._timeout_s = call_timeout_s
         self._conns: dict[bytes, _Conn] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -117,7 +125,9 @@ class GrpcRayletClientPool:
         conn = self._conn(node)
         request = health_pb2.HealthCheckRequest(service=node.node_id.hex())
         try:
-            reply = await conn.health.Check(request, timeout=timeout_s)
+            reply = await conn.health.Check(
+                request, timeout=timeout_s, metadata=self._auth.metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise _unavailable(node, "health check", exc) from exc
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -284,7 +294,7 @@ class GrpcRayletClientPool:
             return conn
         if conn is not None:
             self._close_later(conn)
-        conn = self._conns[node_id] = _Conn(address)
+        conn = self._conns[node_id] = _Conn(address, self._tls)
         return conn
 
     async def _call(
@@ -301,7 +311,8 @@ class GrpcRayletClientPool:
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         cluster_hex = self._cluster_id_hex() if self._cluster_id_hex is not None else None
-        return ((CLUSTER_ID_METADATA, cluster_hex),) if cluster_hex else ()
+        token = self._auth.metadata()
+        return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
 
     def _close_later(self, conn: _Conn) -> None:
         task = asyncio.get_running_loop().create_task(conn.channel.close(None))

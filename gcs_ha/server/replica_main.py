@@ -38,11 +38,14 @@ from grpc_health.v1 import health_pb2_grpc
 # installed type stubs do not declare `health.aio`.
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
+from gcs_ha.admin_auth import AdminVerifier, admin_key
 from gcs_ha.consensus.api import Replica
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.proto import admin_pb2_grpc
+from gcs_ha.ray_auth import RayAuth
+from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.gcs_server import GcsServer
@@ -76,10 +79,11 @@ class Services:
     health: AsyncHealthServicer
     request_shutdown: Callable[[], None]
     gcs: GcsServer
+    admin: AdminVerifier
 
 
 def _mount_admin(server: grpc.aio.Server, services: Services) -> None:
-    servicer = AdminService(services.replica, services.request_shutdown)
+    servicer = AdminService(services.replica, services.request_shutdown, services.admin)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
 
@@ -133,8 +137,15 @@ class ReplicaProcess:
         replica_factory: Callable[[ReplicaConfig], Replica] = default_replica_factory,
         after_start: Callable[[ReplicaProcess], Awaitable[None]] | None = None,
         supervisor_pid: int | None = None,
+        *,
+        ray_auth: RayAuth | None = None,
+        ray_tls: RayTls | None = None,
     ) -> None:
+        """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
+        `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls)."""
         self.config = config
+        self._ray_auth = ray_auth
+        self._ray_tls = ray_tls
         self._factory = replica_factory
         self._after_start = after_start
         self._supervisor_pid = supervisor_pid
@@ -166,16 +177,20 @@ class ReplicaProcess:
                 log.info("initialised data dir %s", data_dir.path)
             replica = self._factory(cfg)
             health = AsyncHealthServicer()
-            gcs = GcsServer(replica, health, cfg.node_id)
+            gcs = GcsServer(
+                replica, health, cfg.node_id, ray_auth=self._ray_auth, ray_tls=self._ray_tls
+            )
             server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=gcs.interceptors)
-            _bind(server, cfg.gcs_address)
+            _bind(server, cfg.gcs_address, self._ray_tls)
             try:
                 await replica.start()
             except BaseException:
                 await _stop_quietly(replica)
                 raise
             try:
-                await self._serve(server, Services(replica, health, self.request_stop, gcs))
+                admin = AdminVerifier(admin_key(cfg.secret) if cfg.secret else None)
+                services = Services(replica, health, self.request_stop, gcs, admin)
+                await self._serve(server, services)
             finally:
                 await replica.stop()
         log.info("stopped")
@@ -241,9 +256,12 @@ async def _stop_quietly(replica: Replica) -> None:
         log.debug("stopping a replica that failed to start", exc_info=True)
 
 
-def _bind(server: grpc.aio.Server, address: str) -> None:
-    """Bind the gRPC port now, so a port in use fails before Raft starts."""
+def _bind(server: grpc.aio.Server, address: str, tls: RayTls | None) -> None:
+    """Bind the gRPC port now (TLS with `tls`), so a port in use fails before Raft starts."""
     try:
-        server.add_insecure_port(address)
+        if tls is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, tls.server_credentials())
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on --gcs-address {address}: in use or invalid") from exc

@@ -10,12 +10,15 @@ with `error_from_rpc`, so the CLI and the test harness handle one set of errors.
 |   in trailing metadata `gcs-ha-leader`)    |                      |
 | UnavailableError, UnknownOutcomeError      | UNAVAILABLE          |
 | InvalidRequestError, ConfigError           | INVALID_ARGUMENT     |
+| AdminAuthError                             | UNAUTHENTICATED      |
+| ResourceExhaustedError                     | RESOURCE_EXHAUSTED   |
 | StorageError (and its subclasses)          | INTERNAL             |
 | any other GcsHaError                       | UNKNOWN              |
 
 Back from the wire: FAILED_PRECONDITION -> NotLeaderError (with the hint),
 UNAVAILABLE / DEADLINE_EXCEEDED -> UnavailableError, INVALID_ARGUMENT ->
-InvalidRequestError, INTERNAL -> StorageError, anything else -> GcsHaError.
+InvalidRequestError, UNAUTHENTICATED -> AdminAuthError, RESOURCE_EXHAUSTED ->
+ResourceExhaustedError, INTERNAL -> StorageError, anything else -> GcsHaError.
 
 Ray's own services (InternalKV, ...) answer differently, as Ray's GCS does: a domain error
 travels in the reply's `status` field (GcsStatus{code, message}) with gRPC OK, using Ray's
@@ -42,6 +45,7 @@ import grpc
 import grpc.aio
 
 from gcs_ha.errors import (
+    AdminAuthError,
     AlreadyExistsError,
     ConfigError,
     GcsHaError,
@@ -49,6 +53,7 @@ from gcs_ha.errors import (
     InvalidStateError,
     NotFoundError,
     NotLeaderError,
+    ResourceExhaustedError,
     StorageError,
     UnavailableError,
     UnknownOutcomeError,
@@ -75,6 +80,8 @@ _TO_GRPC: dict[type[GcsHaError], grpc.StatusCode] = {
     UnknownOutcomeError: grpc.StatusCode.UNAVAILABLE,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    AdminAuthError: grpc.StatusCode.UNAUTHENTICATED,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StorageError: grpc.StatusCode.INTERNAL,
     GcsHaError: grpc.StatusCode.UNKNOWN,
 }
@@ -83,6 +90,8 @@ _FROM_GRPC: dict[grpc.StatusCode, type[GcsHaError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.UNAUTHENTICATED: AdminAuthError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.INTERNAL: StorageError,
 }
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from gcs_ha.admin_auth import admin_key
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import (
@@ -39,7 +40,7 @@ from gcs_ha.processes import (
     terminate_all,
 )
 from gcs_ha.proto import admin_pb2
-from gcs_ha.secret import generate_secret_file
+from gcs_ha.secret import generate_secret_file, read_secret_file
 
 T = TypeVar("T")
 
@@ -229,17 +230,25 @@ class ProcessCluster:
 
     # -- admin -------------------------------------------------------------------------
 
+    @property
+    def admin_key(self) -> bytes | None:
+        """The key that signs admin calls (None for an insecure cluster)."""
+        if self.secret_file is None:
+            return None
+        return admin_key(read_secret_file(self.secret_file))
+
     def status(self, i: int, timeout: float = 3.0) -> admin_pb2.ReplicaStatus:
         with AdminClient(self.gcs_address(i), timeout) as client:
             return client.status()
 
     def digest(self, i: int, timeout: float = 10.0) -> tuple[int, str]:
-        with AdminClient(self.gcs_address(i), timeout) as client:
+        with self.admin(i, timeout) as client:
             return client.digest()
 
     def admin(self, i: int, timeout: float = 10.0) -> AdminClient:
-        """An admin client of replica i (close it, or use it in a `with`)."""
-        return AdminClient(self.gcs_address(i), timeout)
+        """An admin client of replica i that proves the cluster secret (close it, or use
+        it in a `with`)."""
+        return AdminClient(self.gcs_address(i), timeout, self.admin_key)
 
     def leader_address(self) -> str | None:
         """The gRPC address of a replica that serves now, or None."""

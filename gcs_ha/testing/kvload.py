@@ -37,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import os
 import random
 import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -53,6 +54,8 @@ from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2 as kv_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as kv_grpc
+from gcs_ha.ray_auth import load_ray_auth
+from gcs_ha.ray_tls import aio_channel, load_ray_tls
 from gcs_ha.server.status import RAY_NOT_FOUND, RAY_OK, not_applied
 
 # Reconnect quickly to a restarted replica (gRPC's default backoff starts at 1 s).
@@ -122,6 +125,9 @@ class KvClient:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leader: str | None = None
         self._finding: asyncio.Task[str] | None = None
+        # Ray's token and TLS when this process runs with them (gcs_ha.ray_auth, ray_tls).
+        self._metadata = load_ray_auth(os.environ).metadata()
+        self._tls = load_ray_tls(os.environ)
 
     async def close(self) -> None:
         finding, self._finding = self._finding, None
@@ -196,7 +202,7 @@ class KvClient:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = aio_channel(address, self._tls, CHANNEL_OPTIONS)
             self._channels[address] = channel
         return channel
 
@@ -221,11 +227,19 @@ class KvClient:
 
     async def get(self, key: bytes, client: int = 0, via: str | None = None) -> Op:
         """A read; `via` sends it to that replica (a follower forwards it to the leader)
-        instead of to the leader."""
+        instead of to the leader, or to the leader when `via` cannot be reached."""
         request = kv_pb.InternalKVGetRequest(namespace=self.namespace, key=key)
-        return await self._op(
+        op = await self._op(
             client, "get", key, value=None, method="InternalKVGet", request=request, via=via
         )
+        if via is None or op.outcome is not Outcome.FAIL or "failed to connect" not in op.error:
+            return op
+        # `via` is down (a killed or departed replica): the read never left this client.
+        # Ask the leader instead, as a client given several addresses would.
+        again = await self._op(
+            client, "get", key, value=None, method="InternalKVGet", request=request
+        )
+        return replace(again, start=op.start)
 
     async def delete(self, key: bytes, client: int = 0) -> Op:
         request = kv_pb.InternalKVDelRequest(namespace=self.namespace, key=key)
@@ -259,7 +273,9 @@ class KvClient:
             )
 
         try:
-            reply = await getattr(self._kv(address), method)(request, timeout=self.call_timeout_s)
+            reply = await getattr(self._kv(address), method)(
+                request, timeout=self.call_timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             if via is None:
@@ -301,7 +317,9 @@ class KvClient:
             address = await self.leader(remaining)
             try:
                 reply = await getattr(self._kv(address), method)(
-                    request, timeout=min(self.call_timeout_s * 5, remaining)
+                    request,
+                    timeout=min(self.call_timeout_s * 5, remaining),
+                    metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 self.forget_leader(address, exc.details() or "")

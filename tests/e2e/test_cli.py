@@ -87,6 +87,13 @@ def test_bad_node_id(tmp_path: Path, ports: tuple[int, int]) -> None:
     assert_one_line_error(run_cli(*args), 2, "bad node id 'r/0'")
 
 
+def test_leave_needs_a_member_named() -> None:
+    result = run_cli("leave", "--address=127.0.0.1:1")
+    assert_one_line_error(result, 2, "name the member to remove: --node-id or --raft-address")
+    result = run_cli("leave", "--address=127.0.0.1:1", "--raft-address=nowhere")
+    assert_one_line_error(result, 2, "bad address 'nowhere'")
+
+
 def test_several_replicas_without_secret(tmp_path: Path, ports: tuple[int, int]) -> None:
     result = run_cli(*start_args(tmp_path, ports), f"--peer=127.0.0.1:{ports[1] + 1}")
     assert_one_line_error(result, 2, "a cluster of several replicas needs a secret")
@@ -358,7 +365,12 @@ def test_status_json_health_join_and_leave(tmp_path: Path, ports: tuple[int, int
             assert admin.compact() > 0
 
         leader_id = cluster.node_id(leader)
-        result = run_cli("leave", f"--address={cluster.gcs_address(new)}", f"--node-id={leader_id}")
+        leave = ("leave", f"--address={cluster.gcs_address(new)}", f"--node-id={leader_id}")
+        refused = run_cli(*leave)  # without the secret: nothing happens
+        assert refused.returncode == 1
+        assert "needs the cluster secret" in refused.stderr
+        assert cluster.wait_for_members(4, leader) == ["r0", "r1", "r2", "r3"]
+        result = run_cli(*leave, f"--secret-file={cluster.secret_file}")
         assert result.returncode == 0, result.stderr
         assert f"removed {leader_id} and shut it down" in result.stdout
         cluster.members.discard(leader)
@@ -370,6 +382,21 @@ def test_status_json_health_join_and_leave(tmp_path: Path, ports: tuple[int, int
             cluster.node_id(i) for i in remaining
         )
         assert cluster.wait_for_leader(timeout=60) != leader
+
+        # A dead member leaves too: the two others are a majority of the two.
+        now = cluster.wait_for_leader(timeout=60)
+        dead = next(i for i in remaining if i != now)
+        cluster.kill(dead)
+        dead_id = cluster.node_id(dead)
+        result = run_cli(
+            "leave", f"--address={cluster.gcs_address(now)}", f"--node-id={dead_id}",
+            f"--secret-file={cluster.secret_file}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"removed {dead_id}; it did not take the shutdown request" in result.stdout
+        cluster.members.discard(dead)
+        names = sorted(cluster.node_id(i) for i in cluster.members)
+        assert cluster.wait_for_members(2, now) == names
 
 
 def consensus_pid(front_end: int, timeout: float = 30.0) -> int:

@@ -133,6 +133,14 @@ def test_drill_of_a_running_cluster_with_the_operators_commands(tmp_path: Path) 
         for i in range(3):
             subprocess.run(["sh", str(tmp_path / f"start-r{i}.sh")], check=True)
         wait_until(lambda: whole(f"{host}:{gcs}"), 60, "the cluster did not come up")
+        refused = subprocess.run(
+            [*GCS_HA, "drill", f"--address={host}:{gcs}", "--duration=5", "--kill-cmd=true",
+             "--start-cmd=true"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={k: v for k, v in os.environ.items() if k != "GCS_HA_SECRET"},
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr
+        assert "needs the cluster secret" in refused.stderr
         code, result, stderr = drill(
             tmp_path,
             f"--address={host}:{gcs}",
@@ -141,6 +149,7 @@ def test_drill_of_a_running_cluster_with_the_operators_commands(tmp_path: Path) 
             f"--kill-cmd=kill -9 $(cat {tmp_path}/{{node_id}}.pid)",
             f"--start-cmd=sh {tmp_path}/start-{{node_id}}.sh",
             "--seed=2",
+            f"--secret-file={secret}",
         )
     finally:
         for pid_file in tmp_path.glob("r*.pid"):

@@ -76,14 +76,14 @@ def test_bad_requests_get_ray_statuses_and_change_nothing(
     )
     assert big.status.code == INVALID_ARGUMENT
     assert "exceeds" in big.status.message
-    # Garbage bytes instead of a request: grpc.aio refuses to parse it (UNKNOWN, naming the
-    # message type); the replica lives on and nothing changed.
+    # Garbage bytes instead of a request: INVALID_ARGUMENT naming the message type
+    # (server/parse_guard.py); the replica lives on and nothing changed.
     channel = grpc.insecure_channel(cluster.gcs_address(i))
     raw = channel.unary_unary("/ray.rpc.InternalKVGcsService/InternalKVPut")
     with pytest.raises(grpc.RpcError) as info:
         raw(b"\xff\xff\xff\xff", timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    assert "InternalKVPutRequest" in info.value.details()  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert info.value.details().endswith("as ray.rpc.InternalKVPutRequest")  # type: ignore[attr-defined]
     assert cluster.digest(i) == before
     assert cluster.is_running(i)
 

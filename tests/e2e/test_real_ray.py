@@ -32,17 +32,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gcs_ha.errors import UnavailableError
-from gcs_ha.processes import gcs_ha_command, spawn
+from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.sessions import alive, cmdline, kill_sessions, session_members
+from gcs_ha.testing.ray_nodes import RAY_ENV, RayNode, RayProcesses, last_json, port_options
+from gcs_ha.testing.sessions import alive, cmdline, session_members
 
 HOST = "127.0.0.2"
 GCS_PORT, RAFT_PORT = 16000, 16010
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 ALIVE, DEAD = gcs_pb2.GcsNodeInfo.ALIVE, gcs_pb2.GcsNodeInfo.DEAD
 EXPECTED = common_pb2.NodeDeathInfo.EXPECTED_TERMINATION
 UNEXPECTED = common_pb2.NodeDeathInfo.UNEXPECTED_TERMINATION
@@ -52,92 +51,12 @@ KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all
 
 def ray_ports(k: int) -> list[str]:
     """`ray start` port options of node k (0 = head): 20 ports and 100 worker ports each."""
-    base, workers = 16100 + 20 * k, 16200 + 100 * k
-    names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
-             "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
-    ports = [f"--{name}-port={base + i}" for i, name in enumerate(names)]
-    return [*ports, f"--min-worker-port={workers}", f"--max-worker-port={workers + 99}"]
-
-
-# -- Ray processes, by session ---------------------------------------------------------
-
-
-@dataclass
-class RayNode:
-    """A node started by one `ray start` (its session) and its raylet."""
-
-    name: str
-    sid: int
-    raylet_pid: int
-    node_id: str  # hex
-    output: str
-
-
-@dataclass
-class RayProcesses:
-    """Starts `ray start`-like commands in their own sessions; kills every session."""
-
-    log_dir: Path
-    starters: list[subprocess.Popen[bytes]] = field(default_factory=list)  # session leaders
-    drivers: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    def start(self, name: str, cmd: list[str], timeout: float = 150) -> RayNode:
-        """Run `cmd` (a `ray start`) until it exits 0, or, with --block, until it
-        blocks; returns the node it started."""
-        log = self.log_dir / f"{name}.log"
-        proc = spawn(cmd, log)
-        self.starters.append(proc)
-
-        def started() -> int | None:
-            code = proc.poll()
-            if code is None and "--block" in cmd:
-                return 0 if "will now block" in log.read_text() else None
-            return code
-
-        try:
-            code: int | None = wait_until(started, timeout, f"{name} did not start")
-        except UnavailableError:
-            code = None
-        output = log.read_text()
-        assert code == 0, f"{name}: {cmd} -> {code}\n{output[-3000:]}"
-        raylets = [p for p in session_members(proc.pid) if Path(cmdline(p)[0]).name == "raylet"]
-        assert len(raylets) == 1, f"{name}: raylets {raylets}"
-        flags = dict(a.split("=", 1) for a in cmdline(raylets[0]) if "=" in a)
-        return RayNode(name, proc.pid, raylets[0], flags["--node_id"], output)
-
-    def driver(self, script: str, *args: str) -> subprocess.Popen[str]:
-        """A driver (`python -c script args`); its stderr goes to drivers.log."""
-        with open(self.log_dir / "drivers.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", script, *args],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, **RAY_ENV},
-            )
-        self.drivers.append(proc)
-        return proc
-
-    def close(self) -> None:
-        """SIGKILL every driver and every process of every session we started."""
-        for driver in self.drivers:
-            driver.kill()
-            driver.wait()
-        self.kill_session(*(proc.pid for proc in self.starters))
-        for proc in self.starters:
-            proc.wait()  # reap them: killed above, or exited long ago
-
-    def kill_session(self, *sids: int) -> None:
-        """SIGKILL every process of these sessions."""
-        kill_sessions(list(sids), rounds=5, pause_s=0.5)
+    workers = 16200 + 100 * k
+    return port_options(16100 + 20 * k, range(workers, workers + 100))
 
 
 def run_driver(ray: RayProcesses, script: str, *args: str, timeout: float = 180) -> dict:  # type: ignore[type-arg]
-    proc = ray.driver(script, *args)
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"driver exited {proc.returncode}; see drivers.log"
-    result: dict = json.loads(out.strip().splitlines()[-1])  # type: ignore[type-arg]
-    return result
+    return last_json(ray.driver(script, *args), timeout)
 
 
 # -- the GCS tables, read through our stubs ---------------------------------------------

@@ -13,36 +13,31 @@ session (never `ray stop`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from gcs_ha.errors import UnavailableError
-from gcs_ha.processes import gcs_ha_command, spawn
+from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
+from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json, port_options
 
 HOST = "127.0.0.4"
 GCS_PORT, RAFT_PORT = 19000, 19010
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 WAVES, WAVE = 4, 50  # 200 actors; at most 50 (and the keeper) alive at a time
 KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
 BURST = 12  # actors created while the leader is killed
@@ -60,80 +55,11 @@ def ray_ports(k: int) -> list[str]:
     killed worker's port stays unbindable for a while (its connections in TIME_WAIT):
     with 100 ports the head ran out during the 200 actors, and a worker that gets no port
     stalls its actor for the raylet's 60 s registration timeout."""
-    base = 19100 + 20 * k
     first, last = (19500, 19999) if k == 0 else (19050 + 150 * k, 19199 + 150 * k)
-    names = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
-             "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
-    ports = [f"--{name}-port={base + i}" for i, name in enumerate(names)]
-    return [*ports, f"--min-worker-port={first}", f"--max-worker-port={last}"]
+    return port_options(19100 + 20 * k, range(first, last + 1))
 
 
-# -- Ray processes, by session ---------------------------------------------------------
-
-
-@dataclass
-class RayProcesses:
-    """Starts `ray start`-like commands in their own sessions; kills every session."""
-
-    log_dir: Path
-    starters: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    drivers: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    def start(self, name: str, cmd: list[str]) -> str:
-        """Run `cmd` (a `ray start`) until it exits 0; returns its raylet's node id (hex)."""
-        proc = spawn(cmd, self.log_dir / f"{name}.log")
-        self.starters[name] = proc
-        try:
-            code: int | None = wait_until(proc.poll, 150, f"{name} did not start")
-        except UnavailableError:
-            code = None
-        assert code == 0, f"{name} -> {code}\n{(self.log_dir / f'{name}.log').read_text()[-3000:]}"
-        raylets = [p for p in session_members(proc.pid) if Path(cmdline(p)[0]).name == "raylet"]
-        assert len(raylets) == 1, f"{name}: raylets {raylets}"
-        return dict(a.split("=", 1) for a in cmdline(raylets[0]) if "=" in a)["--node_id"]
-
-    def kill_node(self, name: str) -> None:
-        """SIGKILL node `name`'s raylet, then every process it started: a crashed machine.
-        The raylet goes first: killed after one of its workers, it could still report that
-        worker's death, and that actor would restart once for the worker and once more for
-        the node (Ray counts both; a max_restarts=1 actor then dies, in Ray's GCS too)."""
-        sid = self.starters[name].pid
-        for pid in session_members(sid):
-            if exe_name(pid) == "raylet":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        kill_sessions([sid])
-
-    def driver(self, script: str, *args: str) -> subprocess.Popen[str]:
-        """A driver (`python -c script args`); stdin/stdout piped, stderr to drivers.log."""
-        with open(self.log_dir / "drivers.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", script, *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, **RAY_ENV},
-            )
-        self.drivers.append(proc)
-        return proc
-
-    def close(self) -> None:
-        """SIGKILL every driver and every process of every session we started."""
-        for driver in self.drivers:
-            driver.kill()
-            driver.wait()
-        kill_sessions([proc.pid for proc in self.starters.values()])
-        for proc in self.starters.values():
-            proc.wait()
-
-
-def last_json(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
-    """Wait for a driver to exit 0; its last stdout line, as JSON."""
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"driver exited {proc.returncode}; see drivers.log"
-    result: dict[str, Any] = json.loads([ln for ln in out.splitlines() if ln[:1] == "{"][-1])
-    return result
+# -- drivers ---------------------------------------------------------------------------
 
 
 def next_line(proc: subprocess.Popen[str], start: str) -> str:
@@ -197,12 +123,12 @@ def cluster(
             head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=19107"]
             head_args += ["--ray-client-server-port=19106", f"--temp-dir={temp_dir}"]
             head_cmd = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
-            head = ray.start("head", [*head_cmd, *ray_ports(0)])
+            head = ray.start("head", [*head_cmd, *ray_ports(0)]).node_id
             node_args = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]
             workers = [
                 ray.start(
                     f"node{k}", [ray_cli, "start", f"--address={a}", *node_args, *ray_ports(k)]
-                )
+                ).node_id
                 for k, a in ((1, f2), (2, f1))
             ]
             yield Cluster(gcs, leader, f1, f2, ray, head, workers, base / "inits.log")

@@ -70,12 +70,17 @@ def raw_exchange(addr: str, payload: bytes, wait: float) -> bool:
     with socket.create_connection((host, int(port)), timeout=2) as sock:
         sock.sendall(payload)
         sock.settimeout(wait)
-        try:
-            return sock.recv(1024) == b""
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            return True
+        return closed(sock)
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the peer closed `sock` (within the socket's timeout)."""
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 class _Exploit:
@@ -614,3 +619,43 @@ def test_one_membership_change_at_a_time(patched: bool) -> None:
         assert first == [P.FAIL_REASON.SUCCESS, P.FAIL_REASON.REQUEST_DENIED]
     else:
         assert first == [P.FAIL_REASON.SUCCESS, P.FAIL_REASON.SUCCESS]
+
+
+# ----------------------------------------------------------------------------- untrusted
+
+
+def idle_sockets(addr: str, count: int) -> list[socket.socket]:
+    host, port = addr.rsplit(":", 1)
+    socks = [socket.create_connection((host, int(port)), timeout=2) for _ in range(count)]
+    for sock in socks:
+        sock.settimeout(0.05)
+    return socks
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_connections_without_the_secret_are_bounded(
+    patched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """untrusted_limits: before it proved the secret, a connection may announce a frame of
+    64 KiB at most, must finish its handshake in time, and only so many may be open (off:
+    a 1 MiB frame is buffered, idle connections stay, there is no cap)."""
+    monkeypatch.setattr(P, "MAX_UNTRUSTED_CONNECTIONS", 4)
+    monkeypatch.setattr(P, "HANDSHAKE_TIMEOUT_S", 1.0)
+    addr = free_addresses(1)[0]
+    with P.patch_enabled("untrusted_limits", patched), Cluster() as cluster:
+        node = start_single(cluster, addr, password="s3cret-for-this-test")
+        big = raw_exchange(addr, struct.pack("i", 2**20) + b"x" * 4096, wait=0.5)
+        socks = idle_sockets(addr, 6)
+        try:
+            time.sleep(0.3)
+            at_once = sum(closed(s) for s in socks)
+            time.sleep(1.5)
+            later = sum(closed(s) for s in socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        assert node.put(1, sync=True, timeout=5) == 1  # still serving
+    if patched:
+        assert big and at_once == 2 and later == 6  # the last 4: their handshake timed out
+    else:
+        assert not big and at_once == 0 and later == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gcs_ha.drill import render, report, timeline
+from gcs_ha.drill import checks, render, report, timeline
 from gcs_ha.drill.faults import Fault
 from gcs_ha.drill.linearizability import LinearizabilityResult, Violation
 from gcs_ha.drill.result import DrillResult, FaultOutage
@@ -184,6 +184,20 @@ def test_summary_text_of_a_passing_drill() -> None:
     assert table_row(text, "kill-leader")[1:6] == ["1", "0", "1", "0", "1.50"]
     assert table_row(text, "powerloss")[1:6] == ["1", "0", "0", "1", "-"]
     assert "violations:" not in text
+    assert table_row(text, "terms")[-3:] == ["(no", "replica", "logs)"]
+    text = render.summary_text(drill(leaders={2: ("r0",), 3: ("r1",)}))
+    assert table_row(text, "terms") == ["terms", "with", "two", "leaders", "0", "of", "2"]
+
+
+def test_leaders_by_term_reads_every_replica_log(tmp_path: Path) -> None:
+    line = "2026-12-07 10:00:00 INFO {} gcs_ha.consensus.leadership: serving as leader of term {}"
+    (tmp_path / "r0.log").write_text(line.format("r0", 2) + "\n" + line.format("r0", 5) + "\n")
+    (tmp_path / "r1.log").write_text("noise\n" + line.format("r1", 3) + "\n")
+    (tmp_path / "r2.log").write_text(line.format("r2", 5) + "\n")
+    logs = {f"r{i}": tmp_path / f"r{i}.log" for i in range(4)}  # r3 never logged
+    leaders = checks.leaders_by_term(logs)
+    assert leaders == {2: ("r0",), 3: ("r1",), 5: ("r0", "r2")}
+    assert drill(leaders=leaders).split_terms == {5: ("r0", "r2")}
 
 
 def test_summary_text_of_a_failing_drill_explains_the_violation() -> None:
@@ -207,6 +221,7 @@ def test_summary_text_of_a_failing_drill_explains_the_violation() -> None:
         ({"digests": {}}, "no replica digests"),
         ({"faults": (replace(KILL, error="restart failed"),)}, "1 fault(s) not carried out"),
         ({"linearizability": replace(CLEAN, inconclusive=(b"k",))}, "1 key(s) inconclusive"),
+        ({"leaders": {3: ("r0",), 4: ("r1", "r2")}}, "1 term(s) with two leaders"),
     ],
 )
 def test_each_failed_check_fails_the_drill_with_its_reason(

@@ -1,0 +1,134 @@
+"""Real Ray nodes and drivers for the real-Ray tests: started, found and killed by session.
+
+Each node is started by one command (`ray start ...` or `gcs-ha ray-head ...`) in a
+session of its own, which every process it starts inherits; its raylet is found among
+the session's members, and `close` SIGKILLs every session (and every driver). Drivers are
+`python -c script args` processes with stdin and stdout piped, stderr appended to
+drivers.log. Ray is never imported here: only Ray's own processes import it.
+
+Errors: AssertionError when a node does not start (the test fails with its output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcs_ha.errors import UnavailableError
+from gcs_ha.processes import spawn
+from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
+
+RAY_ENV: Mapping[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}
+START_TIMEOUT_S = 150.0
+PORT_NAMES = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
+              "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
+
+
+def port_options(first: int, workers: range) -> list[str]:
+    """`ray start` options that pin a node's ports: its services from `first` on, its
+    workers in `workers` (tests run several nodes on one machine)."""
+    ports = [f"--{name}-port={first + i}" for i, name in enumerate(PORT_NAMES)]
+    return [*ports, f"--min-worker-port={workers.start}", f"--max-worker-port={workers[-1]}"]
+
+
+@dataclass
+class RayNode:
+    """A node started by one command (its session) and its raylet."""
+
+    name: str
+    sid: int
+    raylet_pid: int
+    node_id: str  # hex
+    output: str
+
+
+@dataclass
+class RayProcesses:
+    """Starts Ray nodes and drivers (see the module doc); `env` is added to theirs."""
+
+    log_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    starters: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    drivers: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], timeout: float = START_TIMEOUT_S) -> RayNode:
+        """Run `cmd` until it exits 0, or, with --block, until it blocks; the node."""
+        log = self.log_dir / f"{name}.log"
+        proc = spawn(cmd, log, {**RAY_ENV, **self.env})
+        self.starters[name] = proc
+
+        def started() -> int | None:
+            code = proc.poll()
+            if code is None and "--block" in cmd:
+                return 0 if "will now block" in log.read_text() else None
+            return code
+
+        try:
+            code: int | None = wait_until(started, timeout, f"{name} did not start")
+        except UnavailableError:
+            code = None
+        output = log.read_text()
+        assert code == 0, f"{name}: {cmd} -> {code}\n{output[-3000:]}"
+        raylets = [p for p in session_members(proc.pid) if Path(cmdline(p)[0]).name == "raylet"]
+        assert len(raylets) == 1, f"{name}: raylets {raylets}"
+        flags = dict(a.split("=", 1) for a in cmdline(raylets[0]) if "=" in a)
+        return RayNode(name, proc.pid, raylets[0], flags["--node_id"], output)
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL node `name`'s raylet, then every process it started: a crashed machine.
+        The raylet goes first: killed after one of its workers, it could still report that
+        worker's death, and that actor would restart once for the worker and once more for
+        the node (Ray counts both; a max_restarts=1 actor then dies, in Ray's GCS too)."""
+        sid = self.starters[name].pid
+        for pid in session_members(sid):
+            if exe_name(pid) == "raylet":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        kill_sessions([sid])
+
+    def kill_session(self, *sids: int) -> None:
+        """SIGKILL every process of these sessions."""
+        kill_sessions(list(sids), rounds=5, pause_s=0.5)
+
+    def driver(
+        self, script: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """A driver (`python -c script args`); `env` is added to the node environment."""
+        with open(self.log_dir / "drivers.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", script, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, **RAY_ENV, **self.env, **(env or {})},
+            )
+        self.drivers.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """SIGKILL every driver and every process of every session we started."""
+        for driver in self.drivers:
+            driver.kill()
+            driver.wait()
+        self.kill_session(*(proc.pid for proc in self.starters.values()))
+        for proc in self.starters.values():
+            proc.wait()  # reap them: killed above, or exited long ago
+
+
+def last_json(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
+    """The last JSON object a driver printed (a line starting with "{": Ray may print
+    others); it must have exited 0."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"driver exited {proc.returncode}; see drivers.log"
+    result: dict[str, Any] = json.loads([ln for ln in out.splitlines() if ln[:1] == "{"][-1])
+    return result
