@@ -8,6 +8,7 @@ on every member.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from gcs_ha.errors import ConfigError
 
@@ -42,3 +43,35 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Hosts Ray replaces with this machine's IP in an address it is given
+# (ray._private.services.resolve_ip_for_localhost).
+_RAY_REWRITTEN = frozenset({"localhost", "127.0.0.1", "::1"})
+_PROBE = ("8.8.8.8", 53)  # a UDP "connect" picks the outbound interface; nothing is sent
+
+
+def ray_node_ip() -> str:
+    """The IP Ray 2.60 uses for this machine (its node IP "from perspective"): the
+    address of the interface that routes to the internet, else 127.0.0.1."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(_PROBE)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def as_ray_sees_it(address: str, node_ip: str | None = None) -> str:
+    """The address Ray's processes actually dial when given `address`: Ray rewrites
+    localhost, 127.0.0.1 and ::1 to this machine's IP (`node_ip`, else `ray_node_ip()`);
+    any other host, other loopback addresses included, is kept."""
+    host, port = split_address(address)
+    if host.lower() not in _RAY_REWRITTEN:
+        return address
+    return join_address(node_ip or ray_node_ip(), port)
+
+
+def join_address(host: str, port: int) -> str:
+    """"host:port", with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

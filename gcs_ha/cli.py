@@ -137,10 +137,12 @@ def build_config(
 
 def _run_replica(
     config: ReplicaConfig,
+    listen: str | None,
     after_start: Callable[[ReplicaProcess], Awaitable[None]] | None = None,
     supervisor_pid: int | None = None,
 ) -> None:
-    """Run the replica process in the foreground; exits with its exit code."""
+    """Run the replica process in the foreground; exits with its exit code. `listen`:
+    where the gRPC port binds (None: the advertised --gcs-address)."""
     ray_auth, ray_tls = load_ray_auth(os.environ), load_ray_tls(os.environ)
     if ray_auth.enabled:
         log.info("Ray token authentication is on: Ray's calls without the token are refused")
@@ -152,6 +154,7 @@ def _run_replica(
         supervisor_pid=supervisor_pid,
         ray_auth=ray_auth,
         ray_tls=ray_tls,
+        listen=listen,
     )
     code = run_front_end(process.run())
     sys.exit(code)
@@ -176,7 +179,17 @@ def replica_options(fn: F) -> F:
                 help="This replica's data dir (created on first start).",
             ),
             click.option("--raft-address", required=True, help="HOST:PORT of the Raft port."),
-            click.option("--gcs-address", required=True, help="HOST:PORT of the gRPC port."),
+            click.option(
+                "--gcs-address",
+                required=True,
+                help="HOST:PORT of the gRPC port, as Ray and the other replicas reach it "
+                "(advertised in the members table).",
+            ),
+            click.option(
+                "--listen",
+                help="HOST:PORT the gRPC port binds, when not --gcs-address (e.g. "
+                "0.0.0.0:6379: every interface, --gcs-address being the one to use).",
+            ),
             secret_file_option,
             click.option(
                 "--insecure",
@@ -203,6 +216,7 @@ def start(
     data_dir: Path,
     raft_address: str,
     gcs_address: str,
+    listen: str | None,
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
@@ -224,7 +238,7 @@ def start(
         joining=joining,
     )
     _setup_logging(log_level, node_id)
-    _run_replica(config, supervisor_pid=supervisor_pid)
+    _run_replica(config, _listen(listen), supervisor_pid=supervisor_pid)
 
 
 @cli.command()
@@ -238,12 +252,14 @@ def join(
     data_dir: Path,
     raft_address: str,
     gcs_address: str,
+    listen: str | None,
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
 ) -> None:
     """Run a new replica in the foreground and add it to the cluster at ADDRESS."""
     check_address(address)
+    listen = _listen(listen)
     cluster = discover(address)
     already = check_join(cluster, node_id, raft_address, gcs_address)
     config = build_config(
@@ -266,7 +282,11 @@ def join(
 
     if already:
         log.info("%s is already a member of %r: restarting it", node_id, cluster.cluster_name)
-    _run_replica(config, after_start=None if already else add)
+    _run_replica(config, listen, after_start=None if already else add)
+
+
+def _listen(listen: str | None) -> str | None:
+    return None if listen is None else check_address(listen)
 
 
 @cli.command(name="leave")
@@ -344,8 +364,9 @@ def render_table(view: ClusterView) -> str:
 @click.option("--cluster-name", help="Cluster name (default gcs-ha).")
 @click.option(
     "--host",
-    help="Address every replica binds and announces (default 127.0.0.1). Ray rewrites "
-    "127.0.0.1 to the machine's IP, so for Ray on this machine use e.g. 127.0.0.2.",
+    help="Address every replica binds and announces. Default: Raft on 127.0.0.1, gRPC on "
+    "every interface, announced at this machine's IP (the one Ray rewrites 127.0.0.1 to), "
+    "so Ray works with what `up` prints. E.g. 127.0.0.2 keeps everything on loopback.",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
 @friendly_errors

@@ -3,8 +3,11 @@
     gcs-ha ray-head --address HOST:PORT [-- RAY START OPTIONS]
 
 Ray's `ray start --head` always spawns its own gcs_server; there is no option to point
-a head node at an external GCS (ray-gcs-contract.md section 14). This command checks
-that ADDRESS is a reachable gcs-ha replica, then replaces itself (exec) with
+a head node at an external GCS (ray-gcs-contract.md section 14). This command works out
+the address Ray will really dial (Ray rewrites localhost/127.0.0.1/::1 to this machine's
+IP: addresses.as_ray_sees_it), checks that a gcs-ha replica answers there, and fails with
+a message saying what to do if none does, instead of a head that Ray cannot reach. Then
+it replaces itself (exec) with
 gcs_ha/ray_head_main.py, which runs Ray's own `ray start --head RAY START OPTIONS` with
 one change: no gcs_server, the GCS address is ADDRESS, and the head's system config
 goes into gcs-ha's KV for GetInternalConfig. Read that module for how.
@@ -13,7 +16,8 @@ Ray runs in a separate Python process because this one (the gcs-ha CLI) has impo
 gcs_ha.proto.ray, whose protobuf symbols clash with Ray's own.
 
 Errors: ConfigError for options that cannot go with a gcs-ha head (`--address`,
-`--port`, `--head` after "--"), UnavailableError when nothing answers at ADDRESS,
+`--port`, `--head` after "--") and when nothing answers where Ray rewrites ADDRESS to,
+UnavailableError when nothing answers at ADDRESS,
 GcsHaError when something answers there that is not a gcs-ha replica.
 """
 
@@ -25,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from gcs_ha.addresses import check_address
+from gcs_ha.addresses import as_ray_sees_it, check_address
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.managers.kv_manager import SYSTEM_CONFIG_KEY, SYSTEM_CONFIG_NAMESPACE
@@ -83,13 +87,35 @@ def head_command(address: str, ray_args: Sequence[str]) -> list[str]:
     ]
 
 
+def ray_address(address: str, node_ip: str | None = None) -> str:
+    """The address Ray dials for `address`, once a gcs-ha replica answers there.
+
+    ConfigError naming the rewrite when Ray would dial somewhere nothing answers."""
+    check_address(address)
+    dialed = as_ray_sees_it(address, node_ip)
+    try:
+        leader = check_gcs_ha(dialed)
+    except UnavailableError as exc:
+        if dialed == address:
+            raise
+        raise ConfigError(
+            f"Ray rewrites {address} to {dialed} (this machine's IP), and no gcs-ha replica "
+            f"answers there ({exc}). Start the replicas so that they listen there (`gcs-ha "
+            "up` does by default; `gcs-ha start --listen 0.0.0.0:PORT --gcs-address "
+            f"{dialed}`), or give an address Ray keeps, such as another loopback address "
+            "(127.0.0.2)"
+        ) from None
+    if dialed != address:
+        log.info("Ray rewrites %s to %s: the head uses %s", address, dialed, dialed)
+    if not leader:
+        log.warning("%s knows no gcs-ha leader yet; Ray will wait for one", dialed)
+    return dialed
+
+
 def exec_ray_head(address: str, ray_args: Sequence[str]) -> NoReturn:
     """Check the address and options, then become `ray start --head` on gcs-ha."""
     check_ray_options(ray_args)
-    leader = check_gcs_ha(address)
-    if not leader:
-        log.warning("%s knows no gcs-ha leader yet; Ray will wait for one", address)
-    cmd = head_command(address, ray_args)
+    cmd = head_command(ray_address(address), ray_args)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(cmd[0], cmd)

@@ -1,7 +1,12 @@
 """`gcs-ha up`: a local N-replica cluster in the foreground, for development.
 
 Each replica is its own `gcs-ha start` process (replica i: node id r<i>, data dir
-DIR/r<i>, gRPC 127.0.0.1:P+i, Raft 127.0.0.1:R+i). Layout of DIR:
+DIR/r<i>, gRPC port P+i, Raft port R+i). Addresses, by default: Raft on 127.0.0.1; gRPC
+listening on every interface (0.0.0.0, as Ray's own head node does) and advertised at
+this machine's IP as Ray computes it (addresses.ray_node_ip), because Ray rewrites
+127.0.0.1 in any GCS address it is given to that IP: what `up` prints then works as is
+for `gcs-ha ray-head`, `ray start` and `ray.init`. With --host H everything binds and
+is advertised at H (e.g. 127.0.0.2: Ray keeps other loopback addresses). Layout of DIR:
     up.json          replicas, ports and cluster name, fixed when DIR is first used
     up.pid           the supervisor's pid, flock-ed while it runs
     cluster.secret   the cluster secret (mode 0600), generated when missing
@@ -26,11 +31,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gcs_ha.addresses import join_address, ray_node_ip
 from gcs_ha.cluster_ops import gather_status
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.processes import Process, describe_exit, replica_command, spawn, terminate_all
@@ -55,16 +61,22 @@ class UpLayout:
     port: int
     raft_port: int
     cluster_name: str
-    host: str = "127.0.0.1"
+    host: str | None = None  # None: the defaults of the module doc
+    node_ip: str = "127.0.0.1"  # where gRPC is advertised when `host` is None
 
     def node_id(self, i: int) -> str:
         return f"r{i}"
 
     def gcs_address(self, i: int) -> str:
-        return f"{self.host}:{self.port + i}"
+        """Replica i's advertised gRPC address (what Ray and the other replicas dial)."""
+        return join_address(self.host or self.node_ip, self.port + i)
+
+    def listen_address(self, i: int) -> str | None:
+        """Where replica i's gRPC port binds when not at its advertised address."""
+        return None if self.host else f"0.0.0.0:{self.port + i}"
 
     def raft_address(self, i: int) -> str:
-        return f"{self.host}:{self.raft_port + i}"
+        return join_address(self.host or "127.0.0.1", self.raft_port + i)
 
     def replica_dir(self, i: int) -> Path:
         return self.data_dir / self.node_id(i)
@@ -104,16 +116,18 @@ def resolve_layout(
                     f"{data_dir} holds a cluster made with {option} {getattr(recorded, key)}, "
                     f"not {value}; use the same value or another --data-dir"
                 )
-        return recorded
+        return _with_node_ip(recorded)
     replicas = 3 if replicas is None else replicas
     _check_no_foreign_replicas(data_dir, replicas)
     port = 6379 if port is None else port
     raft_port = port + 1000 if raft_port is None else raft_port
-    layout = UpLayout(
-        data_dir, replicas, port, raft_port, cluster_name or "gcs-ha", host or "127.0.0.1"
-    )
+    layout = UpLayout(data_dir, replicas, port, raft_port, cluster_name or "gcs-ha", host)
     _check_ports(layout)
-    return layout
+    return _with_node_ip(layout)
+
+
+def _with_node_ip(layout: UpLayout) -> UpLayout:
+    return layout if layout.host else replace(layout, node_ip=ray_node_ip())
 
 
 def _read_manifest(data_dir: Path) -> UpLayout | None:
@@ -126,12 +140,19 @@ def _read_manifest(data_dir: Path) -> UpLayout | None:
             port=int(raw["port"]),
             raft_port=int(raw["raft_port"]),
             cluster_name=str(raw["cluster_name"]),
-            host=str(raw.get("host", "127.0.0.1")),
+            host=_recorded_host(raw),
         )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is unreadable ({exc}); fix or remove it") from exc
+
+
+def _recorded_host(raw: dict[str, Any]) -> str | None:
+    """The manifest's host: null is the defaults; none at all (a manifest written before
+    the defaults changed) meant 127.0.0.1."""
+    host = raw.get("host", "127.0.0.1")
+    return None if host is None else str(host)
 
 
 def _check_no_foreign_replicas(data_dir: Path, replicas: int) -> None:
@@ -160,7 +181,7 @@ def _check_ports(layout: UpLayout) -> None:
 
 def _write_manifest(layout: UpLayout) -> None:
     record = asdict(layout)
-    del record["data_dir"]
+    del record["data_dir"], record["node_ip"]
     path = layout.data_dir / MANIFEST
     if not path.exists():
         path.write_text(json.dumps(record, indent=2) + "\n")
@@ -227,6 +248,10 @@ class Supervisor:
             )
             for i in range(lay.replicas):
                 self._start(i)
+            self._say(
+                f"Ray on this cluster: gcs-ha ray-head --address {lay.gcs_address(0)} "
+                "-- [ray start options]"
+            )
             self._say("Ctrl-C stops the cluster; `gcs-ha up` again restarts replicas that died")
             while not self._stop:
                 self._tick()
@@ -263,12 +288,15 @@ class Supervisor:
             secret_file=lay.secret_path,
             log_level=self.log_level,
             supervisor_pid=os.getpid(),
+            extra=_listen_option(lay.listen_address(i)),
         )
         self._procs[i] = spawn(cmd, lay.log_path(i))
         self._reported.discard(i)
+        listen = lay.listen_address(i)
         self._say(
-            f"{lay.node_id(i)}: pid {self._procs[i].pid}, gRPC {lay.gcs_address(i)}, "
-            f"Raft {lay.raft_address(i)}, log {lay.log_path(i)}"
+            f"{lay.node_id(i)}: pid {self._procs[i].pid}, gRPC {lay.gcs_address(i)}"
+            + (f" (listening on {listen})" if listen else "")
+            + f", Raft {lay.raft_address(i)}, log {lay.log_path(i)}"
         )
 
     def _tick(self) -> None:
@@ -341,6 +369,10 @@ class LeaderWatch:
             self._say(
                 f"leader: {leader} (gRPC {view.leader_gcs_address()}, {self._pid_of(leader)})"
             )
+
+
+def _listen_option(listen: str | None) -> list[str]:
+    return [] if listen is None else [f"--listen={listen}"]
 
 
 def _last_line(path: Path) -> str:

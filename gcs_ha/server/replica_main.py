@@ -140,9 +140,12 @@ class ReplicaProcess:
         *,
         ray_auth: RayAuth | None = None,
         ray_tls: RayTls | None = None,
+        listen: str | None = None,
     ) -> None:
         """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
-        `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls)."""
+        `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls);
+        `listen`: where the gRPC port binds (None: the advertised gcs_address)."""
+        self._listen = listen
         self.config = config
         self._ray_auth = ray_auth
         self._ray_tls = ray_tls
@@ -181,7 +184,7 @@ class ReplicaProcess:
                 replica, health, cfg.node_id, ray_auth=self._ray_auth, ray_tls=self._ray_tls
             )
             server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=gcs.interceptors)
-            _bind(server, cfg.gcs_address, self._ray_tls)
+            _bind(server, self._listen or cfg.gcs_address, self._ray_tls)
             try:
                 await replica.start()
             except BaseException:
@@ -264,4 +267,6 @@ def _bind(server: grpc.aio.Server, address: str, tls: RayTls | None) -> None:
         else:
             server.add_secure_port(address, tls.server_credentials())
     except RuntimeError as exc:
-        raise ConfigError(f"cannot listen on --gcs-address {address}: in use or invalid") from exc
+        raise ConfigError(
+            f"cannot listen on {address} (--listen, else --gcs-address): in use or invalid"
+        ) from exc

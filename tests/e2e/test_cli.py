@@ -23,10 +23,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gcs_ha.admin_client import AdminClient
 from gcs_ha.cluster_ops import ClusterView, gather_status
 from gcs_ha.datadir import DataDir
-from gcs_ha.errors import GcsHaError
+from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.processes import terminate_all
+from gcs_ha.ray_head import ray_address
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 GCS_HA = [sys.executable, "-m", "gcs_ha.cli"]
@@ -144,7 +146,8 @@ def test_gcs_port_in_use(tmp_path: Path, ports: tuple[int, int]) -> None:
         busy.bind(("127.0.0.1", ports[0]))
         busy.listen()
         result = run_cli(*start_args(tmp_path, ports))
-    assert_one_line_error(result, 2, f"cannot listen on --gcs-address 127.0.0.1:{ports[0]}")
+    expected = f"cannot listen on 127.0.0.1:{ports[0]} (--listen, else --gcs-address)"
+    assert_one_line_error(result, 2, expected)
 
 
 def test_raft_port_in_use(tmp_path: Path, ports: tuple[int, int]) -> None:
@@ -197,6 +200,7 @@ class Up:
         self.ports = ports
         self.out = data_dir.parent / f"up-{time.monotonic_ns()}.out"
         args = ["up", f"--data-dir={data_dir}", f"--port={ports[0]}", f"--raft-port={ports[1]}"]
+        args.append("--host=127.0.0.1")  # tests stay on loopback (the default: test_newcomer)
         if replicas is not None:
             args.append(f"--replicas={replicas}")
         with open(self.out, "w") as out:
@@ -464,3 +468,34 @@ def test_pause_leader_then_resume(tmp_path: Path, ports: tuple[int, int]) -> Non
         assert cluster.kill(new) == -signal.SIGKILL
         cluster.restart(old)
         cluster.wait_for_leader(timeout=60)
+
+
+def test_listen_on_every_interface_and_advertise_one(
+    tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    """--listen 0.0.0.0:P with --gcs-address 127.0.0.12:P: the replica answers at the
+    advertised address and announces it; `gcs-ha ray-head` follows Ray's rewrite of
+    127.0.0.1 to the machine's IP (here pretended to be 127.0.0.12) and says clearly when
+    nothing answers where Ray would dial."""
+    advertised = f"127.0.0.12:{ports[0]}"
+    args = start_args(tmp_path, ports)
+    args[4] = f"--gcs-address={advertised}"
+    cmd = [*GCS_HA, *args, f"--listen=0.0.0.0:{ports[0]}", "--insecure"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def serving() -> str | None:
+            try:
+                with AdminClient(advertised, 2.0) as client:
+                    status = client.status()
+            except GcsHaError:
+                return None
+            return status.gcs_address if status.serving else None
+
+        assert wait_until(serving, 60, "the replica did not serve") == advertised
+        assert ray_address(f"127.0.0.1:{ports[0]}", node_ip="127.0.0.12") == advertised
+        assert ray_address(f"localhost:{ports[0]}", node_ip="127.0.0.12") == advertised
+        with pytest.raises(ConfigError, match=r"Ray rewrites 127\.0\.0\.1:\d+ to 127\.0\.0\.13"):
+            ray_address(f"127.0.0.1:{ports[0] + 5}", node_ip="127.0.0.13")
+    finally:
+        terminate_all([proc], 10.0)

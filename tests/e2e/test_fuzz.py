@@ -21,9 +21,6 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ import gcs_ha.proto.ray
 from gcs_ha.drill import checks
 from gcs_ha.proto import admin_pb2  # noqa: F401  (registers the admin service)
 from gcs_ha.server.forwarding import RAY_GCS_SERVICES
+from gcs_ha.testing import namespaces
 from gcs_ha.testing.cluster import ProcessCluster
 
 INSIDE = "GCS_HA_FUZZ_INSIDE"
@@ -221,18 +219,9 @@ def test_fuzz_every_method(cluster: ProcessCluster) -> None:
 def test_fuzz_in_a_network_namespace(tmp_path: Path) -> None:
     if os.environ.get(INSIDE):
         pytest.skip("already inside")
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs root, unshare and ip for a network namespace of its own")
+    if (why := namespaces.missing()) is not None:
+        pytest.skip(why)
     inner = f"{Path(__file__)}::test_fuzz_every_method"
-    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", inner]
-    script = "ip link set lo up && exec " + " ".join(pytest_cmd)
-    proc = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        env={**os.environ, INSIDE: "1", "PYTEST_ADDOPTS": f"--basetemp={tmp_path / 'inner'}"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    proc = namespaces.run_test_inside(inner, INSIDE, tmp_path / "inner")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout, proc.stdout[-3000:]

@@ -20,7 +20,7 @@ from gcs_ha.cli import cli
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.ray_head import MAIN_MODULE, check_gcs_ha, check_ray_options, head_command
 
-NOTHING_THERE = "127.0.0.1:16097"
+NOTHING_THERE = "127.0.0.3:16097"  # not 127.0.0.1: Ray (and ray-head) would rewrite that
 NOT_GCS_HA = "127.0.0.1:16098"
 
 
@@ -72,7 +72,7 @@ def test_head_command_runs_ray_in_its_own_python_with_the_config_key() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--address", NOTHING_THERE, "--", "--num-cpus=1"], 1, "cannot reach 127.0.0.1:16097"),
+        (["--address", NOTHING_THERE, "--", "--num-cpus=1"], 1, "cannot reach 127.0.0.3:16097"),
         (["--address", NOTHING_THERE, "--", "--port=6380"], 2, "--port is the GCS port"),
         (["--address", "nowhere", "--", "--num-cpus=1"], 2, "bad address 'nowhere'"),
         (["--", "--num-cpus=1"], 2, "Missing option '--address'"),
