@@ -16,6 +16,12 @@ So a killed raylet is declared dead about `initial_delay + threshold x period` a
 was added, or `threshold x period` after its last answer; a hung one, whose checks time
 out, after `threshold x (timeout + period)`.
 
+The four settings come from the head's system config when it names them, as Ray's GCS
+takes them from its own (`health_check_initial_delay_ms`, `health_check_period_ms`,
+`health_check_timeout_ms`, `health_check_failure_threshold`; `apply_system_config`,
+called by the KV manager when it starts and whenever the head stores its config); a
+check already running uses the new values from its next step.
+
 Lifecycle: `start` clears everything (checks are added by the node manager when it
 starts leading, `add_node`, and for every node registered afterwards); `stop` cancels
 every check. `remove_node` stops one node's checks (it died or left).
@@ -29,8 +35,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gcs_ha.errors import UnavailableError
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
@@ -43,6 +50,13 @@ INITIAL_DELAY_S = 5.0  # health_check_initial_delay_ms
 PERIOD_S = 3.0  # health_check_period_ms
 TIMEOUT_S = 10.0  # health_check_timeout_ms
 FAILURE_THRESHOLD = 5  # health_check_failure_threshold
+# Ray's system config key -> (attribute, scale to our unit)
+CONFIG_KEYS = {
+    "health_check_initial_delay_ms": ("initial_delay_s", 0.001),
+    "health_check_period_ms": ("period_s", 0.001),
+    "health_check_timeout_ms": ("timeout_s", 0.001),
+    "health_check_failure_threshold": ("failure_threshold", 1),
+}
 
 NodeDeathHandler = Callable[[bytes], Awaitable[None]]
 
@@ -85,6 +99,19 @@ class GcsHealthCheckManager:
     @property
     def name(self) -> str:
         return "health_check"
+
+    def apply_system_config(self, config: Mapping[str, Any]) -> None:
+        """Take the health-check settings the head's system config names (CONFIG_KEYS);
+        a value that is not a number >= 0 (threshold >= 1) is ignored with a warning."""
+        for key, (attribute, scale) in CONFIG_KEYS.items():
+            value = config.get(key)
+            if value is None:
+                continue
+            low = 1 if attribute == "failure_threshold" else 0
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+                log.warning("ignoring system config %s=%r", key, value)
+                continue
+            setattr(self, attribute, int(value) if scale == 1 else value * scale)
 
     def set_death_handler(self, on_node_death: NodeDeathHandler) -> None:
         """Who is told that a node failed its checks (the node manager sets itself)."""

@@ -9,12 +9,20 @@ The system config (GetInternalConfig) is what Ray's GCS gets as `--config_list` 
 head node. gcs-ha has no such command line: the head node's launcher (`gcs-ha ray-head`,
 gcs_ha/ray_head_main.py) stores that JSON under SYSTEM_CONFIG_NAMESPACE /
 SYSTEM_CONFIG_KEY, and every leader serves it from there ("{}" until a head stored one).
+Managers that take settings from it (the health checks) register a config listener: it is
+called with the parsed config when this manager starts leading and whenever that key is
+written.
 
 Errors: NotFoundError (Get of a missing key), InvalidRequestError (an empty key, or a key
 or value over the limits), and whatever the store raises (NotLeaderError, ...).
 """
 
 from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
 from gcs_ha.managers.manager import GcsInitData
@@ -23,6 +31,8 @@ from gcs_ha.storage.internal_kv import InternalKv
 SYSTEM_CONFIG_NAMESPACE = b"gcs_ha"
 SYSTEM_CONFIG_KEY = b"system_config"
 EMPTY_CONFIG = "{}"
+ConfigListener = Callable[[dict[str, Any]], None]
+log = logging.getLogger(__name__)
 
 
 class KvManager:
@@ -33,9 +43,15 @@ class KvManager:
 
     def __init__(self, kv: InternalKv) -> None:
         self._kv = kv
+        self._config_listeners: list[ConfigListener] = []
+
+    def add_config_listener(self, listener: ConfigListener) -> None:
+        """Call `listener` with the head's system config (a dict) now and on every change."""
+        self._config_listeners.append(listener)
 
     async def start(self, init: GcsInitData) -> None:
-        """Nothing to rebuild."""
+        """Hand the stored system config to the listeners (nothing else to rebuild)."""
+        self._notify(await self.internal_config())
 
     async def stop(self) -> None:
         """Nothing to stop."""
@@ -54,7 +70,10 @@ class KvManager:
 
     async def put(self, namespace: bytes, key: bytes, value: bytes, overwrite: bool) -> bool:
         _check_key(key)
-        return await self._kv.put(namespace, key, value, overwrite)
+        added = await self._kv.put(namespace, key, value, overwrite)
+        if (namespace, key) == (SYSTEM_CONFIG_NAMESPACE, SYSTEM_CONFIG_KEY):
+            self._notify(await self.internal_config())
+        return added
 
     async def delete(self, namespace: bytes, key: bytes, by_prefix: bool) -> int:
         if not by_prefix:
@@ -75,6 +94,22 @@ class KvManager:
         if value is None:
             return EMPTY_CONFIG
         return value.decode("utf-8", errors="replace")
+
+
+    def _notify(self, text: str) -> None:
+        config = parse_system_config(text)
+        for listener in self._config_listeners:
+            listener(config)
+
+
+def parse_system_config(text: str) -> dict[str, Any]:
+    """The head's system config as a dict ({} when it is not a JSON object)."""
+    try:
+        config = json.loads(text)
+    except ValueError:
+        log.warning("the stored system config is not JSON; using the defaults")
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _check_key(key: bytes) -> None:

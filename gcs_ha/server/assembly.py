@@ -105,10 +105,12 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
     actors = GcsActorManager(
         ActorDeps(tables, pubsub, nodes, resources, pool, core_workers, functions, runtime_envs)
     )
+    kv = KvManager(InternalKv(store))
+    kv.add_config_listener(health.apply_system_config)
     ray = RayGcs(
         pool=pool,
         core_workers=core_workers,
-        kv=KvManager(InternalKv(store)),
+        kv=kv,
         pubsub=pubsub,
         health=health,
         nodes=nodes,

@@ -273,3 +273,37 @@ def test_rejects_bad_parameters() -> None:
         GcsHealthCheckManager(pool, failure_threshold=0)
     with pytest.raises(ValueError):
         GcsHealthCheckManager(pool, period_s=-1)
+
+
+@pytest.mark.timeout(60)
+def test_the_heads_system_config_sets_the_checks(port: int) -> None:
+    """Settings as slow as an hour come down to the head's: a node that stops answering
+    is then declared dead within a second. Values that make no sense are ignored."""
+
+    async def body(pool: GrpcRayletClientPool, deaths: Deaths) -> None:
+        raylet = await FakeRaylet(node_info(9, port)).start()
+        checker = manager(pool, deaths, initial_delay_s=3600, period_s=3600, failure_threshold=9)
+        checker.apply_system_config(
+            {
+                "health_check_initial_delay_ms": 20,
+                "health_check_period_ms": 30,
+                "health_check_timeout_ms": 500,
+                "health_check_failure_threshold": 2,
+                "unrelated_setting": 1,
+            }
+        )
+        checker.apply_system_config(
+            {"health_check_period_ms": -5, "health_check_failure_threshold": True}
+        )
+        assert (checker.period_s, checker.timeout_s, checker.failure_threshold) == (
+            0.03, 0.5, 2,
+        )  # fmt: skip
+        await checker.start(GcsInitData())
+        checker.add_node(raylet.node)
+        await until(lambda: raylet.health.checks >= 2)
+        await raylet.stop()
+        await deaths.wait()
+        assert deaths.ids == [raylet.node.node_id]
+        await checker.stop()
+
+    run(body)
