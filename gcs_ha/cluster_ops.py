@@ -234,8 +234,7 @@ def leave(
     the rest. Transfers leadership away first when it leads (a leader cannot remove
     itself). `key`: the cluster's admin key (gcs_ha.admin_auth).
     """
-    status = discover(address)
-    member = _member_named(status, node_id, raft_address)
+    status, member = _find_member(address, node_id, raft_address, deadline_s)
     name = member.node_id or member.raft_address
     others = [
         m.gcs_address
@@ -270,6 +269,24 @@ def leave(
     except GcsHaError as exc:
         return f"removed {name}; it did not take the shutdown request ({exc}): stop it yourself"
     return f"removed {name} and shut it down"
+
+
+def _find_member(
+    address: str, node_id: str | None, raft_address: str | None, deadline_s: float
+) -> tuple[admin_pb2.ReplicaStatus, admin_pb2.Member]:
+    """The status of `address` and the member named, waiting while that replica's copy of
+    the members table is still incomplete (a member it knows only by Raft address: a
+    replica that just joined, catching up); ConfigError when the member is not there."""
+    end = time.monotonic() + deadline_s
+    while True:
+        status = discover(address)
+        try:
+            return status, _member_named(status, node_id, raft_address)
+        except ConfigError:
+            incomplete = any(not m.node_id for m in status.members)
+            if not incomplete or time.monotonic() >= end:
+                raise
+        time.sleep(0.2)
 
 
 def _leader_id(address: str) -> str | None:
