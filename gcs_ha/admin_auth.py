@@ -71,6 +71,7 @@ class AdminVerifier:
 
     @property
     def enabled(self) -> bool:
+        """Whether calls are checked (the cluster has a secret)."""
         return self._key is not None
 
     def check(self, method: str, request: Any, metadata: Iterable[Any] | None) -> None:

@@ -16,7 +16,6 @@ secret (the others: AdminAuthError).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -27,7 +26,7 @@ import grpc
 from gcs_ha.admin_auth import AUTH_KEY, credential
 from gcs_ha.errors import NotLeaderError, UnavailableError
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
-from gcs_ha.ray_tls import load_ray_tls, sync_channel
+from gcs_ha.ray_tls import process_ray_tls, sync_channel
 from gcs_ha.server.status import error_from_rpc
 
 T = TypeVar("T")
@@ -44,7 +43,7 @@ class AdminClient:
         self.address = address
         self.timeout = timeout
         self._key = key
-        self._channel = sync_channel(address, load_ray_tls(os.environ))
+        self._channel = sync_channel(address, process_ray_tls())
         self._stub = admin_pb2_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

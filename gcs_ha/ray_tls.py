@@ -14,6 +14,8 @@ Errors: `load_ray_tls` raises ConfigError naming a missing variable or an unread
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,19 @@ def load_ray_tls(environ: Mapping[str, str]) -> RayTls | None:
         raise ConfigError(f"{USE_TLS_ENV} is on but {', '.join(missing)} is not set")
     cert, key, ca = (_read(name, environ[name]) for name in (CERT_ENV, KEY_ENV, CA_ENV))
     return RayTls(cert, key, ca)
+
+
+def process_ray_tls() -> RayTls | None:
+    """`load_ray_tls` of this process's environment, read once per setting: clients made
+    again and again (the CLI's admin calls, the drill's load) do not reread the files."""
+    names = (USE_TLS_ENV, CERT_ENV, KEY_ENV, CA_ENV)
+    return _cached_tls(tuple(os.environ.get(name, "") for name in names))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tls(values: tuple[str, str, str, str]) -> RayTls | None:
+    names = (USE_TLS_ENV, CERT_ENV, KEY_ENV, CA_ENV)
+    return load_ray_tls(dict(zip(names, values, strict=True)))
 
 
 def _read(name: str, path: str) -> bytes:

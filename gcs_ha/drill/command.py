@@ -18,12 +18,11 @@ import click
 
 from gcs_ha.drill.faults import FAULT_KINDS
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.secret import load_admin_key
 
 
 def _admin_key(address: str | None, secret_file: Path | None) -> bytes | None:
     """The admin key for a drill of a running cluster (a local one makes its own)."""
-    from gcs_ha.secret import load_admin_key  # noqa: PLC0415
-
     if address is None:
         return None
     try:

@@ -71,8 +71,10 @@ class KvManager:
     async def put(self, namespace: bytes, key: bytes, value: bytes, overwrite: bool) -> bool:
         _check_key(key)
         added = await self._kv.put(namespace, key, value, overwrite)
-        if (namespace, key) == (SYSTEM_CONFIG_NAMESPACE, SYSTEM_CONFIG_KEY):
-            self._notify(await self.internal_config())
+        if (namespace, key) == (SYSTEM_CONFIG_NAMESPACE, SYSTEM_CONFIG_KEY) and (
+            added or overwrite
+        ):
+            self._notify(value.decode("utf-8", errors="replace"))  # what is stored now
         return added
 
     async def delete(self, namespace: bytes, key: bytes, by_prefix: bool) -> int:

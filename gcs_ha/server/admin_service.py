@@ -93,10 +93,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def _authorize(self, method: str, request: Any, context: Context) -> None:
         """UNAUTHENTICATED (and nothing done) unless the caller proved the secret."""
-        async def check() -> None:
-            self._verifier.check(method, request, context.invocation_metadata())
-
-        await _guarded(context, check())
+        metadata = context.invocation_metadata()
+        await _guarded(context, _now(lambda: self._verifier.check(method, request, metadata)))
 
     async def Status(
         self, request: admin_pb2.StatusRequest, context: Context

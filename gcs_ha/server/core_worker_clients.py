@@ -41,7 +41,7 @@ from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
 from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls, aio_channel
-from gcs_ha.server.outbound import CLUSTER_ID_METADATA, MAX_MESSAGE_BYTES
+from gcs_ha.server.outbound import MAX_MESSAGE_BYTES, call_metadata
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,7 @@ class GrpcCoreWorkerClientPool:
             raise UnavailableError(f"{method} to worker {worker} at {where}: {detail}") from exc
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        cluster_hex = self._cluster_id_hex() if self._cluster_id_hex is not None else None
-        token = self._auth.metadata()
-        return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
+        return call_metadata(self._cluster_id_hex, self._auth)
 
     def _close_later(self, conn: _Conn) -> None:
         task = asyncio.get_running_loop().create_task(conn.channel.close(None))

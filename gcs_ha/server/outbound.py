@@ -69,6 +69,16 @@ CLUSTER_ID_METADATA = "ray_cluster_id"
 Reply = TypeVar("Reply", bound=Message)
 
 
+def call_metadata(
+    cluster_id_hex: Callable[[], str | None] | None, auth: RayAuth
+) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call to a raylet or core worker: the cluster id once known, and
+    Ray's token in token mode."""
+    cluster_hex = cluster_id_hex() if cluster_id_hex is not None else None
+    token = auth.metadata()
+    return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
+
+
 class _Conn:
     """One raylet's channel and stubs."""
 
@@ -310,9 +320,7 @@ class GrpcRayletClientPool:
             raise _unavailable(node, method, exc) from exc
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        cluster_hex = self._cluster_id_hex() if self._cluster_id_hex is not None else None
-        token = self._auth.metadata()
-        return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
+        return call_metadata(self._cluster_id_hex, self._auth)
 
     def _close_later(self, conn: _Conn) -> None:
         task = asyncio.get_running_loop().create_task(conn.channel.close(None))

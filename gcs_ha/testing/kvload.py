@@ -55,7 +55,7 @@ from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2 as kv_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as kv_grpc
 from gcs_ha.ray_auth import load_ray_auth
-from gcs_ha.ray_tls import aio_channel, load_ray_tls
+from gcs_ha.ray_tls import aio_channel, process_ray_tls
 from gcs_ha.server.status import RAY_NOT_FOUND, RAY_OK, not_applied
 
 # Reconnect quickly to a restarted replica (gRPC's default backoff starts at 1 s).
@@ -127,7 +127,7 @@ class KvClient:
         self._finding: asyncio.Task[str] | None = None
         # Ray's token and TLS when this process runs with them (gcs_ha.ray_auth, ray_tls).
         self._metadata = load_ray_auth(os.environ).metadata()
-        self._tls = load_ray_tls(os.environ)
+        self._tls = process_ray_tls()
 
     async def close(self) -> None:
         finding, self._finding = self._finding, None
