@@ -32,6 +32,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     JobTableData,
     PlacementGroupTableData,
 )
+from gcs_ha.proto.ray.gcs_service_pb2 import GcsSubscriberCommandBatchRequest
 from gcs_ha.storage.tables import GcsTableStorage
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class GcsInitData:
     actors: dict[bytes, ActorTableData] = field(default_factory=dict)
     actor_task_specs: dict[bytes, TaskSpec] = field(default_factory=dict)
     placement_groups: dict[bytes, PlacementGroupTableData] = field(default_factory=dict)
+    subscribers: dict[bytes, GcsSubscriberCommandBatchRequest] = field(default_factory=dict)
 
     @classmethod
     async def load(cls, tables: GcsTableStorage) -> GcsInitData:
@@ -57,6 +59,7 @@ class GcsInitData:
             actors=await tables.actor_table.load(),
             actor_task_specs=await tables.actor_task_spec_table.load(),
             placement_groups=await tables.placement_group_table.get_all(),
+            subscribers=await tables.subscriber_table.get_all(),
         )
 
 

@@ -1,59 +1,47 @@
-"""The pubsub manager: Ray's GCS long-poll publish/subscribe (Ray's GcsPublisher, its
-pubsub::Publisher and the GCS pubsub handlers), for both of Ray's pubsub services.
+"""The pubsub manager: Ray's GCS long-poll publish/subscribe (Ray's GcsPublisher and the
+GCS pubsub handlers), for both of Ray's pubsub services.
 
-Ray's GCS runs two publishers, each with its own channels, publisher id, sequence and
-subscribers (ray-gcs-contract.md section 6): the control plane (ControlPlanePubSubGcsService:
-actors, jobs, node info, node liveness, worker deltas) and observability
-(ObservabilityPubSubService: errors, logs, node resource usage). `ChannelPublisher` is one
-of them; `PubsubManager` owns one of each per term and routes published messages by channel.
+`PubsubManager` owns one `ChannelPublisher` (gcs_ha.managers.pubsub_publisher: Ray's
+pubsub::Publisher, with the mechanism) per plane and per term, routes published messages
+by channel, and keeps subscriptions across leaders.
 
-Mechanism, per publisher:
-- A subscriber (28-byte id) subscribes to a channel for one key or, with an empty key, for
-  every key. A published message gets the next sequence id (1, 2, ... per publisher) and is
-  queued in the mailbox of every subscriber of its channel and key (once per subscriber).
-- A poll acknowledges everything up to `max_processed_sequence_id` (only when it names this
-  publisher's id: an unknown or empty id acknowledges nothing), then answers at once with the
-  oldest queued messages (at most `batch_size` messages and `max_reply_bytes`, the first one
-  always), or waits, as an asyncio future, until one arrives. A message leaves the mailbox
-  only when acknowledged, so a lost reply is delivered again (clients drop sequence ids they
-  have already processed). A new poll answers the pending one with an empty reply; a poll
-  from an unknown subscriber creates it (it waits until it subscribes and something comes).
-- Mailboxes are bounded in bytes: beyond the cap the oldest messages are dropped and logged
-  (observability: Ray's 10 MiB `publisher_entity_buffer_max_bytes`; control plane: a larger
-  safety net, where Ray has none).
-- Subscribers idle for `subscriber_timeout_s` (Ray's `subscriber_timeout_ms` = 300000) are
-  collected: one with a pending poll gets an empty reply (it polls again if alive), one
-  without is removed. `remove_subscribers_of(sender_id)` drops a dead worker's or node's
-  subscribers at once.
+Failover (the contract's publisher_id rule). Each `start` (each promotion) draws fresh
+random 28-byte publisher ids and starts sequences at 1; Ray's subscribers see a different
+publisher id, reset their processed sequence to 0 and accept the new sequence. `stop`
+fails every pending poll with UnavailableError (gRPC UNAVAILABLE: Ray's clients retry the
+poll, reaching the new leader) and drops mailboxes and keyed subscriptions.
 
-Failover (the contract's publisher_id rule): nothing here is replicated. Each `start` (each
-promotion) draws fresh random 28-byte publisher ids and starts sequences at 1; Ray's
-subscribers see a different publisher id, reset their processed sequence to 0 and accept
-the new sequence. Raylets resubscribe when told NotifyGCSRestart, as after a Ray GCS restart.
-`stop` fails every pending poll with UnavailableError (gRPC UNAVAILABLE: Ray's clients retry
-the poll, reaching the new leader) and drops all state.
+Subscriptions to every key of a channel outlive the leader: `apply_commands` stores the
+subscriber's all-keys subscriptions in the subscriber table (gcs-ha's own,
+GCS_HA_SUBSCRIBERS: plane tag + subscriber id -> the subscribe commands that rebuild them)
+before it answers, and `start` subscribes them again. Ray's Python subscribers (the
+driver's log and error subscribers, the dashboard's) subscribe to all keys once and never
+again, so without this they would poll a new leader that knows nothing of them and
+receive nothing more. Keyed subscriptions (core workers, per actor) are not stored: Ray's
+C++ subscribers subscribe again when told NotifyGCSRestart, as after a Ray GCS restart.
+Removed subscribers (unsubscribed from everything, dead, or of a dead worker or node)
+have their record deleted in the background; a record whose delete was lost with a leader
+is restored and collected as idle `subscriber_timeout_s` later.
 
 Errors: UnavailableError (the manager is stopped: this replica does not serve; pending polls
 get it when the manager stops), InvalidRequestError (an empty subscriber id, a command for a
 channel the service does not carry or with neither subscribe nor unsubscribe, a GcsPublish
-message for a channel the GCS does not carry, a job error whose job id is not 4 bytes).
-`publish` itself never raises.
+message for a channel the GCS does not carry, a job error whose job id is not 4 bytes), and
+from `apply_commands` what the subscriber table's writes raise. `publish` never raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from gcs_ha.errors import GcsHaError, InvalidRequestError, UnavailableError
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import Publisher
+from gcs_ha.managers.pubsub_publisher import ChannelPublisher, Limits, Plane, plane_of
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.gcs_pb2 import (
     ActorTableData,
@@ -63,290 +51,17 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     JobTableData,
     WorkerDeltaData,
 )
+from gcs_ha.proto.ray.gcs_service_pb2 import GcsSubscriberCommandBatchRequest
+from gcs_ha.storage.tables import GcsTable
+
+__all__ = ["ChannelPublisher", "Limits", "Plane", "PubsubManager", "plane_of"]
 
 log = logging.getLogger(__name__)
 
 PubMessage = pubsub_pb2.PubMessage
 PUBLISHER_ID_BYTES = 28  # Ray's publisher id is a random NodeID
 JOB_ID_BYTES = 4
-MIB = 1024 * 1024
-
-
-class Plane(enum.Enum):
-    """Ray's two GCS publishers, one per pubsub service."""
-
-    CONTROL = "control_plane"
-    OBSERVABILITY = "observability"
-
-
-CHANNELS: dict[Plane, frozenset[int]] = {
-    Plane.CONTROL: frozenset(
-        {
-            pubsub_pb2.GCS_ACTOR_CHANNEL,
-            pubsub_pb2.GCS_JOB_CHANNEL,
-            pubsub_pb2.GCS_NODE_INFO_CHANNEL,
-            pubsub_pb2.GCS_WORKER_DELTA_CHANNEL,
-            pubsub_pb2.GCS_NODE_ADDRESS_AND_LIVENESS_CHANNEL,
-        }
-    ),
-    Plane.OBSERVABILITY: frozenset(
-        {
-            pubsub_pb2.RAY_ERROR_INFO_CHANNEL,
-            pubsub_pb2.RAY_LOG_CHANNEL,
-            pubsub_pb2.RAY_NODE_RESOURCE_USAGE_CHANNEL,
-        }
-    ),
-}
-
-
-def plane_of(channel: int) -> Plane:
-    """The publisher that carries `channel`; InvalidRequestError for a channel the GCS
-    does not carry (the core workers' own channels)."""
-    for plane, channels in CHANNELS.items():
-        if channel in channels:
-            return plane
-    raise InvalidRequestError(f"Invalid channel type: {channel}")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Ray's pubsub knobs (ray_config_def.h defaults) and gcs-ha's bounds."""
-
-    subscriber_timeout_s: float = 300.0  # Ray's subscriber_timeout_ms
-    batch_size: int = 5000  # Ray's publish_batch_size: messages per poll reply
-    max_reply_bytes: int = 16 * MIB  # under the server's 64 MiB send limit
-    max_message_bytes: int = 16 * MIB  # a bigger published message is dropped
-    control_buffer_bytes: int = 64 * MIB  # per subscriber (Ray: unbounded)
-    observability_buffer_bytes: int = 10 * MIB  # per subscriber (Ray: per key)
-
-    def buffer_bytes(self, plane: Plane) -> int:
-        if plane is Plane.CONTROL:
-            return self.control_buffer_bytes
-        return self.observability_buffer_bytes
-
-
-@dataclass(eq=False)
-class _Subscriber:
-    id: bytes
-    last_active: float
-    mailbox: deque[tuple[PubMessage, int]] = field(default_factory=deque)  # (message, size)
-    queued_bytes: int = 0
-    dropped: int = 0
-    poll: asyncio.Future[list[PubMessage]] | None = None
-    subscriptions: set[tuple[int, bytes]] = field(default_factory=set)  # (channel, key)
-    senders: set[bytes] = field(default_factory=set)
-
-
-class ChannelPublisher:
-    """One of Ray's GCS publishers (pubsub::Publisher): its channels' subscriptions,
-    per-subscriber mailboxes, long polls and dead-subscriber collection. Single-threaded:
-    every method runs on the event loop."""
-
-    def __init__(
-        self, plane: Plane, publisher_id: bytes, limits: Limits, clock: Callable[[], float]
-    ) -> None:
-        self.plane = plane
-        self.publisher_id = publisher_id
-        self._channels = CHANNELS[plane]
-        self._limits = limits
-        self._buffer_bytes = limits.buffer_bytes(plane)
-        self._clock = clock
-        self._last_sequence = 0
-        self._subscribers: dict[bytes, _Subscriber] = {}
-        self._index: dict[tuple[int, bytes], set[bytes]] = {}  # (channel, key) -> subscribers
-        self._senders: dict[bytes, set[bytes]] = {}  # sender id -> subscriber ids
-
-    def __contains__(self, subscriber_id: bytes) -> bool:
-        return subscriber_id in self._subscribers
-
-    # -- publishing --------------------------------------------------------------------
-
-    def publish(self, message: PubMessage) -> None:
-        """Give `message` (owned from now on, never changed again) the next sequence id
-        and queue it for the subscribers of its channel and key."""
-        self._last_sequence += 1
-        message.sequence_id = self._last_sequence
-        channel, key = message.channel_type, message.key_id
-        targets = self._index.get((channel, b""), set())
-        if key:
-            targets = targets | self._index.get((channel, key), set())
-        if not targets:
-            return
-        size = message.ByteSize()
-        if size > self._limits.max_message_bytes:
-            log.warning("pubsub: dropped a %d-byte message on channel %d (too big)", size, channel)
-            return
-        for subscriber_id in targets:
-            self._queue(self._subscribers[subscriber_id], message, size)
-
-    def _queue(self, sub: _Subscriber, message: PubMessage, size: int) -> None:
-        sub.mailbox.append((message, size))
-        sub.queued_bytes += size
-        while sub.queued_bytes > self._buffer_bytes and len(sub.mailbox) > 1:
-            _, dropped_size = sub.mailbox.popleft()
-            sub.queued_bytes -= dropped_size
-            sub.dropped += 1
-            if sub.dropped == 1 or sub.dropped % 1000 == 0:
-                log.warning(
-                    "pubsub %s: subscriber %s is not keeping up; dropped its oldest message "
-                    "(%d dropped so far)",
-                    self.plane.value,
-                    sub.id.hex(),
-                    sub.dropped,
-                )
-        self._answer(sub)
-
-    # -- polling -----------------------------------------------------------------------
-
-    async def poll(
-        self, subscriber_id: bytes, max_processed_sequence_id: int, publisher_id: bytes
-    ) -> list[PubMessage]:
-        """Acknowledge, then return the queued messages, waiting until there is one."""
-        sub = self._subscriber(subscriber_id)
-        if publisher_id == self.publisher_id:
-            self._acknowledge(sub, max_processed_sequence_id)
-        self._answer(sub, empty=True)  # a newer poll replaces an older one
-        sub.last_active = self._clock()
-        if sub.mailbox:
-            return self._batch(sub)
-        poll: asyncio.Future[list[PubMessage]] = asyncio.get_running_loop().create_future()
-        sub.poll = poll
-        try:
-            return await poll
-        finally:  # answered, failed, or the caller went away (messages stay queued)
-            if sub.poll is poll:
-                sub.poll = None
-                sub.last_active = self._clock()
-
-    def _acknowledge(self, sub: _Subscriber, max_processed_sequence_id: int) -> None:
-        mailbox = sub.mailbox
-        while mailbox and mailbox[0][0].sequence_id <= max_processed_sequence_id:
-            sub.queued_bytes -= mailbox.popleft()[1]
-
-    def _answer(self, sub: _Subscriber, *, empty: bool = False) -> None:
-        """Answer the subscriber's pending poll: with its queued messages when it has
-        some, with an empty reply when `empty` (forced), else leave it pending."""
-        poll = sub.poll
-        if poll is None or (not empty and not sub.mailbox):
-            return
-        sub.poll = None
-        sub.last_active = self._clock()
-        if not poll.done():
-            poll.set_result([] if empty else self._batch(sub))
-
-    def _batch(self, sub: _Subscriber) -> list[PubMessage]:
-        batch: list[PubMessage] = []
-        total = 0
-        for message, size in sub.mailbox:
-            full = len(batch) >= self._limits.batch_size
-            if full or (batch and total + size > self._limits.max_reply_bytes):
-                break
-            batch.append(message)
-            total += size
-        return batch
-
-    # -- subscriptions -----------------------------------------------------------------
-
-    def apply_commands(
-        self, subscriber_id: bytes, commands: Iterable[pubsub_pb2.Command], sender_id: bytes
-    ) -> None:
-        """Subscribe and unsubscribe, in order. A batch with an invalid command changes
-        nothing. A subscriber left with no subscription gets its pending poll answered
-        (empty), so a client that unsubscribed from everything stops polling."""
-        _check_subscriber_id(subscriber_id)
-        commands = list(commands)
-        for command in commands:
-            self._check_command(command)
-        sender = sender_id or subscriber_id
-        for command in commands:
-            entry = (command.channel_type, command.key_id)
-            if command.HasField("subscribe_message"):
-                sub = self._subscriber(subscriber_id)
-                sub.subscriptions.add(entry)
-                self._index.setdefault(entry, set()).add(subscriber_id)
-                sub.senders.add(sender)
-                self._senders.setdefault(sender, set()).add(subscriber_id)
-            else:
-                self._unsubscribe(subscriber_id, entry)
-        sub_or_none = self._subscribers.get(subscriber_id)
-        if sub_or_none is not None and not sub_or_none.subscriptions:
-            self._answer(sub_or_none, empty=True)
-
-    def _check_command(self, command: pubsub_pb2.Command) -> None:
-        if command.channel_type not in self._channels:
-            raise InvalidRequestError(f"Invalid channel type: {command.channel_type}")
-        if command.WhichOneof("command_message_one_of") is None:
-            raise InvalidRequestError(
-                "Unexpected pubsub command has been received: expected either "
-                "unsubscribe or subscribe message"
-            )
-
-    def _unsubscribe(self, subscriber_id: bytes, entry: tuple[int, bytes]) -> None:
-        sub = self._subscribers.get(subscriber_id)
-        if sub is not None:
-            sub.subscriptions.discard(entry)
-        ids = self._index.get(entry)
-        if ids is not None:
-            ids.discard(subscriber_id)
-            if not ids:
-                del self._index[entry]
-
-    def _subscriber(self, subscriber_id: bytes) -> _Subscriber:
-        _check_subscriber_id(subscriber_id)
-        sub = self._subscribers.get(subscriber_id)
-        if sub is None:
-            sub = _Subscriber(subscriber_id, last_active=self._clock())
-            self._subscribers[subscriber_id] = sub
-        return sub
-
-    # -- removal -----------------------------------------------------------------------
-
-    def remove_subscriber(self, subscriber_id: bytes) -> None:
-        """Forget a subscriber: its subscriptions, mailbox, and pending poll (answered
-        empty)."""
-        sub = self._subscribers.pop(subscriber_id, None)
-        if sub is None:
-            return
-        for entry in list(sub.subscriptions):
-            self._unsubscribe(subscriber_id, entry)
-        for sender in sub.senders:
-            ids = self._senders.get(sender)
-            if ids is not None:
-                ids.discard(subscriber_id)
-                if not ids:
-                    del self._senders[sender]
-        self._answer(sub, empty=True)
-
-    def remove_subscribers_of(self, sender_id: bytes) -> None:
-        """Forget every subscriber that a sender (a worker or node id) registered."""
-        for subscriber_id in list(self._senders.get(sender_id, ())):
-            self.remove_subscriber(subscriber_id)
-
-    def check_dead_subscribers(self) -> int:
-        """Ray's CheckDeadSubscribers: a subscriber idle for the timeout gets its pending
-        poll answered empty, or is removed when it has none. Returns how many went."""
-        now = self._clock()
-        dead = []
-        for sub in self._subscribers.values():
-            if now - sub.last_active < self._limits.subscriber_timeout_s:
-                continue
-            if sub.poll is not None:
-                self._answer(sub, empty=True)
-            else:
-                dead.append(sub.id)
-        for subscriber_id in dead:
-            self.remove_subscriber(subscriber_id)
-        return len(dead)
-
-    def close(self, error: GcsHaError) -> None:
-        """Fail every pending poll with `error` and drop all state (the term ended)."""
-        for sub in self._subscribers.values():
-            poll, sub.poll = sub.poll, None
-            if poll is not None and not poll.done():
-                poll.set_exception(error)
-        self._subscribers.clear()
-        self._index.clear()
-        self._senders.clear()
+_PLANE_TAGS: dict[Plane, bytes] = {Plane.CONTROL: b"c", Plane.OBSERVABILITY: b"o"}
 
 
 def _copy(message: PubMessage) -> PubMessage:
@@ -356,49 +71,55 @@ def _copy(message: PubMessage) -> PubMessage:
     return owned
 
 
-def _check_subscriber_id(subscriber_id: bytes) -> None:
-    if not subscriber_id:
-        raise InvalidRequestError("empty subscriber_id")
-
-
 class PubsubManager:
-    """Ray's GCS publishers, rebuilt empty with fresh publisher ids at every start.
+    """Ray's GCS publishers, rebuilt with fresh publisher ids at every start, with the
+    all-keys subscriptions kept in `subscribers` (the subscriber table).
 
     Implements gcs_ha.managers.ports.Publisher (`publish`) for the other managers and the
-    manager lifecycle; the pubsub servicers call `plane`, `publish_all` and
-    `report_job_error`."""
+    manager lifecycle; the pubsub servicers call `plane`, `apply_commands`, `publish_all`
+    and `report_job_error`."""
 
     name = "pubsub"
 
     def __init__(
         self,
+        subscribers: GcsTable[bytes, GcsSubscriberCommandBatchRequest],
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
         new_publisher_id: Callable[[], bytes] = lambda: os.urandom(PUBLISHER_ID_BYTES),
     ) -> None:
         self.limits = limits or Limits()
+        self._table = subscribers
         self._clock = clock
         self._new_publisher_id = new_publisher_id
         self._planes: dict[Plane, ChannelPublisher] | None = None
+        self._stored: set[bytes] = set()  # keys of the subscriber table's records
         self._tasks = BackgroundTasks(self.name)
 
     async def start(self, init: GcsInitData) -> None:
-        """New publishers (fresh ids, sequences from 1, no subscribers) and the
-        dead-subscriber collector. Nothing comes from `init`: pubsub state is per term."""
+        """New publishers (fresh ids, sequences from 1), the stored all-keys subscriptions
+        of `init.subscribers` subscribed again, and the dead-subscriber collector."""
         if self._planes is not None:
             await self.stop()
-        self._planes = {
+        planes = {
             plane: ChannelPublisher(plane, self._new_publisher_id(), self.limits, self._clock)
             for plane in Plane
         }
+        self._stored = {
+            key for key, record in init.subscribers.items() if _restore(planes, key, record)
+        }
+        self._planes = planes
+        if self._stored:
+            log.info("pubsub: %d subscribers subscribed again from the table", len(self._stored))
         self._tasks.spawn(self._collect_dead_subscribers(), "collect-dead-subscribers")
 
     async def stop(self) -> None:
         """Fail pending polls with UnavailableError (clients retry on the new leader),
-        drop every subscriber and stop the collector."""
+        drop every subscriber and stop the collector and pending record deletes."""
         planes, self._planes = self._planes, None
         for publisher in (planes or {}).values():
             publisher.close(UnavailableError("the GCS leader stepped down; poll again"))
+        self._stored = set()
         await self._tasks.cancel_all()
 
     def plane(self, plane: Plane) -> ChannelPublisher:
@@ -409,6 +130,32 @@ class PubsubManager:
         if self._planes is None:
             raise UnavailableError("pubsub is not serving on this replica")
         return self._planes
+
+    async def apply_commands(
+        self,
+        plane: Plane,
+        subscriber_id: bytes,
+        commands: Iterable[pubsub_pb2.Command],
+        sender_id: bytes,
+    ) -> None:
+        """GcsSubscriberCommandBatch: subscribe and unsubscribe (ChannelPublisher
+        .apply_commands), then, when a command names every key of a channel, store the
+        subscriber's all-keys subscriptions (or delete their record when none is left)."""
+        publisher = self.plane(plane)
+        commands = list(commands)
+        publisher.apply_commands(subscriber_id, commands, sender_id)
+        if any(not command.key_id for command in commands):
+            await self._store(plane, subscriber_id)
+
+    async def _store(self, plane: Plane, subscriber_id: bytes) -> None:
+        key = _PLANE_TAGS[plane] + subscriber_id
+        record = self.plane(plane).all_keys_record(subscriber_id)
+        if record is not None:
+            await self._table.put(key, record)
+            self._stored.add(key)
+        elif key in self._stored:
+            self._stored.discard(key)
+            await self._table.delete(key)
 
     def publish(self, message: PubMessage) -> None:
         """ports.Publisher: publish a copy of `message` on its channel's publisher. Never
@@ -444,20 +191,49 @@ class PubsubManager:
 
     def remove_subscribers_of(self, sender_id: bytes) -> None:
         """Drop the subscribers a dead worker or node registered (Ray's
-        RemoveSubscriberFrom). Does nothing while stopped."""
-        for publisher in (self._planes or {}).values():
-            publisher.remove_subscribers_of(sender_id)
+        RemoveSubscriberFrom), and their records. Does nothing while stopped."""
+        for plane, publisher in (self._planes or {}).items():
+            self._forget(plane, publisher.remove_subscribers_of(sender_id))
+
+    def _forget(self, plane: Plane, subscriber_ids: Iterable[bytes]) -> None:
+        """Delete, in the background, the records of removed subscribers."""
+        keys = [_PLANE_TAGS[plane] + sid for sid in subscriber_ids]
+        keys = [key for key in keys if key in self._stored]
+        if keys:
+            self._stored.difference_update(keys)
+            self._tasks.spawn(self._delete_records(keys), "delete-subscriber-records")
+
+    async def _delete_records(self, keys: list[bytes]) -> None:
+        try:
+            await self._table.batch_delete(keys)
+        except GcsHaError as exc:  # a lost record is restored, then collected as idle
+            log.warning("pubsub: %d subscriber records not deleted: %s", len(keys), exc)
 
     async def _collect_dead_subscribers(self) -> None:
         interval = self.limits.subscriber_timeout_s / 4
         while True:
             await asyncio.sleep(interval)
-            for publisher in (self._planes or {}).values():
+            for plane, publisher in (self._planes or {}).items():
                 removed = publisher.check_dead_subscribers()
                 if removed:
-                    log.info(
-                        "pubsub %s: removed %d dead subscribers", publisher.plane.value, removed
-                    )
+                    log.info("pubsub %s: removed %d dead subscribers", plane.value, len(removed))
+                    self._forget(plane, removed)
+
+
+def _restore(
+    planes: dict[Plane, ChannelPublisher], key: bytes, record: GcsSubscriberCommandBatchRequest
+) -> bool:
+    """Subscribe a stored record again on its plane; False (logged) for a record that
+    does not fit (an unknown plane tag or channel)."""
+    plane = next((p for p, tag in _PLANE_TAGS.items() if key[:1] == tag), None)
+    try:
+        if plane is None or key[1:] != record.subscriber_id:
+            raise InvalidRequestError(f"key {key[:1]!r} + subscriber does not match the record")
+        planes[plane].restore(record)
+    except InvalidRequestError as exc:
+        log.warning("pubsub: subscriber record %s skipped: %s", key.hex(), exc)
+        return False
+    return True
 
 
 # -- what the GCS publishes (Ray's GcsPublisher::Publish*), for the other managers --------

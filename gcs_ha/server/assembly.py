@@ -84,7 +84,7 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
     pool = GrpcRayletClientPool(
         cluster_id_hex=lambda: gcs.cluster_id.hex, auth=gcs.ray_auth, tls=gcs.ray_tls
     )
-    pubsub = PubsubManager()
+    pubsub = PubsubManager(tables.subscriber_table)
     health = GcsHealthCheckManager(pool)
     nodes = GcsNodeManager(tables, pubsub, pool, health)
     resources = GcsResourceManager(pool)
@@ -157,6 +157,9 @@ def _wire(gcs: GcsServer, ray: RayGcs) -> None:
     ray.nodes.set_in_use_providers(bundles=ray.placement_groups.bundles_in_use)
     ray.jobs.add_job_finished_listener(ray.placement_groups.on_job_finished)
     ray.workers.add_worker_dead_listener(ray.tasks.on_worker_dead)
+    ray.workers.add_worker_dead_listener(
+        lambda w: ray.pubsub.remove_subscribers_of(w.worker_address.worker_id)
+    )
     _wire_actors(ray)
     gcs.add_after_serving(ray.nodes.on_leader_started)
     gcs.add_after_serving(ray.jobs.collect_garbage)

@@ -53,8 +53,9 @@ class _PubsubMethods:
         self, request: pb.GcsSubscriberCommandBatchRequest, context: Context
     ) -> pb.GcsSubscriberCommandBatchReply:
         async def handle(reply: pb.GcsSubscriberCommandBatchReply) -> None:
-            publisher = self._pubsub.plane(self._plane)
-            publisher.apply_commands(request.subscriber_id, request.commands, request.sender_id)
+            await self._pubsub.apply_commands(
+                self._plane, request.subscriber_id, request.commands, request.sender_id
+            )
 
         return await ray_call(context, pb.GcsSubscriberCommandBatchReply(), handle)
 

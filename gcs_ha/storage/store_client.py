@@ -25,6 +25,8 @@ JOB_COUNTER_TABLE = "JOB_COUNTER"
 # gcs-ha's own metadata: replica membership (node id -> addresses), cluster identity.
 MEMBERS_TABLE = "GCS_HA_MEMBERS"
 META_TABLE = "GCS_HA_META"
+# gcs-ha's own: pubsub subscriptions to every key of a channel, kept across leaders.
+SUBSCRIBERS_TABLE = "GCS_HA_SUBSCRIBERS"
 
 TABLES: frozenset[str] = frozenset(
     {
@@ -38,6 +40,7 @@ TABLES: frozenset[str] = frozenset(
         JOB_COUNTER_TABLE,
         MEMBERS_TABLE,
         META_TABLE,
+        SUBSCRIBERS_TABLE,
     }
 )
 

@@ -26,6 +26,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     PlacementGroupTableData,
     WorkerTableData,
 )
+from gcs_ha.proto.ray.gcs_service_pb2 import GcsSubscriberCommandBatchRequest
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.store_client import (
     ACTOR_TABLE,
@@ -33,6 +34,7 @@ from gcs_ha.storage.store_client import (
     JOB_TABLE,
     NODE_TABLE,
     PLACEMENT_GROUP_TABLE,
+    SUBSCRIBERS_TABLE,
     WORKERS_TABLE,
     StoreClient,
 )
@@ -178,7 +180,8 @@ class GcsTableStorage:
 
     Keys are Ray ids as bytes: JobID (job_table), ActorID (actor_table,
     actor_task_spec_table; their last 4 bytes are the job id), PlacementGroupID,
-    NodeID, WorkerID.
+    NodeID, WorkerID; subscriber_table: a plane tag (b"c" control, b"o" observability)
+    and a subscriber id (gcs_ha.managers.pubsub_manager).
     """
 
     def __init__(self, store: StoreClient) -> None:
@@ -195,6 +198,9 @@ class GcsTableStorage:
         )
         self.node_table = GcsTable[bytes, GcsNodeInfo](store, NODE_TABLE, GcsNodeInfo)
         self.worker_table = GcsTable[bytes, WorkerTableData](store, WORKERS_TABLE, WorkerTableData)
+        self.subscriber_table = GcsTable[bytes, GcsSubscriberCommandBatchRequest](
+            store, SUBSCRIBERS_TABLE, GcsSubscriberCommandBatchRequest
+        )
         self.internal_kv = InternalKv(store)
 
     async def next_job_id(self) -> int:

@@ -19,6 +19,8 @@ from gcs_ha.proto.ray import gcs_pb2, pubsub_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.pubsub_service import mount
+from gcs_ha.storage.memory import InMemoryStoreClient
+from gcs_ha.storage.tables import GcsTableStorage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +44,7 @@ class Harness:
 
 @asynccontextmanager
 async def serving(port: int) -> AsyncIterator[Harness]:
-    manager = PubsubManager()
+    manager = PubsubManager(GcsTableStorage(InMemoryStoreClient()).subscriber_table)
     await manager.start(GcsInitData())
     server = grpc.aio.server()
     mount(server, manager)

@@ -24,7 +24,10 @@ from gcs_ha.managers.pubsub_manager import (
     publish_worker_failure,
 )
 from gcs_ha.proto.ray import gcs_pb2, pubsub_pb2
+from gcs_ha.proto.ray.gcs_service_pb2 import GcsSubscriberCommandBatchRequest
 from gcs_ha.proto.ray.logging_pb2 import LogBatch
+from gcs_ha.storage.memory import InMemoryStoreClient
+from gcs_ha.storage.tables import GcsTable, GcsTableStorage
 
 pytestmark = pytest.mark.timeout(60)  # a poll that never returns fails fast
 
@@ -34,6 +37,10 @@ JOB = pubsub_pb2.GCS_JOB_CHANNEL
 ACTOR = pubsub_pb2.GCS_ACTOR_CHANNEL
 LOG = pubsub_pb2.RAY_LOG_CHANNEL
 ERROR = pubsub_pb2.RAY_ERROR_INFO_CHANNEL
+
+
+def new_table() -> GcsTable[bytes, GcsSubscriberCommandBatchRequest]:
+    return GcsTableStorage(InMemoryStoreClient()).subscriber_table
 
 
 class FakeClock:
@@ -48,7 +55,7 @@ def run(test: Callable[[PubsubManager], Awaitable[None]], **kwargs: Any) -> None
     """Run `test` with a started manager, stopping it afterwards."""
 
     async def main() -> None:
-        manager = PubsubManager(**kwargs)
+        manager = PubsubManager(new_table(), **kwargs)
         await manager.start(GcsInitData())
         try:
             await test(manager)
@@ -86,7 +93,7 @@ def keys(messages: list[pubsub_pb2.PubMessage]) -> list[bytes]:
 
 def test_fresh_publisher_ids_per_start_and_sequences_from_one() -> None:
     async def main() -> None:
-        manager = PubsubManager()
+        manager = PubsubManager(new_table())
         ids = []
         for _ in range(2):
             await manager.start(GcsInitData())
@@ -287,9 +294,9 @@ def test_dead_subscribers_are_collected() -> None:
         control.apply_commands(OTHER, [sub_cmd(JOB)], b"")
         poll = await pending(control.poll(OTHER, 0, b""))
         clock.now += 299
-        assert control.check_dead_subscribers() == 0
+        assert control.check_dead_subscribers() == []
         clock.now += 1
-        assert control.check_dead_subscribers() == 1
+        assert control.check_dead_subscribers() == [SUB]
         assert SUB not in control
         assert await poll == []  # a held poll is released, its subscriber kept
         assert OTHER in control
@@ -317,7 +324,7 @@ def test_remove_subscribers_of_a_sender() -> None:
 
 def test_stop_fails_pending_polls_and_everything_after_is_unavailable() -> None:
     async def main() -> None:
-        manager = PubsubManager()
+        manager = PubsubManager(new_table())
         await manager.start(GcsInitData())
         control = manager.plane(Plane.CONTROL)
         control.apply_commands(SUB, [sub_cmd(JOB)], b"")
@@ -431,3 +438,79 @@ def test_a_publisher_alone_satisfies_the_port() -> None:
     publisher = ChannelPublisher(Plane.CONTROL, b"p" * 28, Limits(), FakeClock())
     publish_job(publisher, b"j1", gcs_pb2.JobTableData())  # no subscriber: nothing queued
     assert SUB not in publisher
+
+
+# -- subscriptions to every key outlive the leader ----------------------------------------
+
+
+def log_message(line: str) -> pubsub_pb2.PubMessage:
+    return pubsub_pb2.PubMessage(
+        channel_type=LOG, key_id=b"", log_batch_message=LogBatch(lines=[line])
+    )
+
+
+def test_all_keys_subscriptions_are_subscribed_again_by_the_next_leader() -> None:
+    async def main() -> None:
+        tables = GcsTableStorage(InMemoryStoreClient())
+        old = PubsubManager(tables.subscriber_table)
+        await old.start(await GcsInitData.load(tables))
+        await old.apply_commands(Plane.OBSERVABILITY, SUB, [sub_cmd(LOG), sub_cmd(ERROR)], b"w")
+        await old.apply_commands(Plane.CONTROL, OTHER, [sub_cmd(ACTOR, b"a1")], b"w")
+        old_id = old.plane(Plane.OBSERVABILITY).publisher_id
+        await old.stop()  # the leader went away: every mailbox and poll with it
+
+        new = PubsubManager(tables.subscriber_table)
+        await new.start(await GcsInitData.load(tables))
+        observability = new.plane(Plane.OBSERVABILITY)
+        assert SUB in observability
+        assert OTHER not in new.plane(Plane.CONTROL)  # keyed: Ray's C++ side resubscribes
+        poll = await pending(observability.poll(SUB, 7, old_id))  # the driver's next poll
+        new.publish(log_message("after the failover"))
+        [message] = await poll
+        assert (message.sequence_id, list(message.log_batch_message.lines)) == (
+            1,
+            ["after the failover"],
+        )
+        await new.stop()
+
+    asyncio.run(main())
+
+
+def test_records_follow_unsubscribe_and_removal() -> None:
+    async def main() -> None:
+        tables = GcsTableStorage(InMemoryStoreClient())
+        manager = PubsubManager(tables.subscriber_table)
+        await manager.start(GcsInitData())
+        await manager.apply_commands(Plane.CONTROL, SUB, [sub_cmd(JOB), sub_cmd(ACTOR, b"a")], b"")
+        [record] = (await tables.subscriber_table.get_all()).values()
+        assert [(c.channel_type, c.key_id) for c in record.commands] == [(JOB, b"")]
+        assert record.sender_id == SUB  # its own id when the request named no sender
+        await manager.apply_commands(Plane.CONTROL, SUB, [unsub_cmd(JOB)], b"")
+        assert await tables.subscriber_table.get_all() == {}
+
+        await manager.apply_commands(Plane.OBSERVABILITY, OTHER, [sub_cmd(LOG)], b"w" * 28)
+        assert len(await tables.subscriber_table.get_all()) == 1
+        manager.remove_subscribers_of(b"w" * 28)  # the worker died
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert await tables.subscriber_table.get_all() == {}
+        await manager.stop()
+
+    asyncio.run(main())
+
+
+def test_a_record_that_does_not_fit_is_skipped() -> None:
+    async def main() -> None:
+        tables = GcsTableStorage(InMemoryStoreClient())
+        wrong_plane = GcsSubscriberCommandBatchRequest(subscriber_id=SUB, commands=[sub_cmd(LOG)])
+        await tables.subscriber_table.put(b"c" + SUB, wrong_plane)
+        await tables.subscriber_table.put(b"x" + OTHER, wrong_plane)
+        good = GcsSubscriberCommandBatchRequest(subscriber_id=OTHER, commands=[sub_cmd(JOB)])
+        await tables.subscriber_table.put(b"c" + OTHER, good)
+        manager = PubsubManager(tables.subscriber_table)
+        await manager.start(await GcsInitData.load(tables))
+        control = manager.plane(Plane.CONTROL)
+        assert OTHER in control and SUB not in control
+        await manager.stop()
+
+    asyncio.run(main())
