@@ -13,48 +13,70 @@ Managers that take settings from it (the health checks) register a config listen
 called with the parsed config when this manager starts leading and whenever that key is
 written.
 
+Values of Ray's size (up to 512 MiB: runtime-environment packages) are stored in chunks by
+the storage layer (gcs_ha/storage/large_values.py); this manager sweeps the chunks that no
+value names any more (overwritten, deleted, or cut short by a failover) when it starts
+leading and every SWEEP_INTERVAL_S after.
+
 Errors: NotFoundError (Get of a missing key), InvalidRequestError (an empty key, or a key
 or value over the limits), and whatever the store raises (NotLeaderError, ...).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from gcs_ha.errors import InvalidRequestError, NotFoundError
-from gcs_ha.managers.manager import GcsInitData
+from gcs_ha.errors import GcsHaError, InvalidRequestError, NotFoundError
+from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.storage.internal_kv import InternalKv
 
 SYSTEM_CONFIG_NAMESPACE = b"gcs_ha"
 SYSTEM_CONFIG_KEY = b"system_config"
 EMPTY_CONFIG = "{}"
+SWEEP_INTERVAL_S = 30.0
 ConfigListener = Callable[[dict[str, Any]], None]
 log = logging.getLogger(__name__)
 
 
 class KvManager:
     """Serves the InternalKV calls over the replicated KV table. Keeps no state of its
-    own: every call goes to the table (with the store's read barrier)."""
+    own: every call goes to the table (with the store's read barrier). Its one background
+    task sweeps unnamed chunks of large values."""
 
     name = "internal_kv"
 
     def __init__(self, kv: InternalKv) -> None:
         self._kv = kv
         self._config_listeners: list[ConfigListener] = []
+        self._tasks = BackgroundTasks(self.name)
 
     def add_config_listener(self, listener: ConfigListener) -> None:
         """Call `listener` with the head's system config (a dict) now and on every change."""
         self._config_listeners.append(listener)
 
     async def start(self, init: GcsInitData) -> None:
-        """Hand the stored system config to the listeners (nothing else to rebuild)."""
+        """Hand the stored system config to the listeners, start the chunk sweeper."""
         self._notify(await self.internal_config())
+        self._tasks.spawn(self._sweep_chunks(), "sweep-chunks")
 
     async def stop(self) -> None:
-        """Nothing to stop."""
+        """Stop the chunk sweeper."""
+        await self._tasks.cancel_all()
+
+    async def _sweep_chunks(self) -> None:
+        while True:
+            try:
+                removed = await self._kv.large_values.sweep()
+            except GcsHaError as exc:  # stepping down, or a disk error: try again later
+                log.warning("sweeping unnamed chunks of large KV values failed: %s", exc)
+            else:
+                if removed:
+                    log.info("swept %d unnamed chunk groups of large KV values", removed)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def get(self, namespace: bytes, key: bytes) -> bytes:
         _check_key(key)
@@ -96,7 +118,6 @@ class KvManager:
         if value is None:
             return EMPTY_CONFIG
         return value.decode("utf-8", errors="replace")
-
 
     def _notify(self, text: str) -> None:
         config = parse_system_config(text)

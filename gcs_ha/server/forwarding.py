@@ -67,6 +67,7 @@ from google.protobuf import descriptor_pool
 from gcs_ha.proto.ray import autoscaler_pb2, gcs_service_pb2, ray_syncer_pb2  # noqa: F401
 from gcs_ha.ray_tls import RayTls, aio_channel
 from gcs_ha.server.status import NOT_APPLIED, cancelled_itself, not_applied
+from gcs_ha.storage.large_values import MAX_KV_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,14 @@ FORWARDED_BY_KEY = "gcs-ha-forwarded-by"
 HOLD_S = 3.0  # longest a unary call waits for a leader (well above one failover)
 DEADLINE_MARGIN_S = 0.05  # a held call gives up this long before its deadline
 RETIRE_GRACE_S = 2.0  # calls in flight to a former leader get this long to finish
+# Ray's internal KV takes values up to Ray's own gRPC message limit (512 MiB); a message a
+# little larger is still read, so an oversized value gets Ray's InvalidArgument status
+# naming the limit rather than gRPC's RESOURCE_EXHAUSTED. The replica's server and its
+# forwarding channels take the same.
+MAX_MESSAGE_BYTES = MAX_KV_VALUE_BYTES + 16 * 1024 * 1024
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -48,16 +48,13 @@ from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
+from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.server.gcs_server import GcsServer
-from gcs_ha.storage.store_client import MAX_VALUE_BYTES
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 1.0
 
-# Messages up to 4x the value limit are read, so an oversized value gets Ray's
-# InvalidArgument status naming the limit rather than gRPC's RESOURCE_EXHAUSTED.
-MAX_MESSAGE_BYTES = 4 * MAX_VALUE_BYTES
 # gRPC answers calls beyond its pending-request limits (1,000 soft, 3,000 hard by
 # default) with CANCELLED before a handler sees them, and Ray's clients do not retry
 # CANCELLED: a driver that submits 10,000 actors at once lost thousands of them.

@@ -8,6 +8,7 @@ from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import (
     ACTOR_TABLE,
     ACTOR_TASK_SPEC_TABLE,
+    CHUNKS_TABLE,
     JOB_COUNTER_TABLE,
     JOB_TABLE,
     KV_TABLE,
@@ -27,6 +28,7 @@ from gcs_ha.storage.tables import GcsTable, GcsTableStorage, GcsTableWithJobId
 __all__ = [
     "ACTOR_TABLE",
     "ACTOR_TASK_SPEC_TABLE",
+    "CHUNKS_TABLE",
     "JOB_COUNTER_TABLE",
     "JOB_TABLE",
     "KV_TABLE",

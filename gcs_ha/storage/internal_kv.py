@@ -6,14 +6,19 @@ namespace is stored as itself. Listing the empty namespace therefore also return
 keys of every other namespace with their namespace stripped, as the real GCS does
 (measured in ray-gcs-contract.md section 4); nothing in Ray depends on it.
 
+Values larger than one Raft entry should carry are stored in chunks
+(gcs_ha/storage/large_values.py); every read and write here goes through that encoding.
+
 Errors: those of the StoreClient (gcs_ha.errors); InvalidRequestError for an empty key
-in the empty namespace (no backend stores an empty key).
+in the empty namespace (no backend stores an empty key) or a value over
+MAX_KV_VALUE_BYTES; CorruptDataError for a large value whose chunks are missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gcs_ha.storage.large_values import LargeValues
 from gcs_ha.storage.store_client import KV_TABLE, StoreClient
 
 NAMESPACE_PREFIX = b"@namespace_"
@@ -42,20 +47,26 @@ class InternalKv:
 
     def __init__(self, store: StoreClient) -> None:
         self.store = store
+        self.large_values = LargeValues(store)
 
     async def get(self, namespace: bytes, key: bytes) -> bytes | None:
         """The value, or None."""
-        return await self.store.get(KV_TABLE, make_key(namespace, key))
+        return await self.large_values.get(make_key(namespace, key))
 
     async def multi_get(self, namespace: bytes, keys: Iterable[bytes]) -> dict[bytes, bytes]:
         """Bare key -> value for the keys that exist."""
         stored = {make_key(namespace, key): bytes(key) for key in keys}
         found = await self.store.multi_get(KV_TABLE, list(stored))
-        return {stored[skey]: value for skey, value in found.items()}
+        values = {}
+        for skey, raw in found.items():
+            value = await self.large_values.resolve(skey, raw)
+            if value is not None:
+                values[stored[skey]] = value
+        return values
 
     async def put(self, namespace: bytes, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         """Store `value`; overwrite=False keeps an existing one. True if newly added."""
-        return await self.store.put(KV_TABLE, make_key(namespace, key), value, overwrite)
+        return await self.large_values.put(make_key(namespace, key), value, overwrite)
 
     async def delete(self, namespace: bytes, key: bytes, del_by_prefix: bool = False) -> int:
         """Delete `key` (or, with del_by_prefix, every key starting with it); how many."""

@@ -27,6 +27,8 @@ MEMBERS_TABLE = "GCS_HA_MEMBERS"
 META_TABLE = "GCS_HA_META"
 # gcs-ha's own: pubsub subscriptions to every key of a channel, kept across leaders.
 SUBSCRIBERS_TABLE = "GCS_HA_SUBSCRIBERS"
+# gcs-ha's own: chunks of internal-KV values larger than one entry (storage/large_values.py).
+CHUNKS_TABLE = "GCS_HA_CHUNKS"
 
 TABLES: frozenset[str] = frozenset(
     {
@@ -41,14 +43,15 @@ TABLES: frozenset[str] = frozenset(
         MEMBERS_TABLE,
         META_TABLE,
         SUBSCRIBERS_TABLE,
+        CHUNKS_TABLE,
     }
 )
 
 # Keys longer than this and values larger than this are refused with InvalidRequestError.
 # Values: a Raft entry is pickled and encrypted once per follower in the leader's Raft
 # thread; measured here, 16 MiB keeps that under the 0.3 s election timeout with a
-# password, 20 MiB does not (docs/pysyncobj-patches.md). Ship bigger runtime-env packages
-# through a remote URI instead of the GCS.
+# password, 20 MiB does not (docs/pysyncobj-patches.md). Ray's internal KV takes values
+# up to 512 MiB by storing larger ones in chunks (gcs_ha/storage/large_values.py).
 MAX_KEY_BYTES = 64 * 1024
 MAX_VALUE_BYTES = 16 * 1024 * 1024
 

@@ -70,6 +70,7 @@ for line in sys.stdin:
 def head_command(address: str, temp_dir: str) -> list[str]:
     ray_args = ["--num-cpus=1", "--include-dashboard=false", "--dashboard-port=13107"]
     ray_args += ["--ray-client-server-port=13106", f"--temp-dir={temp_dir}"]
+    ray_args += [f"--node-ip-address={HOST}"]
     ray_args += port_options(13100, range(13200, 13300))
     return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
 
