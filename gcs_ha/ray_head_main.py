@@ -15,7 +15,10 @@ class `ray start` uses with `GcsHaHeadNode`, which differs in three methods only
   (any replica; followers forward to the leader), and the head's system config (what Ray
   gives gcs_server as --config_list) is stored in gcs-ha's internal KV, where gcs-ha's
   GetInternalConfig reads it (raylets ask for it first; `ray start --address` checks its
-  own config is a subset of it);
+  own config is a subset of it); and, as Ray's GCS does when it starts, it writes which
+  autoscaler runs (`__autoscaler_v2_enabled`: "1" when the system config's
+  `enable_autoscaler_v2` or else RAY_enable_autoscaler_v2 says so), before the head's
+  autoscaler monitor reads it;
 - `_init_gcs_client` connects Ray's GcsClient to gcs-ha, retrying until a deadline
   (Ray's own version watches the gcs_server process it spawned, which does not exist);
 - `check_persisted_session_name` reads the session name from gcs-ha's KV, as Ray does
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -47,6 +51,18 @@ log = logging.getLogger("gcs_ha.ray_head")
 CONNECT_DEADLINE_S = 60.0  # GcsClient itself waits up to 40 s per attempt
 RETRY_SLEEP_S = 1.0
 SESSION_NAME_KEY = b"session_name"
+AUTOSCALER_NAMESPACE = b"__autoscaler"
+AUTOSCALER_V2_KEY = b"__autoscaler_v2_enabled"
+V2_SETTING = "enable_autoscaler_v2"
+
+
+def autoscaler_v2_enabled(config: dict[str, Any], environ: dict[str, str]) -> bool:
+    """Whether Ray's GCS would run autoscaler v2 with this system config and environment
+    (Ray reads RAY_<setting> from the environment first; the system config wins)."""
+    value = config.get(V2_SETTING, environ.get(f"RAY_{V2_SETTING}", False))
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true")
+    return bool(value)
 
 
 def connect(address: str, deadline_s: float = CONNECT_DEADLINE_S) -> Any:
@@ -106,8 +122,11 @@ def head_node_class(address: str, config_namespace: bytes, config_key: bytes) ->
             self._gcs_address = address
             self._ray_params.gcs_server_port = int(address.rpartition(":")[2])
             config = json.dumps(self._config)
-            self.get_gcs_client().internal_kv_put(
-                config_key, config.encode(), True, config_namespace
+            client = self.get_gcs_client()
+            client.internal_kv_put(config_key, config.encode(), True, config_namespace)
+            v2 = autoscaler_v2_enabled(self._config, dict(os.environ))
+            client.internal_kv_put(
+                AUTOSCALER_V2_KEY, b"1" if v2 else b"0", True, AUTOSCALER_NAMESPACE
             )
             log.info("no gcs_server started: the GCS is gcs-ha at %s", address)
 

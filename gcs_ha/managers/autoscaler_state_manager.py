@@ -141,6 +141,9 @@ class GcsAutoscalerStateManager:
             cluster_resource_state_version=self._version,
             cluster_session_name=await self._session_name(),
         )
+        if self._autoscaling_state is not None:  # the autoscaler's newest report
+            version = self._autoscaling_state.autoscaler_state_version
+            state.last_seen_autoscaler_state_version = version
         state.node_states.extend(self._node_states())
         state.pending_resource_requests.extend(self._pending_requests())
         state.pending_gang_resource_requests.extend(self._gang_requests())

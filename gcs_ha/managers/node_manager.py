@@ -14,7 +14,9 @@ Transitions (one at a time per node; replays are harmless, ray-gcs-contract.md 1
   listeners run. A node already known (ALIVE, or DEAD: a replay after it died) is left as
   it is. A new head node replaces an ALIVE head with another id, which is failed first.
 - death (UnregisterNode with the raylet's death_info, or failed health checks with
-  UNEXPECTED_TERMINATION "health check failed due to missing too many heartbeats"): the
+  UNEXPECTED_TERMINATION "health check failed due to missing too many heartbeats", or
+  AUTOSCALER_DRAIN_PREEMPTED when the autoscaler had drained it for preemption and the
+  drain's deadline passed: gcs_ha.managers.node_states.inferred_death): the
   node becomes DEAD with end_time_ms and death_info, is published on both channels, an
   unexpected death also publishes an ErrorTableData "node_removed" on
   RAY_ERROR_INFO_CHANNEL, health checks stop, its raylet channel is dropped and
@@ -27,6 +29,12 @@ Leading (`on_leader_started`, after serving began): every ALIVE node gets
 NotifyGCSRestart, ReleaseUnusedActorWorkers and ReleaseUnusedBundles (the in-use sets
 come from `set_in_use_providers`; empty until actors and placement groups exist), all
 concurrently in the background, and health checks start with their grace period.
+
+Activity (in memory, per term, as in Ray): each resource view from a raylet sets the
+node's `state_snapshot` (IDLE, ACTIVE with its activity, DRAINING: `update_alive_node`);
+drains the autoscaler's raylets accepted are remembered until the node dies
+(`set_node_draining`). A new leader learns the activity from the next views; the drain
+reasons of the previous term are lost, as on a restart of Ray's GCS.
 
 Listeners get the node's record (do not modify it). A listener may be a plain function
 or return a coroutine, which runs as a background task of this manager.
@@ -49,8 +57,10 @@ from typing import Any, Protocol
 from gcs_ha.errors import GcsHaError, InvalidRequestError
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
+from gcs_ha.managers.node_states import inferred_death, snapshot_after
 from gcs_ha.managers.ports import Publisher, RayletClientPool
 from gcs_ha.proto.ray import pubsub_pb2
+from gcs_ha.proto.ray.autoscaler_pb2 import DrainNodeRequest
 from gcs_ha.proto.ray.common_pb2 import Bundle, NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import (
     ErrorTableData,
@@ -59,6 +69,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     NodeSnapshot,
 )
 from gcs_ha.proto.ray.gcs_service_pb2 import GetAllNodeInfoRequest
+from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
 from gcs_ha.storage.tables import GcsTableStorage
 
 log = logging.getLogger(__name__)
@@ -66,7 +77,6 @@ log = logging.getLogger(__name__)
 NODE_ID_BYTES = 28
 NIL_JOB_ID = b"\xff" * 4  # Ray's JobID::Nil()
 MAX_DEAD_NODES = 1000  # maximum_gcs_dead_node_cached_count
-HEALTH_DEATH_MESSAGE = "health check failed due to missing too many heartbeats"
 ALIVE, DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
 
 NodeListener = Callable[[GcsNodeInfo], Coroutine[Any, Any, None] | None]
@@ -109,6 +119,7 @@ class GcsNodeManager:
         self._alive: dict[bytes, GcsNodeInfo] = {}
         self._dead: dict[bytes, GcsNodeInfo] = {}  # oldest death first
         self._locks: dict[bytes, asyncio.Lock] = {}
+        self._draining: dict[bytes, DrainNodeRequest] = {}
         self._added: list[NodeListener] = []
         self._removed: list[NodeListener] = []
         self._workers_in_use: Callable[[bytes], Iterable[bytes]] = lambda _: ()
@@ -127,6 +138,7 @@ class GcsNodeManager:
         self._alive.clear()
         self._dead.clear()
         self._locks.clear()
+        self._draining.clear()
         dead: list[tuple[bytes, GcsNodeInfo]] = []
         for node_id, node in init.nodes.items():
             if node.state == ALIVE:
@@ -142,6 +154,7 @@ class GcsNodeManager:
         self._alive.clear()
         self._dead.clear()
         self._locks.clear()
+        self._draining.clear()
 
     async def on_leader_started(self, init: GcsInitData | None = None) -> None:
         """After serving began: greet every ALIVE raylet (NotifyGCSRestart and
@@ -182,6 +195,21 @@ class GcsNodeManager:
             updated.CopyFrom(node)
             updated.state_snapshot.CopyFrom(snapshot)
             self._alive[bytes(node_id)] = updated
+
+    def update_alive_node(self, node_id: bytes, view: ResourceViewSyncMessage) -> None:
+        """A resource view from an ALIVE node's raylet: its state snapshot follows it
+        (Ray's UpdateAliveNode)."""
+        node = self._alive.get(bytes(node_id))
+        if node is not None:
+            self.set_node_snapshot(node_id, snapshot_after(view, node.state_snapshot))
+
+    def set_node_draining(self, node_id: bytes, request: DrainNodeRequest) -> None:
+        """The node's raylet accepted the autoscaler's drain `request`: kept (the first
+        one) until the node dies, to tell a preemption from a crash."""
+        if bytes(node_id) in self._alive and bytes(node_id) not in self._draining:
+            kept = DrainNodeRequest()
+            kept.CopyFrom(request)
+            self._draining[bytes(node_id)] = kept
 
     # -- reads -------------------------------------------------------------------------
 
@@ -266,11 +294,10 @@ class GcsNodeManager:
         await self._mark_dead(_checked_id(node_id), death_info)
 
     async def on_node_failure(self, node_id: bytes) -> None:
-        """A node that failed its health checks (or an old head replaced): DEAD."""
-        death_info = NodeDeathInfo(
-            reason=NodeDeathInfo.UNEXPECTED_TERMINATION, reason_message=HEALTH_DEATH_MESSAGE
-        )
-        await self._mark_dead(bytes(node_id), death_info)
+        """A node that failed its health checks (or an old head replaced): DEAD, as a
+        preemption when it was drained for one, else UNEXPECTED_TERMINATION."""
+        drain = self._draining.get(bytes(node_id))
+        await self._mark_dead(bytes(node_id), inferred_death(drain, self._clock_ms()))
 
     def drain_nodes(self, node_ids: Iterable[bytes]) -> list[bytes]:
         """Legacy DrainNode: ask each ALIVE raylet to shut down gracefully (background);
@@ -298,6 +325,7 @@ class GcsNodeManager:
             dead.death_info.CopyFrom(death_info)
             await self._tables.node_table.put(node_id, dead)
             del self._alive[node_id]
+            self._draining.pop(node_id, None)
             self._add_dead(dead)
             log.info(
                 "node %s is dead: %s %s",

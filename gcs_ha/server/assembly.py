@@ -130,6 +130,7 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
             pool,
             bundles_on_node=placement_groups.placement_groups_on_node,
             on_drain_requested=actors.set_preempted_and_publish,
+            on_drain_accepted=nodes.set_node_draining,
         ),
     )
     for manager in (
@@ -147,6 +148,7 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
 def _wire(gcs: GcsServer, ray: RayGcs) -> None:
     """Cross-manager events, as Ray's GcsServer installs them."""
     ray.nodes.add_node_added_listener(ray.resources.on_node_added)
+    ray.resources.add_view_listener(ray.nodes.update_alive_node)
     ray.nodes.add_node_removed_listener(ray.resources.on_node_dead)
     ray.nodes.add_node_removed_listener(lambda node: ray.syncer.on_node_dead(node.node_id))
     ray.nodes.add_node_removed_listener(lambda node: ray.jobs.on_node_removed(node.node_id))

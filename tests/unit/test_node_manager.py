@@ -20,13 +20,16 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from gcs_ha.errors import InvalidRequestError, UnavailableError, UnknownOutcomeError
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import HEALTH_DEATH_MESSAGE, GcsNodeManager
+from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.node_states import HEALTH_DEATH_MESSAGE
 from gcs_ha.proto.ray import node_manager_pb2 as nm
 from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray import pubsub_pb2
+from gcs_ha.proto.ray.autoscaler_pb2 import DRAIN_NODE_REASON_PREEMPTION, DrainNodeRequest
 from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, NodeSnapshot
 from gcs_ha.proto.ray.gcs_service_pb2 import GetAllNodeInfoRequest
+from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
 from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
@@ -566,3 +569,58 @@ def test_raylet_pool_metadata_errors_and_channels() -> None:
             await raylet.stop()
 
     asyncio.run(main())
+
+
+def test_resource_views_set_the_state_snapshot() -> None:
+    async def body(env: Env) -> None:
+        await env.nodes.register_node(node_info(1))
+        busy = ResourceViewSyncMessage(node_activity=["1 task running"])
+        env.nodes.update_alive_node(node_id(1), busy)
+
+        def snapshot() -> NodeSnapshot:
+            [node] = env.nodes.get_all_node_info(None, [], ALIVE).nodes
+            return node.state_snapshot
+
+        assert (snapshot().state, list(snapshot().node_activity)) == (
+            NodeSnapshot.ACTIVE,
+            ["1 task running"],
+        )
+        env.nodes.update_alive_node(node_id(1), ResourceViewSyncMessage(idle_duration_ms=700))
+        assert (snapshot().state, snapshot().idle_duration_ms) == (NodeSnapshot.IDLE, 700)
+        draining = ResourceViewSyncMessage(idle_duration_ms=900, is_draining=True)
+        env.nodes.update_alive_node(node_id(1), draining)
+        assert snapshot().state == NodeSnapshot.DRAINING
+        env.nodes.update_alive_node(node_id(9), busy)  # unknown: ignored
+
+    run(body, **NO_CHECKS)
+
+
+def test_a_node_drained_for_preemption_dies_preempted() -> None:
+    async def body(env: Env) -> None:
+        for n in (1, 2, 3):
+            await env.nodes.register_node(node_info(n))
+        preempt = DrainNodeRequest(
+            reason=DRAIN_NODE_REASON_PREEMPTION, reason_message="spot", deadline_timestamp_ms=1500
+        )
+        env.nodes.set_node_draining(node_id(1), preempt)  # deadline passed at death
+        env.nodes.set_node_draining(node_id(2), preempt)  # died before its deadline
+        env.now_ms = 2_000
+        await env.nodes.on_node_failure(node_id(1))
+        env.now_ms = 1_200
+        await env.nodes.on_node_failure(node_id(2))
+        await env.nodes.on_node_failure(node_id(3))  # never drained
+        reasons = {}
+        for n in (1, 2, 3):
+            stored = await env.stored(n)
+            assert stored is not None
+            reasons[n] = (stored.death_info.reason, stored.death_info.reason_message)
+        assert reasons == {
+            1: (NodeDeathInfo.AUTOSCALER_DRAIN_PREEMPTED, "spot"),
+            2: (NodeDeathInfo.UNEXPECTED_TERMINATION, HEALTH_DEATH_MESSAGE),
+            3: (NodeDeathInfo.UNEXPECTED_TERMINATION, HEALTH_DEATH_MESSAGE),
+        }
+        # A preempted node is not announced as an unexpected removal.
+        errors = env.publisher.on(pubsub_pb2.RAY_ERROR_INFO_CHANNEL)
+        assert sorted(e.key_id for e in errors) == sorted(node_id(n).hex().encode() for n in (2, 3))
+
+    run(body, **NO_CHECKS)

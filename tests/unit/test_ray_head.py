@@ -7,6 +7,7 @@ tests/e2e/test_real_ray.py starts real head nodes with it.)
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent import futures
@@ -83,3 +84,20 @@ def test_cli_errors_are_one_line(args: list[str], code: int, message: str) -> No
     assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_which_autoscaler_the_head_announces() -> None:
+    # In a process of its own: gcs_ha.ray_head_main imports Ray.
+    script = """
+from gcs_ha.ray_head_main import autoscaler_v2_enabled as v2
+cases = [
+    ({}, {}), ({"enable_autoscaler_v2": True}, {}), ({}, {"RAY_enable_autoscaler_v2": "1"}),
+    ({}, {"RAY_enable_autoscaler_v2": "true"}), ({"enable_autoscaler_v2": False},
+    {"RAY_enable_autoscaler_v2": "1"}), ({"enable_autoscaler_v2": "0"}, {}),
+]
+print([v2(config, env) for config, env in cases])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[False, True, True, True, False, False]"
