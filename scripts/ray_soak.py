@@ -90,6 +90,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=10.0, help="a kill's aftermath, s")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--base-port", type=int, default=25000, help="uses BASE..BASE+499")
+    parser.add_argument("--keep-logs", action="store_true", help="keep Ray's logs anyway")
     return parser.parse_args()
 
 
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 driver.kill()
     finally:
-        kept = not events or any(e["event"] == "error" for e in events)
+        kept = args.keep_logs or not events or any(e["event"] == "error" for e in events)
         if not kept:
             shutil.rmtree(temp, ignore_errors=True)
     kills = killer.kills if killer is not None else []
