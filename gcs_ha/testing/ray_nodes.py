@@ -14,17 +14,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.processes import spawn
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.processes import gcs_ha_command, spawn
+from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
 
 RAY_ENV: Mapping[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -132,3 +134,69 @@ def last_json(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, An
     assert proc.returncode == 0, f"driver exited {proc.returncode}; see drivers.log"
     result: dict[str, Any] = json.loads([ln for ln in out.splitlines() if ln[:1] == "{"][-1])
     return result
+
+
+def ray_head_command(
+    c: RayOnGcsHa,
+    host: str,
+    first_port: int,
+    *,
+    num_cpus: int = 1,
+    dashboard: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """`gcs-ha ray-head --address=<c.address> -- <ray start options>`: a head node on
+    `host` with Ray's temp dir of `c`, its services on first_port..+5, its Ray client server on
+    +6, its dashboard on +7 (run when `dashboard`), its workers on +100..+199."""
+    ray_args = [f"--num-cpus={num_cpus}", f"--node-ip-address={host}", f"--temp-dir={c.temp_dir}"]
+    ray_args += [f"--include-dashboard={str(dashboard).lower()}", f"--dashboard-host={host}"]
+    ray_args += [f"--dashboard-port={first_port + 7}", f"--ray-client-server-port={first_port + 6}"]
+    ray_args += port_options(first_port, range(first_port + 100, first_port + 200))
+    return [*gcs_ha_command(), "ray-head", f"--address={c.address}", "--", *ray_args, *extra]
+
+
+@dataclass
+class RayOnGcsHa:
+    """A started 3-replica gcs-ha cluster with its leader serving, and what starts Ray on it."""
+
+    gcs: ProcessCluster
+    ray: RayProcesses
+    address: str  # a follower's gRPC address: the one Ray's processes are given
+    temp_dir: str  # Ray's --temp-dir, short (Ray's socket paths must fit)
+
+
+@contextlib.contextmanager
+def ray_on_gcs_ha(
+    base: Path, gcs_port: int, raft_port: int, host: str, prefix: str
+) -> Iterator[RayOnGcsHa]:
+    """Start a 3-replica cluster on `host` (logs under base/gcs) and give a RayProcesses
+    logging to base/ray-logs and a Ray temp dir named `prefix`...; at the end every Ray
+    process and replica is stopped, and Ray's temp dir removed unless the block raised
+    (its path is printed then)."""
+    temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    (base / "ray-logs").mkdir(parents=True, exist_ok=True)
+    ray = RayProcesses(base / "ray-logs")
+    passed = False
+    with ProcessCluster(3, base / "gcs", gcs_port, raft_port, host=host) as gcs:
+        try:
+            gcs.start()
+            leader = gcs.wait_for_leader(timeout=60)
+            follower = next(i for i in sorted(gcs.members) if i != leader)
+            yield RayOnGcsHa(gcs, ray, gcs.gcs_address(follower), temp_dir)
+            passed = True
+        finally:
+            ray.close()
+            if passed:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+            else:
+                print(f"Ray logs kept in {temp_dir}, gcs-ha and driver logs in {base}")
+
+
+def kill_leader(gcs: ProcessCluster) -> int:
+    """SIGKILL the serving leader, wait until another serves, and start the killed replica
+    again (a later kill then still leaves a majority); returns its index."""
+    killed = gcs.wait_for_leader(timeout=60)
+    gcs.kill(killed)
+    gcs.wait_for_leader(timeout=60, exclude=[killed])
+    gcs.restart(killed)
+    return killed

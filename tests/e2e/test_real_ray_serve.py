@@ -26,11 +26,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -42,9 +40,13 @@ import pytest
 import yaml
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json, port_options
+from gcs_ha.testing.ray_nodes import (
+    RAY_ENV,
+    last_json,
+    ray_head_command,
+    ray_on_gcs_ha,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +126,6 @@ serve.start(
 serve.run(Ingress.bind(Adder.bind()), name="calc", route_prefix="/calc")
 print(json.dumps({"deployed": True}), flush=True)
 """
-
-
-def head_command(address: str, temp_dir: str) -> list[str]:
-    ray_args = ["--num-cpus=4", "--include-dashboard=true", f"--dashboard-host={HOST}"]
-    ray_args += [f"--node-ip-address={HOST}"]
-    ray_args += ["--dashboard-port=15107", "--ray-client-server-port=15106"]
-    ray_args += [f"--temp-dir={temp_dir}", *port_options(15100, range(15200, 15400))]
-    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
 
 
 def venv_cli(name: str, *args: str) -> list[str]:
@@ -274,19 +268,13 @@ def summary(actors: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str, int,
 
 
 def test_serve_answers_every_request_across_five_leader_kills(tmp_path: Path) -> None:
-    temp_dir = tempfile.mkdtemp(prefix="ghv-", dir="/tmp")  # short: Ray's socket paths
-    (tmp_path / "ray-logs").mkdir()
-    ray = RayProcesses(tmp_path / "ray-logs")
     load = Load(f"http://{HOST}:{HTTP_PORT}{ROUTE}")
     sender = threading.Thread(target=load.run, daemon=True)
-    passed = False
-    with ProcessCluster(3, tmp_path / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs:
+    with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghv-") as env:
+        gcs, ray, address = env.gcs, env.ray, env.address
+        follower = next(i for i in sorted(gcs.members) if gcs.gcs_address(i) == address)
         try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            follower = next(i for i in sorted(gcs.members) if i != leader)
-            address = gcs.gcs_address(follower)
-            ray.start("head", head_command(address, temp_dir))
+            ray.start("head", ray_head_command(env, HOST, 15100, num_cpus=4, dashboard=True))
             wait_until(dashboard_up, 120, "the dashboard does not answer")
             ports = [str(p) for p in (HTTP_PORT, GRPC_PORT, *REPLICA_GRPC_PORTS)]
             deploy = ray.driver(DEPLOY, address, HOST, *ports, str(tmp_path / "ports.lock"))
@@ -348,11 +336,5 @@ def test_serve_answers_every_request_across_five_leader_kills(tmp_path: Path) ->
             answered_by = {r.ingress for r in requests}, {r.adder for r in requests}
             expected = replicas["ServeReplica:calc:Ingress"], replicas["ServeReplica:calc:Adder"]
             assert answered_by == expected, "not every replica answered (or an unknown one did)"
-            passed = True
         finally:
             load.stop.set()
-            ray.close()
-            if passed:
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and driver logs in {tmp_path}")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +23,19 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayNode, RayProcesses, port_options
+from gcs_ha.testing.ray_nodes import (
+    RAY_ENV,
+    RayNode,
+    RayProcesses,
+    kill_leader,
+    port_options,
+    ray_head_command,
+    ray_on_gcs_ha,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -128,36 +133,14 @@ def dashboard_up() -> bool | None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("real-ray-state")
-    temp_dir = tempfile.mkdtemp(prefix="ghs-", dir="/tmp")  # short: Ray's socket paths
-    (tmp / "ray-logs").mkdir()
-    ray = RayProcesses(tmp / "ray-logs")
-    with ProcessCluster(3, tmp / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs:
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            address = gcs.gcs_address(next(i for i in sorted(gcs.members) if i != leader))
-            head = ["--num-cpus=1", "--include-dashboard=true", f"--dashboard-host={HOST}"]
-            head += ["--dashboard-port=17107", "--ray-client-server-port=17106"]
-            head += [f"--node-ip-address={HOST}", f"--temp-dir={temp_dir}"]
-            head += [f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
-            head += port_options(17100, range(17200, 17300))
-            ray.start("head", [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *head])
-            node = ["start", f"--address={address}", "--num-cpus=1", f"--temp-dir={temp_dir}"]
-            node += [f"--node-ip-address={HOST}", *port_options(17300, range(17400, 17500))]
-            worker = ray.start("worker", ray_cli(*node))
-            wait_until(dashboard_up, 120, "the dashboard does not answer")
-            yield Cluster(gcs, ray, address, worker, tmp)
-        finally:
-            ray.close()
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def kill_leader(c: Cluster) -> None:
-    """SIGKILL the leader, wait for another, and start the killed replica again."""
-    killed = c.gcs.wait_for_leader(timeout=30)
-    c.gcs.kill(killed)
-    c.gcs.wait_for_leader(timeout=60, exclude=[killed])
-    c.gcs.restart(killed)
+    with ray_on_gcs_ha(tmp, GCS_PORT, RAFT_PORT, HOST, "ghs-") as c:
+        config = [f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
+        c.ray.start("head", ray_head_command(c, HOST, 17100, dashboard=True, extra=config))
+        node = ["start", f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.temp_dir}"]
+        node += [f"--node-ip-address={HOST}", *port_options(17300, range(17400, 17500))]
+        worker = c.ray.start("worker", ray_cli(*node))
+        wait_until(dashboard_up, 120, "the dashboard does not answer")
+        yield Cluster(c.gcs, c.ray, c.address, worker, tmp)
 
 
 def listed(kind: str) -> list[dict[str, str]]:
@@ -223,7 +206,7 @@ def test_state_autoscaler_and_jobs_before_and_after_a_leader_kill(cluster: Clust
     assert proc.returncode == 0 and "done" in out, "the setup driver failed: drivers.log"
     for when in ("before", "after"):
         if when == "after":
-            kill_leader(c)
+            kill_leader(c.gcs)
         # Task events are kept in memory by the leader, as by Ray's GCS: a new leader
         # lists the tasks run since it leads.
         proc = c.ray.driver(TASKS, c.address, f"square_{when}")

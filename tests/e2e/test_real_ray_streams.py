@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
-from gcs_ha.testing.cluster import ProcessCluster
-from gcs_ha.testing.ray_nodes import RayProcesses, port_options
+from gcs_ha.testing.ray_nodes import kill_leader, ray_head_command, ray_on_gcs_ha
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +63,6 @@ for line in sys.stdin:
 """
 
 
-def head_command(address: str, temp_dir: str) -> list[str]:
-    ray_args = ["--num-cpus=1", "--include-dashboard=false", "--dashboard-port=13107"]
-    ray_args += ["--ray-client-server-port=13106", f"--temp-dir={temp_dir}"]
-    ray_args += [f"--node-ip-address={HOST}"]
-    ray_args += port_options(13100, range(13200, 13300))
-    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
-
-
 class Lines:
     """Every line the driver prints, read by a thread of its own."""
 
@@ -97,40 +85,21 @@ class Lines:
 
 
 def test_logs_and_errors_reach_the_driver_across_two_leader_kills(tmp_path: Path) -> None:
-    temp_dir = tempfile.mkdtemp(prefix="ghs-", dir="/tmp")  # short: Ray's socket paths
-    (tmp_path / "ray-logs").mkdir()
-    ray = RayProcesses(tmp_path / "ray-logs")
-    passed = False
-    with ProcessCluster(3, tmp_path / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs:
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            follower = next(i for i in sorted(gcs.members) if i != leader)
-            address = gcs.gcs_address(follower)
-            ray.start("head", head_command(address, temp_dir))
-            driver = ray.driver(DRIVER, address)
-            assert driver.stdin is not None
-            lines = Lines(driver)
-            lines.wait_for("ready", timeout=180)
-            for n in range(3):
-                if n:
-                    killed = gcs.wait_for_leader(timeout=60)
-                    gcs.kill(killed)
-                    gcs.wait_for_leader(timeout=60, exclude=[killed])
-                    gcs.restart(killed)
-                marker = f"m{n}-{time.monotonic_ns()}"
-                driver.stdin.write(marker + "\n")
-                driver.stdin.flush()
-                lines.wait_for(f"DONE-{marker}", f"TASK-{marker}", f"ACTOR-{marker}")
-                lines.wait_for(f"ERROR-{marker}")
-            driver.stdin.close()
-            assert driver.wait(timeout=60) == 0
-            log = (tmp_path / "ray-logs" / "drivers.log").read_text(errors="replace")
-            assert "print_logs:" not in log and "listen_error_messages" not in log, log[-3000:]
-            passed = True
-        finally:
-            ray.close()
-            if passed:
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and driver logs in {tmp_path}")
+    with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghs-") as c:
+        c.ray.start("head", ray_head_command(c, HOST, 13100))
+        driver = c.ray.driver(DRIVER, c.address)
+        assert driver.stdin is not None
+        lines = Lines(driver)
+        lines.wait_for("ready", timeout=180)
+        for n in range(3):
+            if n:
+                kill_leader(c.gcs)
+            marker = f"m{n}-{time.monotonic_ns()}"
+            driver.stdin.write(marker + "\n")
+            driver.stdin.flush()
+            lines.wait_for(f"DONE-{marker}", f"TASK-{marker}", f"ACTOR-{marker}")
+            lines.wait_for(f"ERROR-{marker}")
+        driver.stdin.close()
+        assert driver.wait(timeout=60) == 0
+        log = (tmp_path / "ray-logs" / "drivers.log").read_text(errors="replace")
+        assert "print_logs:" not in log and "listen_error_messages" not in log, log[-3000:]

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, port_options
+from gcs_ha.testing.ray_nodes import (
+    RAY_ENV,
+    kill_leader,
+    ray_head_command,
+    ray_on_gcs_ha,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +61,6 @@ def digest():
 
 print("PAYLOAD", ray.get(digest.remote(), timeout=300), flush=True)
 """
-
-
-def head_command(address: str, temp_dir: str) -> list[str]:
-    ray_args = ["--num-cpus=1", "--include-dashboard=true", f"--dashboard-host={HOST}"]
-    ray_args += [f"--node-ip-address={HOST}"]
-    ray_args += ["--dashboard-port=13507", "--ray-client-server-port=13506"]
-    ray_args += [f"--temp-dir={temp_dir}", *port_options(13500, range(13600, 13700))]
-    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
 
 
 def ray_cli(*args: str) -> list[str]:
@@ -100,9 +94,7 @@ def kill_during_upload(gcs: ProcessCluster) -> int:
         lambda: gcs.status(leader).applied_index >= base + 5 or None, 120, "no chunk written"
     )
     moved = gcs.status(leader).applied_index - base
-    gcs.kill(leader)
-    gcs.wait_for_leader(timeout=60, exclude=[leader])
-    gcs.restart(leader)
+    kill_leader(gcs)
     return moved
 
 
@@ -134,42 +126,23 @@ def job_logs(address: str, job_id: str) -> str:
 
 
 def test_working_dirs_of_20_and_200_mib(tmp_path: Path) -> None:
-    temp_dir = tempfile.mkdtemp(prefix="ghw-", dir="/tmp")  # short: Ray's socket paths
-    (tmp_path / "ray-logs").mkdir()
-    ray = RayProcesses(tmp_path / "ray-logs")
-    passed = False
-    with ProcessCluster(3, tmp_path / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs:
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            follower = next(i for i in sorted(gcs.members) if i != leader)
-            address = gcs.gcs_address(follower)
-            ray.start("head", head_command(address, temp_dir))
-            wait_until(dashboard_up, 120, "the dashboard does not answer")
+    with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghw-") as c:
+        c.ray.start("head", ray_head_command(c, HOST, 13500, dashboard=True))
+        wait_until(dashboard_up, 120, "the dashboard does not answer")
 
-            wd, digest = working_dir(tmp_path, 20 * MIB)  # over the old 16 MiB limit
-            job_id = submit_job(DASHBOARD, wd, tmp_path / "submit.log")
-            assert f"PAYLOAD {digest}" in job_logs(DASHBOARD, job_id)
+        wd, digest = working_dir(tmp_path, 20 * MIB)  # over the old 16 MiB limit
+        job_id = submit_job(DASHBOARD, wd, tmp_path / "submit.log")
+        assert f"PAYLOAD {digest}" in job_logs(DASHBOARD, job_id)
 
-            wd, digest = working_dir(tmp_path, 200 * MIB)
-            driver = ray.driver(DRIVER, address, str(wd))
-            assert driver.stdin is not None and driver.stdout is not None
-            moved = kill_during_upload(gcs)
-            assert driver.stdout.readline().strip() == "stored", "the driver failed: drivers.log"
-            print(f"\nleader killed {moved} entries into storing the 200 MiB package")
-            assert moved < 52, "the package was stored whole before the kill"
-            killed = gcs.wait_for_leader(timeout=30)  # and once after it was stored
-            gcs.kill(killed)
-            gcs.wait_for_leader(timeout=60, exclude=[killed])
-            gcs.restart(killed)
-            driver.stdin.write("go\n")
-            driver.stdin.flush()
-            out, _ = driver.communicate(timeout=300)
-            assert driver.returncode == 0 and f"PAYLOAD {digest}" in out, out[-2000:]
-            passed = True
-        finally:
-            ray.close()
-            if passed:
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and driver logs in {tmp_path}")
+        wd, digest = working_dir(tmp_path, 200 * MIB)
+        driver = c.ray.driver(DRIVER, c.address, str(wd))
+        assert driver.stdin is not None and driver.stdout is not None
+        moved = kill_during_upload(c.gcs)
+        assert driver.stdout.readline().strip() == "stored", "the driver failed: drivers.log"
+        print(f"\nleader killed {moved} entries into storing the 200 MiB package")
+        assert moved < 52, "the package was stored whole before the kill"
+        kill_leader(c.gcs)  # and once after it was stored
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        out, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 0 and f"PAYLOAD {digest}" in out, out[-2000:]
