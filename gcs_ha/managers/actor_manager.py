@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gcs_ha.errors import (
@@ -70,6 +70,7 @@ from gcs_ha.managers.gcs_actor import (
 )
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.pubsub_manager import publish_actor, publish_error
+from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray.common_pb2 import Address, TaskSpec
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, ErrorTableData, GcsNodeInfo, WorkerTableData
 
@@ -79,6 +80,10 @@ log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"[a-f0-9]{8}-[a-f0-9]{4}-4[a-f0-9]{3}-[89aAbB][a-f0-9]{3}-[a-f0-9]{12}")
 NIL_ID_BYTE = 0xFF
+
+SETTINGS = {  # Ray's system config
+    "maximum_gcs_destroyed_actor_cached_count": Setting("max_destroyed"),
+}
 
 
 class GcsActorManager:
@@ -202,6 +207,10 @@ class GcsActorManager:
     def on_worker_dead(self, worker: WorkerTableData) -> None:
         """A worker or driver exited: its actor restarts or dies; actors it owned die."""
         self._life.on_worker_dead(worker)
+
+    def apply_system_config(self, config: Mapping[str, Any]) -> None:
+        """Ray's settings of this manager in the head's system config (SETTINGS)."""
+        apply_settings(self.registry, config, SETTINGS)
 
     def set_preempted_and_publish(self, node_id: bytes) -> None:
         """A drain of the node was requested: its actors' next restart is free."""

@@ -42,6 +42,7 @@ from typing import Any
 from gcs_ha.errors import UnavailableError
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import RayletClientPool
+from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,11 @@ INITIAL_DELAY_S = 5.0  # health_check_initial_delay_ms
 PERIOD_S = 3.0  # health_check_period_ms
 TIMEOUT_S = 10.0  # health_check_timeout_ms
 FAILURE_THRESHOLD = 5  # health_check_failure_threshold
-# Ray's system config key -> (attribute, scale to our unit)
-CONFIG_KEYS = {
-    "health_check_initial_delay_ms": ("initial_delay_s", 0.001),
-    "health_check_period_ms": ("period_s", 0.001),
-    "health_check_timeout_ms": ("timeout_s", 0.001),
-    "health_check_failure_threshold": ("failure_threshold", 1),
+SETTINGS = {  # Ray's system config
+    "health_check_initial_delay_ms": Setting("initial_delay_s", 0.001),
+    "health_check_period_ms": Setting("period_s", 0.001),
+    "health_check_timeout_ms": Setting("timeout_s", 0.001),
+    "health_check_failure_threshold": Setting("failure_threshold", 1, minimum=1),
 }
 
 NodeDeathHandler = Callable[[bytes], Awaitable[None]]
@@ -101,17 +101,9 @@ class GcsHealthCheckManager:
         return "health_check"
 
     def apply_system_config(self, config: Mapping[str, Any]) -> None:
-        """Take the health-check settings the head's system config names (CONFIG_KEYS);
-        a value that is not a number >= 0 (threshold >= 1) is ignored with a warning."""
-        for key, (attribute, scale) in CONFIG_KEYS.items():
-            value = config.get(key)
-            if value is None:
-                continue
-            low = 1 if attribute == "failure_threshold" else 0
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-                log.warning("ignoring system config %s=%r", key, value)
-                continue
-            setattr(self, attribute, int(value) if scale == 1 else value * scale)
+        """Take the health-check settings the head's system config names (SETTINGS;
+        gcs_ha.managers.system_config)."""
+        apply_settings(self, config, SETTINGS)
 
     def set_death_handler(self, on_node_death: NodeDeathHandler) -> None:
         """Who is told that a node failed its checks (the node manager sets itself)."""

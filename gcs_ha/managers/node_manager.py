@@ -50,7 +50,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +59,7 @@ from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.node_states import inferred_death, snapshot_after
 from gcs_ha.managers.ports import Publisher, RayletClientPool
+from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.autoscaler_pb2 import DrainNodeRequest
 from gcs_ha.proto.ray.common_pb2 import Bundle, NodeDeathInfo
@@ -81,6 +82,8 @@ ALIVE, DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
 
 NodeListener = Callable[[GcsNodeInfo], Coroutine[Any, Any, None] | None]
 NodeSelector = GetAllNodeInfoRequest.NodeSelector
+
+SETTINGS = {"maximum_gcs_dead_node_cached_count": Setting("_max_dead")}  # Ray's system config
 
 
 class NodeRayletClients(RayletClientPool, Protocol):
@@ -163,6 +166,10 @@ class GcsNodeManager:
         for node in list(self._alive.values()):
             self._health.add_node(node)
             self._tasks.spawn(self._greet(node), f"restart:{node.node_id.hex()[:12]}")
+
+    def apply_system_config(self, config: Mapping[str, Any]) -> None:
+        """Ray's settings of this manager in the head's system config (SETTINGS)."""
+        apply_settings(self, config, SETTINGS)
 
     def set_in_use_providers(
         self,

@@ -48,12 +48,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from gcs_ha.errors import GcsHaError
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
+from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray import gcs_service_pb2 as gs
 from gcs_ha.proto.ray.gcs_pb2 import (
     AvailableResources,
@@ -78,6 +79,11 @@ MAX_DEAD_NODES = 1000  # maximum_gcs_dead_node_cached_count
 IMPLICIT_RESOURCE_PREFIX = "node:__internal_implicit_resource_"
 
 ViewListener = Callable[[bytes, ResourceViewSyncMessage], None]
+
+SETTINGS = {  # Ray's system config
+    "gcs_pull_resource_loads_period_milliseconds": Setting("_pull_period_s", 0.001, minimum=1),
+    "maximum_gcs_dead_node_cached_count": Setting("_max_dead"),
+}
 
 
 class NodeView(Protocol):
@@ -165,6 +171,10 @@ class GcsResourceManager:
         self._pg_load = None
 
     # -- hooks: node manager, syncer hub, placement groups, autoscaler -----------------
+
+    def apply_system_config(self, config: Mapping[str, Any]) -> None:
+        """Ray's settings of this manager in the head's system config (SETTINGS)."""
+        apply_settings(self, config, SETTINGS)
 
     def add_view_listener(self, listener: ViewListener) -> None:
         """Call `listener(node_id, view)` after each accepted view of an ALIVE node (the

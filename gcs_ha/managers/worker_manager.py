@@ -31,13 +31,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
 from gcs_ha.managers.keyed_locks import KeyedLocks
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import Publisher
+from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import INTENDED_SYSTEM_EXIT, INTENDED_USER_EXIT
 from gcs_ha.proto.ray.gcs_pb2 import WorkerDeltaData, WorkerTableData
@@ -63,6 +65,8 @@ class WorkerPage:
 def retention_tier(worker: WorkerTableData) -> int:
     """0 for an intended exit (evicted first), 1 for a failure."""
     return 0 if worker.exit_type in INTENDED_EXITS else 1
+
+SETTINGS = {"maximum_gcs_dead_worker_cached_count": Setting("_max_dead")}  # Ray's system config
 
 
 class WorkerManager:
@@ -96,6 +100,10 @@ class WorkerManager:
     async def stop(self) -> None:
         await self._tasks.cancel_all()
         self._clear()
+
+    def apply_system_config(self, config: Mapping[str, Any]) -> None:
+        """Ray's settings of this manager in the head's system config (SETTINGS)."""
+        apply_settings(self, config, SETTINGS)
 
     def add_worker_dead_listener(self, listener: WorkerDeadListener) -> None:
         """Call `listener(worker)` with the dead worker's record after each failure

@@ -106,7 +106,6 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
         ActorDeps(tables, pubsub, nodes, resources, pool, core_workers, functions, runtime_envs)
     )
     kv = KvManager(InternalKv(store))
-    kv.add_config_listener(health.apply_system_config)
     ray = RayGcs(
         pool=pool,
         core_workers=core_workers,
@@ -141,6 +140,8 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
         ray.autoscaler,
     ):  # fmt: skip
         gcs.add_manager(manager)
+    for listener in (ray.health, ray.nodes, ray.resources, ray.workers, ray.actors):
+        ray.kv.add_config_listener(listener.apply_system_config)
     _wire(gcs, ray)
     return ray
 
