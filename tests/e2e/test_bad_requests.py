@@ -15,6 +15,7 @@ from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.proto.ray import gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
+from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 GCS_PORT, RAFT_PORT = 28300, 28400
@@ -89,7 +90,8 @@ def test_oversized_message_is_refused(cluster: ProcessCluster) -> None:
             cluster.gcs_address(leader), options=[("grpc.max_send_message_length", -1)]
         )
     )
-    huge = pb.InternalKVPutRequest(namespace=b"n", key=b"k", value=b"x" * (80 << 20))
+    # Over what a replica reads (Ray's 512 MiB message limit and a margin).
+    huge = pb.InternalKVPutRequest(namespace=b"n", key=b"k", value=b"x" * (MAX_MESSAGE_BYTES + 1))
     with pytest.raises(grpc.RpcError) as info:
         stub.InternalKVPut(huge, timeout=60)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]

@@ -47,7 +47,7 @@ from gcs_ha.testing.ray_conformance import (
 from gcs_ha.testing.ray_nodes import RayNode
 from gcs_ha.testing.sessions import alive
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.release]  # ./dev test --release
 
 FIRST_PORT = 20100
 SELF_CHECK_MS = 3000
