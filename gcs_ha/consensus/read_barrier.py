@@ -13,6 +13,11 @@ instead of the one or two that arrived during a sub-millisecond round. Each roun
 the consensus processes a heartbeat to and an answer from every follower; on a machine
 they share with the front end that CPU is what the front end runs short of
 (docs/benchmarks.md). Loop thread only.
+
+A round not answered within `timeout_s` fails its reads with UnavailableError (clients
+retry) and frees the barrier for the next round; a late answer to it is ignored. Without
+this, one READ whose answer never came (lost in a role change) would hold every later
+read of this replica forever.
 """
 
 from __future__ import annotations
@@ -21,22 +26,28 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from gcs_ha.errors import GcsHaError
+from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.futures import settle_all
 
 Done = Callable[[Any, GcsHaError | None], None]
 Read = Callable[[Done], None]
 
 MIN_GAP_S = 0.002
+ROUND_TIMEOUT_S = 5.0
 
 
 class ReadBarrier:
-    def __init__(self, read: Read, min_gap_s: float = MIN_GAP_S) -> None:
+    def __init__(
+        self, read: Read, min_gap_s: float = MIN_GAP_S, timeout_s: float = ROUND_TIMEOUT_S
+    ) -> None:
         """`read(done)` asks the consensus process for one confirmation."""
         self._read = read
         self._gap = min_gap_s
+        self._timeout_s = timeout_s
         self._queued: list[asyncio.Future[None]] = []
         self._inflight = False
+        self._round = 0  # the round in flight (when _inflight)
+        self._deadline: asyncio.TimerHandle | None = None
         self._last_sent = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self.confirmations = 0  # READ requests sent (observability: reads per request)
@@ -57,13 +68,25 @@ class ReadBarrier:
             return
         batch, self._queued = self._queued, []
         self._inflight = True
-        self._last_sent = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_sent = loop.time()
         self.confirmations += 1
-        self._read(lambda _, error: self._done(batch, error))
+        self._round += 1
+        round_id = self._round
+        late = UnavailableError("the read confirmation did not come in time; retry")
+        self._deadline = loop.call_later(self._timeout_s, self._done, round_id, batch, late)
+        self._read(lambda _, error: self._done(round_id, batch, error))
 
-    def _done(self, batch: list[asyncio.Future[None]], error: GcsHaError | None) -> None:
-        self._inflight = False
+    def _done(
+        self, round_id: int, batch: list[asyncio.Future[None]], error: GcsHaError | None
+    ) -> None:
         settle_all(batch, error)
+        if not self._inflight or round_id != self._round:
+            return  # the answer of a round that timed out
+        self._inflight = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._queued:  # reads that arrived during the round: paced
             loop = asyncio.get_running_loop()
             wait = self._last_sent + self._gap - loop.time()

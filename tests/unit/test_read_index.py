@@ -10,7 +10,7 @@ import pytest
 
 from gcs_ha.consensus.read_barrier import ReadBarrier
 from gcs_ha.consensus.read_index import EVERY_TAG, ReadIndex, majority_tag
-from gcs_ha.errors import GcsHaError, NotLeaderError
+from gcs_ha.errors import GcsHaError, NotLeaderError, UnavailableError
 
 
 def test_majority_counts_this_node_as_holding_every_tag() -> None:
@@ -114,5 +114,27 @@ def test_reads_queued_behind_a_round_are_paced_and_a_lone_read_is_not() -> None:
         assert len(consensus.pending) == 1
         consensus.answer()
         await lone
+
+    asyncio.run(main())
+
+
+def test_a_round_never_answered_fails_its_reads_and_frees_the_barrier() -> None:
+    async def main() -> None:
+        consensus = FakeConsensus()
+        barrier = ReadBarrier(consensus.read, min_gap_s=0.0, timeout_s=0.1)
+        lost = asyncio.ensure_future(barrier.wait())
+        await asyncio.sleep(0.15)  # its READ is never answered
+        with pytest.raises(UnavailableError, match="did not come in time"):
+            lost.result()
+        late_answer = consensus.pending.pop(0)
+        fresh = asyncio.ensure_future(barrier.wait())
+        await asyncio.sleep(0)
+        assert len(consensus.pending) == 1  # a new round went out at once
+        late_answer(None, None)  # the old round's answer: ignored
+        await asyncio.sleep(0)
+        assert not fresh.done()
+        consensus.answer()
+        await fresh
+        assert barrier.confirmations == 2
 
     asyncio.run(main())
