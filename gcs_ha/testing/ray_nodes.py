@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,3 +201,21 @@ def kill_leader(gcs: ProcessCluster) -> int:
     gcs.wait_for_leader(timeout=60, exclude=[killed])
     gcs.restart(killed)
     return killed
+
+
+def venv_cli(name: str, *args: str) -> list[str]:
+    """A command of this Python's environment (`ray`, `serve`) with `args`."""
+    return [str(Path(sys.executable).parent / name), *args]
+
+
+def wait_for_dashboard(url: str, timeout: float = 120.0) -> None:
+    """Wait until Ray's dashboard at `url` (http://HOST:PORT) answers /api/version."""
+
+    def up() -> bool | None:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5) as reply:
+                return reply.status == 200 or None
+        except OSError:
+            return None
+
+    wait_until(up, timeout, f"the dashboard at {url} does not answer")

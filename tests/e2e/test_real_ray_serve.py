@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -46,6 +45,8 @@ from gcs_ha.testing.ray_nodes import (
     last_json,
     ray_head_command,
     ray_on_gcs_ha,
+    venv_cli,
+    wait_for_dashboard,
 )
 
 pytestmark = pytest.mark.slow
@@ -126,18 +127,6 @@ serve.start(
 serve.run(Ingress.bind(Adder.bind()), name="calc", route_prefix="/calc")
 print(json.dumps({"deployed": True}), flush=True)
 """
-
-
-def venv_cli(name: str, *args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / name), *args]
-
-
-def dashboard_up() -> bool | None:
-    try:
-        with urllib.request.urlopen(f"{DASHBOARD}/api/version", timeout=5) as reply:
-            return reply.status == 200 or None
-    except OSError:
-        return None
 
 
 @dataclass
@@ -275,7 +264,7 @@ def test_serve_answers_every_request_across_five_leader_kills(tmp_path: Path) ->
         follower = next(i for i in sorted(gcs.members) if gcs.gcs_address(i) == address)
         try:
             ray.start("head", ray_head_command(env, HOST, 15100, num_cpus=4, dashboard=True))
-            wait_until(dashboard_up, 120, "the dashboard does not answer")
+            wait_for_dashboard(DASHBOARD)
             ports = [str(p) for p in (HTTP_PORT, GRPC_PORT, *REPLICA_GRPC_PORTS)]
             deploy = ray.driver(DEPLOY, address, HOST, *ports, str(tmp_path / "ports.lock"))
             assert last_json(deploy, timeout=240) == {"deployed": True}

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from gcs_ha.testing.ray_nodes import (
     port_options,
     ray_head_command,
     ray_on_gcs_ha,
+    venv_cli,
+    wait_for_dashboard,
 )
 
 pytestmark = pytest.mark.slow
@@ -110,24 +110,12 @@ class Cluster:
     tmp: Path
 
 
-def ray_cli(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "ray"), *args]
-
-
 def run(cmd: list[str], timeout: float = 120) -> str:
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=ENV, timeout=timeout)
     assert out.returncode == 0, (
         f"{cmd}: {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     )
     return out.stdout
-
-
-def dashboard_up() -> bool | None:
-    try:
-        with urllib.request.urlopen(f"{DASHBOARD}/api/version", timeout=5) as reply:
-            return reply.status == 200 or None
-    except OSError:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +126,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.ray.start("head", ray_head_command(c, HOST, 17100, dashboard=True, extra=config))
         node = ["start", f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.temp_dir}"]
         node += [f"--node-ip-address={HOST}", *port_options(17300, range(17400, 17500))]
-        worker = c.ray.start("worker", ray_cli(*node))
-        wait_until(dashboard_up, 120, "the dashboard does not answer")
+        worker = c.ray.start("worker", venv_cli("ray", *node))
+        wait_for_dashboard(DASHBOARD)
         yield Cluster(c.gcs, c.ray, c.address, worker, tmp)
 
 
 def listed(kind: str) -> list[dict[str, str]]:
     """`ray list KIND` through the dashboard, as JSON ([] when it says there is none)."""
-    out = run(ray_cli("list", kind, f"--address={DASHBOARD}", "--format=json"))
+    out = run(venv_cli("ray", "list", kind, f"--address={DASHBOARD}", "--format=json"))
     return [] if out.startswith("No resource") else list(json.loads(out))
 
 
@@ -162,7 +150,7 @@ def state_cli_sees_everything(c: Cluster, tasks: str) -> None:
         return found if len(found) == 20 else None
 
     assert all(t["state"] == "FINISHED" for t in wait_until(tasks_listed, 60, "tasks"))
-    summary = run(ray_cli("summary", "tasks", f"--address={DASHBOARD}"))
+    summary = run(venv_cli("ray", "summary", "tasks", f"--address={DASHBOARD}"))
     assert tasks in summary
 
 
@@ -177,21 +165,21 @@ def autoscaler_v2_sees_two_nodes(c: Cluster) -> None:
 
     found = wait_until(two_nodes, 60, "get_cluster_status does not see two nodes")
     assert found["cpus"] == 2
-    status = run(ray_cli("status", f"--address={c.address}"))
+    status = run(venv_cli("ray", "status", f"--address={c.address}"))
     assert "Autoscaler" in status or "Node status" in status, status
 
 
 def job_runs(c: Cluster, tag: str) -> None:
-    submit = ray_cli("job", "submit", f"--address={DASHBOARD}", "--no-wait")
+    submit = venv_cli("ray", "job", "submit", f"--address={DASHBOARD}", "--no-wait")
     out = run([*submit, f"--submission-id={tag}", "--", "python", "-c", CHECK])
     assert tag in out
 
     def finished() -> str | None:
-        text = run(ray_cli("job", "status", f"--address={DASHBOARD}", tag)).lower()
+        text = run(venv_cli("ray", "job", "status", f"--address={DASHBOARD}", tag)).lower()
         return text if any(s in text for s in ("succeeded", "failed", "stopped")) else None
 
     assert "succeeded" in wait_until(finished, 120, f"job {tag} did not finish")
-    assert "job ran on gcs-ha" in run(ray_cli("job", "logs", f"--address={DASHBOARD}", tag))
+    assert "job ran on gcs-ha" in run(venv_cli("ray", "job", "logs", f"--address={DASHBOARD}", tag))
 
 
 def test_state_autoscaler_and_jobs_before_and_after_a_leader_kill(cluster: Cluster) -> None:
@@ -221,7 +209,7 @@ def test_a_node_drained_for_preemption_then_killed_dies_preempted(cluster: Clust
     c = cluster
     drain = ["drain-node", f"--address={c.address}", f"--node-id={c.worker.node_id}"]
     drain += ["--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=spot reclaimed"]
-    run(ray_cli(*drain, "--deadline-remaining-seconds=1"))
+    run(venv_cli("ray", *drain, "--deadline-remaining-seconds=1"))
     c.ray.kill_node("worker")
     channel = grpc.insecure_channel(c.address)
     stub = pb_grpc.NodeInfoGcsServiceStub(channel)  # type: ignore[no-untyped-call]

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,8 @@ from gcs_ha.testing.ray_nodes import (
     kill_leader,
     ray_head_command,
     ray_on_gcs_ha,
+    venv_cli,
+    wait_for_dashboard,
 )
 
 pytestmark = pytest.mark.slow
@@ -63,18 +63,6 @@ print("PAYLOAD", ray.get(digest.remote(), timeout=300), flush=True)
 """
 
 
-def ray_cli(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "ray"), *args]
-
-
-def dashboard_up() -> bool | None:
-    try:
-        with urllib.request.urlopen(f"{DASHBOARD}/api/version", timeout=5) as reply:
-            return reply.status == 200 or None
-    except OSError:
-        return None
-
-
 def working_dir(base: Path, size: int) -> tuple[Path, str]:
     wd = base / f"wd-{size}"
     wd.mkdir()
@@ -100,7 +88,7 @@ def kill_during_upload(gcs: ProcessCluster) -> int:
 
 def submit_job(address: str, wd: Path, log_path: Path) -> str:
     """`ray job submit --working-dir wd -- python check.py`; the job id."""
-    submit = ray_cli("job", "submit", f"--address={address}", f"--working-dir={wd}")
+    submit = venv_cli("ray", "job", "submit", f"--address={address}", f"--working-dir={wd}")
     submit += ["--no-wait", "--", "python", "check.py"]
     out = subprocess.run(submit, check=False, capture_output=True, text=True, env=ENV, timeout=300)
     log_path.write_text(out.stdout + out.stderr)
@@ -112,14 +100,14 @@ def job_logs(address: str, job_id: str) -> str:
     """The logs of a job once it finished; the test fails unless it succeeded."""
 
     def finished() -> str | None:
-        cmd = ray_cli("job", "status", f"--address={address}", job_id)
+        cmd = venv_cli("ray", "job", "status", f"--address={address}", job_id)
         out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=ENV, timeout=60)
         text = (out.stdout + out.stderr).lower()  # "Job 'raysubmit_...' succeeded"
         return text if any(s in text for s in ("succeeded", "failed", "stopped")) else None
 
     status = wait_until(finished, 300, "the job did not finish")
     assert "succeeded" in status, status
-    cmd = ray_cli("job", "logs", f"--address={address}", job_id)
+    cmd = venv_cli("ray", "job", "logs", f"--address={address}", job_id)
     return subprocess.run(
         cmd, check=False, capture_output=True, text=True, env=ENV, timeout=60
     ).stdout
@@ -128,7 +116,7 @@ def job_logs(address: str, job_id: str) -> str:
 def test_working_dirs_of_20_and_200_mib(tmp_path: Path) -> None:
     with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghw-") as c:
         c.ray.start("head", ray_head_command(c, HOST, 13500, dashboard=True))
-        wait_until(dashboard_up, 120, "the dashboard does not answer")
+        wait_for_dashboard(DASHBOARD)
 
         wd, digest = working_dir(tmp_path, 20 * MIB)  # over the old 16 MiB limit
         job_id = submit_job(DASHBOARD, wd, tmp_path / "submit.log")
