@@ -9,9 +9,9 @@ The system config (GetInternalConfig) is what Ray's GCS gets as `--config_list` 
 head node. gcs-ha has no such command line: the head node's launcher (`gcs-ha ray-head`,
 gcs_ha/ray_head_main.py) stores that JSON under SYSTEM_CONFIG_NAMESPACE /
 SYSTEM_CONFIG_KEY, and every leader serves it from there ("{}" until a head stored one).
-Managers that take settings from it (the health checks) register a config listener: it is
-called with the parsed config when this manager starts leading and whenever that key is
-written.
+Managers that take settings from it (health checks, nodes, resources, workers, actors:
+gcs_ha.managers.system_config) register a config listener: it is called with the parsed
+config when this manager starts leading and whenever that key is written.
 
 Values of Ray's size (up to 512 MiB: runtime-environment packages) are stored in chunks by
 the storage layer (gcs_ha/storage/large_values.py); this manager sweeps the chunks that no

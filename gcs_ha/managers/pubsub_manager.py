@@ -93,7 +93,7 @@ class PubsubManager:
         self._clock = clock
         self._new_publisher_id = new_publisher_id
         self._planes: dict[Plane, ChannelPublisher] | None = None
-        self._stored: set[bytes] = set()  # keys of the subscriber table's records
+        self._stored: dict[bytes, bytes] = {}  # the subscriber table: key -> record bytes
         self._tasks = BackgroundTasks(self.name)
 
     async def start(self, init: GcsInitData) -> None:
@@ -106,7 +106,9 @@ class PubsubManager:
             for plane in Plane
         }
         self._stored = {
-            key for key, record in init.subscribers.items() if _restore(planes, key, record)
+            key: record.SerializeToString()
+            for key, record in init.subscribers.items()
+            if _restore(planes, key, record)
         }
         self._planes = planes
         if self._stored:
@@ -119,7 +121,7 @@ class PubsubManager:
         planes, self._planes = self._planes, None
         for publisher in (planes or {}).values():
             publisher.close(UnavailableError("the GCS leader stepped down; poll again"))
-        self._stored = set()
+        self._stored = {}
         await self._tasks.cancel_all()
 
     def plane(self, plane: Plane) -> ChannelPublisher:
@@ -140,7 +142,9 @@ class PubsubManager:
     ) -> None:
         """GcsSubscriberCommandBatch: subscribe and unsubscribe (ChannelPublisher
         .apply_commands), then, when a command names every key of a channel, store the
-        subscriber's all-keys subscriptions (or delete their record when none is left)."""
+        subscriber's all-keys subscriptions (or delete their record when none is left),
+        unless the table holds them already (Ray's raylets and workers subscribe again,
+        unchanged, after every failover)."""
         publisher = self.plane(plane)
         commands = list(commands)
         publisher.apply_commands(subscriber_id, commands, sender_id)
@@ -150,12 +154,14 @@ class PubsubManager:
     async def _store(self, plane: Plane, subscriber_id: bytes) -> None:
         key = _PLANE_TAGS[plane] + subscriber_id
         record = self.plane(plane).all_keys_record(subscriber_id)
-        if record is not None:
+        if record is None:
+            if self._stored.pop(key, None) is not None:
+                await self._table.delete(key)
+            return
+        data = record.SerializeToString()
+        if self._stored.get(key) != data:
             await self._table.put(key, record)
-            self._stored.add(key)
-        elif key in self._stored:
-            self._stored.discard(key)
-            await self._table.delete(key)
+            self._stored[key] = data
 
     def publish(self, message: PubMessage) -> None:
         """ports.Publisher: publish a copy of `message` on its channel's publisher. Never
@@ -198,9 +204,8 @@ class PubsubManager:
     def _forget(self, plane: Plane, subscriber_ids: Iterable[bytes]) -> None:
         """Delete, in the background, the records of removed subscribers."""
         keys = [_PLANE_TAGS[plane] + sid for sid in subscriber_ids]
-        keys = [key for key in keys if key in self._stored]
+        keys = [key for key in keys if self._stored.pop(key, None) is not None]
         if keys:
-            self._stored.difference_update(keys)
             self._tasks.spawn(self._delete_records(keys), "delete-subscriber-records")
 
     async def _delete_records(self, keys: list[bytes]) -> None:

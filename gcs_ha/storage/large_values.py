@@ -26,15 +26,12 @@ manifest names chunks that are not there (and did not change meanwhile); the sto
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from dataclasses import dataclass
 
 from gcs_ha.errors import CorruptDataError, InvalidRequestError
 from gcs_ha.storage.store_client import CHUNKS_TABLE, KV_TABLE, StoreClient
-
-log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 CHUNK_BYTES = 4 * MIB
@@ -162,8 +159,8 @@ class LargeValues:
     async def sweep(self) -> int:
         """Delete every chunk group its owner's manifest does not name (except those
         being written); returns how many groups went."""
-        owners = await self._store.keys(CHUNKS_TABLE, b"")
-        groups = {key[:GROUP_BYTES] for key in owners} - _writing
+        chunk_keys = await self._store.keys(CHUNKS_TABLE, b"")
+        groups = {key[:GROUP_BYTES] for key in chunk_keys} - _writing
         removed = 0
         for group in sorted(groups):
             if group in _writing or await self._named(group):

@@ -514,3 +514,20 @@ def test_a_record_that_does_not_fit_is_skipped() -> None:
         await manager.stop()
 
     asyncio.run(main())
+
+
+def test_an_unchanged_subscription_is_not_written_again() -> None:
+    async def main() -> None:
+        tables = GcsTableStorage(InMemoryStoreClient())
+        manager = PubsubManager(tables.subscriber_table)
+        await manager.start(GcsInitData())
+        await manager.apply_commands(Plane.CONTROL, SUB, [sub_cmd(JOB)], b"")
+        await tables.subscriber_table.delete(b"c" + SUB)  # behind the manager's back
+        await manager.apply_commands(Plane.CONTROL, SUB, [sub_cmd(JOB)], b"")  # a resubscribe
+        assert await tables.subscriber_table.get_all() == {}  # nothing written again
+        await manager.apply_commands(Plane.CONTROL, SUB, [sub_cmd(ACTOR)], b"")  # a change
+        [record] = (await tables.subscriber_table.get_all()).values()
+        assert sorted(c.channel_type for c in record.commands) == sorted([ACTOR, JOB])
+        await manager.stop()
+
+    asyncio.run(main())
