@@ -1,7 +1,7 @@
 """A harness for porting Ray's own GCS tests to gcs-ha (tests/ray_conformance/).
 
 Ray's fault-tolerance tests stop the one gcs_server of a Ray cluster and start it again.
-On gcs-ha the same event is the loss of the leader replica: `RayOnGcsHa.kill_leader`
+On gcs-ha the same event is the loss of the leader replica: `ConformanceCluster.kill_leader`
 kills it with SIGKILL and `bring_back` starts it again once another replica serves. A
 test that needs the GCS to be *unavailable* for a while (Ray's "while the GCS is down")
 takes the majority away instead: `lose_majority` kills the leader and every other
@@ -49,12 +49,17 @@ from typing import Any
 import grpc
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayNode, RayProcesses, port_options
+from gcs_ha.testing.ray_nodes import (
+    RAY_ENV,
+    RayNode,
+    RayProcesses,
+    port_options,
+    ray_head_command,
+)
 from gcs_ha.testing.sessions import alive, cmdline
 
 HOST = "127.0.0.2"
@@ -170,7 +175,7 @@ class Driver:
         assert code == 0, f"the driver exited {code}\n{self.log_tail()}"
 
 
-class RayOnGcsHa:
+class ConformanceCluster:
     """A gcs-ha cluster with a Ray head node on it, for Ray's GCS tests (module doc)."""
 
     def __init__(
@@ -199,7 +204,7 @@ class RayOnGcsHa:
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> RayOnGcsHa:
+    def __enter__(self) -> ConformanceCluster:
         return self
 
     def __exit__(
@@ -252,12 +257,11 @@ class RayOnGcsHa:
     def start_head(self, name: str, k: int) -> RayNode:
         """`gcs-ha ray-head` with the dashboard, as node k; becomes `self.head`."""
         first, workers = self.node_ports(k)
-        ray_args = [f"--num-cpus={self.head_cpus}", "--include-dashboard=true"]
-        ray_args += [f"--dashboard-host={HOST}", f"--dashboard-port={first + 7}"]
-        ray_args += [f"--ray-client-server-port={first + 6}", f"--node-ip-address={HOST}"]
-        ray_args += [f"--temp-dir={self.temp_dir}", *port_options(first, workers)]
-        ray_args += [f"--system-config={json.dumps(self.system_config)}"]
-        cmd = [*gcs_ha_command(), "ray-head", f"--address={self.address}", "--", *ray_args]
+        config = [f"--system-config={json.dumps(self.system_config)}"]
+        cmd = ray_head_command(
+            self.address, self.temp_dir, HOST, first,
+            num_cpus=self.head_cpus, dashboard=True, workers=workers, extra=config,
+        )  # fmt: skip
         # The autoscaler's and the dashboard's Prometheus servers (44217 and 44227 unless
         # told otherwise) get ports of the node's own.
         metrics = {

@@ -138,22 +138,26 @@ def last_json(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, An
 
 
 def ray_head_command(
-    c: RayOnGcsHa,
+    address: str,
+    temp_dir: str,
     host: str,
     first_port: int,
     *,
     num_cpus: int = 1,
     dashboard: bool = False,
+    workers: range | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """`gcs-ha ray-head --address=<c.address> -- <ray start options>`: a head node on
-    `host` with Ray's temp dir of `c`, its services on first_port..+5, its Ray client server on
-    +6, its dashboard on +7 (run when `dashboard`), its workers on +100..+199."""
-    ray_args = [f"--num-cpus={num_cpus}", f"--node-ip-address={host}", f"--temp-dir={c.temp_dir}"]
+    """`gcs-ha ray-head --address=ADDRESS -- <ray start options>`: a head node on `host`
+    with Ray's temp dir `temp_dir`, its services on first_port..+5, its Ray client server
+    on +6, its dashboard on +7 (run when `dashboard`), its workers on `workers` (default
+    +100..+199), then `extra` options."""
+    workers = range(first_port + 100, first_port + 200) if workers is None else workers
+    ray_args = [f"--num-cpus={num_cpus}", f"--node-ip-address={host}", f"--temp-dir={temp_dir}"]
     ray_args += [f"--include-dashboard={str(dashboard).lower()}", f"--dashboard-host={host}"]
     ray_args += [f"--dashboard-port={first_port + 7}", f"--ray-client-server-port={first_port + 6}"]
-    ray_args += port_options(first_port, range(first_port + 100, first_port + 200))
-    return [*gcs_ha_command(), "ray-head", f"--address={c.address}", "--", *ray_args, *extra]
+    ray_args += port_options(first_port, workers)
+    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args, *extra]
 
 
 @dataclass

@@ -263,7 +263,12 @@ def test_serve_answers_every_request_across_five_leader_kills(tmp_path: Path) ->
         gcs, ray, address = env.gcs, env.ray, env.address
         follower = next(i for i in sorted(gcs.members) if gcs.gcs_address(i) == address)
         try:
-            ray.start("head", ray_head_command(env, HOST, 15100, num_cpus=4, dashboard=True))
+            ray.start(
+                "head",
+                ray_head_command(
+                    env.address, env.temp_dir, HOST, 15100, num_cpus=4, dashboard=True
+                ),
+            )
             wait_for_dashboard(DASHBOARD)
             ports = [str(p) for p in (HTTP_PORT, GRPC_PORT, *REPLICA_GRPC_PORTS)]
             deploy = ray.driver(DEPLOY, address, HOST, *ports, str(tmp_path / "ports.lock"))

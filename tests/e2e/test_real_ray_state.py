@@ -123,7 +123,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("real-ray-state")
     with ray_on_gcs_ha(tmp, GCS_PORT, RAFT_PORT, HOST, "ghs-") as c:
         config = [f"--system-config={json.dumps(SYSTEM_CONFIG)}"]
-        c.ray.start("head", ray_head_command(c, HOST, 17100, dashboard=True, extra=config))
+        c.ray.start(
+            "head",
+            ray_head_command(c.address, c.temp_dir, HOST, 17100, dashboard=True, extra=config),
+        )
         node = ["start", f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.temp_dir}"]
         node += [f"--node-ip-address={HOST}", *port_options(17300, range(17400, 17500))]
         worker = c.ray.start("worker", venv_cli("ray", *node))

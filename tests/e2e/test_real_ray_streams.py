@@ -86,7 +86,7 @@ class Lines:
 
 def test_logs_and_errors_reach_the_driver_across_two_leader_kills(tmp_path: Path) -> None:
     with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghs-") as c:
-        c.ray.start("head", ray_head_command(c, HOST, 13100))
+        c.ray.start("head", ray_head_command(c.address, c.temp_dir, HOST, 13100))
         driver = c.ray.driver(DRIVER, c.address)
         assert driver.stdin is not None
         lines = Lines(driver)

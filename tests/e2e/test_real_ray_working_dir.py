@@ -115,7 +115,7 @@ def job_logs(address: str, job_id: str) -> str:
 
 def test_working_dirs_of_20_and_200_mib(tmp_path: Path) -> None:
     with ray_on_gcs_ha(tmp_path, GCS_PORT, RAFT_PORT, HOST, "ghw-") as c:
-        c.ray.start("head", ray_head_command(c, HOST, 13500, dashboard=True))
+        c.ray.start("head", ray_head_command(c.address, c.temp_dir, HOST, 13500, dashboard=True))
         wait_for_dashboard(DASHBOARD)
 
         wd, digest = working_dir(tmp_path, 20 * MIB)  # over the old 16 MiB limit

@@ -38,7 +38,7 @@ import pytest
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.testing.cluster import wait_until
 from gcs_ha.testing.ray_conformance import (
-    RayOnGcsHa,
+    ConformanceCluster,
     kill_pid,
     raylet_flag,
     wait_gone,
@@ -75,8 +75,10 @@ def raised(outcome: list[Any], exception: str) -> bool:
 @pytest.fixture(scope="module")
 def conf(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[RayOnGcsHa]:
-    cluster = RayOnGcsHa(tmp_path_factory.mktemp("ray-conformance"), FIRST_PORT, SYSTEM_CONFIG)
+) -> Iterator[ConformanceCluster]:
+    cluster = ConformanceCluster(
+        tmp_path_factory.mktemp("ray-conformance"), FIRST_PORT, SYSTEM_CONFIG
+    )
     try:
         cluster.start()
         yield cluster
@@ -86,14 +88,14 @@ def conf(
 
 
 @pytest.fixture(autouse=True)
-def restore_after(conf: RayOnGcsHa) -> Iterator[None]:
+def restore_after(conf: ConformanceCluster) -> Iterator[None]:
     """Whatever a test left behind (it failed midway): its drivers killed, every replica
     running again."""
     yield
     conf.restore()
 
 
-def worker_node(conf: RayOnGcsHa) -> RayNode:
+def worker_node(conf: ConformanceCluster) -> RayNode:
     """The cluster's one worker node (1 CPU), started the first time a test needs it."""
     live = [n for name, n in conf.nodes_started.items() if name.startswith("worker")]
     if live and alive(live[-1].raylet_pid):
@@ -127,7 +129,7 @@ say("old_actor_again", ray.get(old.plus_two.remote(7), timeout=120))
 """
 
 
-def test_gcs_server_restart(conf: RayOnGcsHa) -> None:
+def test_gcs_server_restart(conf: ConformanceCluster) -> None:
     """An actor made before the leader died, one made after, and a task all work."""
     driver = conf.driver(ACTORS_AND_TASKS)
     assert driver.read("old_actor") == 3
@@ -163,7 +165,7 @@ say("idle", [bool(until(all_idle, 60, 0.5)), last, round(time.monotonic() - star
 """
 
 
-def test_autoscaler_init(conf: RayOnGcsHa) -> None:
+def test_autoscaler_init(conf: ConformanceCluster) -> None:
     """After a restart the GCS's autoscaler state reports both nodes, idle."""
     worker = worker_node(conf)
     assert conf.head is not None
@@ -179,7 +181,7 @@ def test_autoscaler_init(conf: RayOnGcsHa) -> None:
     driver.finish()
 
 
-def test_node_failure_detector_when_gcs_server_restart(conf: RayOnGcsHa) -> None:
+def test_node_failure_detector_when_gcs_server_restart(conf: ConformanceCluster) -> None:
     """A node that dies while the leader is dead is found dead by the next leader's
     health checks (every 1 s, dead after 3 failures)."""
     worker = worker_node(conf)
@@ -221,7 +223,7 @@ say("call", outcome(lambda: ray.get(actor.pid.remote(), timeout=60)))
 """
 
 
-def test_actor_raylet_resubscription(conf: RayOnGcsHa) -> None:
+def test_actor_raylet_resubscription(conf: ConformanceCluster) -> None:
     """An actor (no restarts) whose process dies while the leader is dead is dead for
     its caller afterwards (RayActorError, no hang)."""
     driver = conf.driver(ACTOR_DIES, uid())
@@ -266,7 +268,7 @@ say("lookup", outcome(lambda: ray.get_actor(NAME) and "found"))
 """
 
 
-def test_del_actor_after_gcs_server_restart(conf: RayOnGcsHa) -> None:
+def test_del_actor_after_gcs_server_restart(conf: ConformanceCluster) -> None:
     """A named actor whose last handle goes after a restart is DEAD and its name free
     (the owner's ReportActorOutOfScope reached the new leader)."""
     driver = conf.driver(DELETE_ACTOR, uid())
@@ -315,7 +317,7 @@ say("child_result", outcome(lambda: ray.get(child_ref, timeout=60)))
 """
 
 
-def test_raylet_resubscribe_to_worker_death(conf: RayOnGcsHa, tmp_path: Path) -> None:
+def test_raylet_resubscribe_to_worker_death(conf: ConformanceCluster, tmp_path: Path) -> None:
     """After a restart the raylet still hears of worker deaths: a task whose owner (its
     parent task's worker) dies is killed, and its result is OwnerDiedError."""
     driver = conf.driver(WORKER_DEATH, str(tmp_path / "child.pid"))
@@ -361,7 +363,7 @@ say("ready", [outcome(lambda: ray.get(ref, timeout=60)), round(time.monotonic() 
 """
 
 
-def test_core_worker_resubscription(conf: RayOnGcsHa, tmp_path: Path) -> None:
+def test_core_worker_resubscription(conf: ConformanceCluster, tmp_path: Path) -> None:
     """An actor still being created when the leader dies becomes ready once the GCS is
     back, and its caller hears it (the driver subscribed again)."""
     driver = conf.driver(CORE_WORKER_RESUBSCRIBE, str(tmp_path / "lock"), str(tmp_path / "s"))
@@ -399,7 +401,7 @@ ray.kill(actor)
 """
 
 
-def test_detached_actor_restarts(conf: RayOnGcsHa) -> None:
+def test_detached_actor_restarts(conf: ConformanceCluster) -> None:
     """A detached actor (restarted forever) whose process dies while the leader is dead
     is restarted: its next answer comes from another process."""
     driver = conf.driver(DETACHED_RESTARTS, uid())
@@ -444,7 +446,7 @@ with ThreadPoolExecutor(4) as pool:
 """
 
 
-def test_gcs_client_reconnect(conf: RayOnGcsHa) -> None:
+def test_gcs_client_reconnect(conf: ConformanceCluster) -> None:
     """KV reads made while the leader is dead, sync and async, answer once the GCS is
     back: through the driver's own client (dialling the surviving `home`) and through a
     client of the killed replica itself (Ray's case: its server died and came back)."""
@@ -491,7 +493,7 @@ ray.kill(detached)
 """
 
 
-def test_actor_workloads(conf: RayOnGcsHa) -> None:
+def test_actor_workloads(conf: ConformanceCluster) -> None:
     """With no majority (no replica can serve): calls to existing actors work, a new
     actor is not created; once the replicas are back it is, and answers."""
     driver = conf.driver(ACTOR_WORKLOADS, uid())
@@ -536,7 +538,7 @@ remove_placement_group(group)
 """
 
 
-def test_pg_actor_workloads(conf: RayOnGcsHa) -> None:
+def test_pg_actor_workloads(conf: ConformanceCluster) -> None:
     """An actor in a placement group answers while the leader is dead and after, from
     the same process (not restarted or rescheduled)."""
     driver = conf.driver(PG_ACTOR)
@@ -600,7 +602,7 @@ GET_ACTOR_NO_TIMEOUT = (
 
 
 @pytest.mark.xfail(strict=True, raises=GetActorNeverTimedOut, reason=GET_ACTOR_NO_TIMEOUT)
-def test_get_actor_when_gcs_is_down(conf: RayOnGcsHa) -> None:
+def test_get_actor_when_gcs_is_down(conf: ConformanceCluster) -> None:
     """ray.get_actor with the GCS down ends in GetTimeoutError after the request timeout
     (10 s here, as in Ray's test). With gcs-ha the GCS is down only without a majority:
     with just the leader dead the name is found (the next leader answers)."""
@@ -633,7 +635,7 @@ def test_get_actor_when_gcs_is_down(conf: RayOnGcsHa) -> None:
 # -- raylets across a restart ------------------------------------------------------------
 
 
-def test_raylet_fate_sharing(conf: RayOnGcsHa) -> None:
+def test_raylet_fate_sharing(conf: ConformanceCluster) -> None:
     """The GCS keeps its state (Ray's persistent-GCS case): raylets stay up across a
     restart, through two of their liveness self-checks (every 3 s) after it."""
     nodes = [n for n in conf.nodes_started.values() if alive(n.raylet_pid)]
@@ -725,7 +727,7 @@ class OutOfScope:
 
 
 @pytest.fixture(scope="module")
-def out_of_scope(conf: RayOnGcsHa) -> OutOfScope:
+def out_of_scope(conf: ConformanceCluster) -> OutOfScope:
     """Ray's four cases at once, one leader kill: the "job died" cases' actors are made
     by a driver that exits before the kill, the others' by one that stays; both
     parents of the "parent died" cases are killed while the leader is dead."""
@@ -817,7 +819,7 @@ say("released", [bool(released), group_keys(), round(time.monotonic() - start, 2
 """
 
 
-def removal_delayed(conf: RayOnGcsHa) -> Callable[[], bool | None]:
+def removal_delayed(conf: ConformanceCluster) -> Callable[[], bool | None]:
     """Whether a raylet logged that it holds back a RemovePlacementGroupBundles call."""
     needle = "Delaying method NodeManagerService.grpc_server.RemovePlacementGroupBundles"
 
@@ -828,7 +830,7 @@ def removal_delayed(conf: RayOnGcsHa) -> Callable[[], bool | None]:
     return probe
 
 
-def test_pg_removal_after_gcs_restarts(conf: RayOnGcsHa, tmp_path: Path) -> None:
+def test_pg_removal_after_gcs_restarts(conf: ConformanceCluster, tmp_path: Path) -> None:
     """A removed placement group whose bundles the raylet has not given back yet (the
     raylet delays RemovePlacementGroupBundles by 500 s, a worker for the group is stuck
     in its runtime env setup) is released by the next leader (ReleaseUnusedBundles)."""
@@ -887,7 +889,7 @@ say("job", ray.get_runtime_context().get_job_id())
 """
 
 
-def leader_identity(conf: RayOnGcsHa) -> tuple[int, int, int]:
+def leader_identity(conf: ConformanceCluster) -> tuple[int, int, int]:
     """(index, pid, term) of the serving leader."""
     leader = conf.healthy_leader()
     process = conf.gcs.process(leader)
@@ -895,7 +897,7 @@ def leader_identity(conf: RayOnGcsHa) -> tuple[int, int, int]:
     return leader, process.pid, conf.gcs.status(leader).term
 
 
-def wait_job_finished(conf: RayOnGcsHa, job_hex: str, timeout: float = 30) -> None:
+def wait_job_finished(conf: ConformanceCluster, job_hex: str, timeout: float = 30) -> None:
     def finished() -> bool | None:
         job = conf.job(job_hex)
         return (job is not None and job.is_dead) or None
@@ -903,7 +905,7 @@ def wait_job_finished(conf: RayOnGcsHa, job_hex: str, timeout: float = 30) -> No
     wait_until(finished, timeout, f"job {job_hex} not marked finished")
 
 
-def test_mark_job_finished_rpc_retry_and_idempotency(conf: RayOnGcsHa) -> None:
+def test_mark_job_finished_rpc_retry_and_idempotency(conf: ConformanceCluster) -> None:
     """A driver whose MarkJobFinished replies are lost three times (Ray's RPC failure
     injection: the call reaches the GCS, the reply is dropped, the client sends it
     again) shuts down cleanly; the job is finished and the leader never failed."""
@@ -925,7 +927,7 @@ def test_mark_job_finished_rpc_retry_and_idempotency(conf: RayOnGcsHa) -> None:
     assert leader_identity(conf) == before
 
 
-def test_concurrent_mark_job_finished(conf: RayOnGcsHa) -> None:
+def test_concurrent_mark_job_finished(conf: ConformanceCluster) -> None:
     """Ten tasks at once, then the driver exits: every result right, the job finished,
     the leader the same process in the same term."""
     before = leader_identity(conf)
@@ -965,7 +967,7 @@ def submit_job(dashboard: str, entrypoint: str) -> str:
         return str(json.loads(reply.read())["submission_id"])
 
 
-def submitted_job(conf: RayOnGcsHa, submission_id: str) -> gcs_pb2.JobTableData | None:
+def submitted_job(conf: ConformanceCluster, submission_id: str) -> gcs_pb2.JobTableData | None:
     for job in conf.job_table():
         if job.config.metadata.get("job_submission_id") == submission_id:
             return job
@@ -973,7 +975,7 @@ def submitted_job(conf: RayOnGcsHa, submission_id: str) -> gcs_pb2.JobTableData 
 
 
 @pytest.fixture(scope="module")
-def head_restart(conf: RayOnGcsHa) -> HeadRestart:
+def head_restart(conf: ConformanceCluster) -> HeadRestart:
     """A job submitted and running; then the head node is killed with every process on
     it (the job's driver too) and, at the same time, the leader; then the replica and a
     new head node (new ports, same gcs-ha cluster) are started."""
@@ -997,14 +999,16 @@ def head_restart(conf: RayOnGcsHa) -> HeadRestart:
     return HeadRestart(old, new, old_session_dir, new_session_dir, submission_id, back_at)
 
 
-def test_session_name(conf: RayOnGcsHa, head_restart: HeadRestart) -> None:
+def test_session_name(conf: ConformanceCluster, head_restart: HeadRestart) -> None:
     """A head node started again on the same (persistent) GCS keeps the session: the
     same session directory."""
     assert head_restart.new.node_id != head_restart.old.node_id
     assert head_restart.new_session_dir == head_restart.old_session_dir
 
 
-def test_job_finished_after_head_node_restart(conf: RayOnGcsHa, head_restart: HeadRestart) -> None:
+def test_job_finished_after_head_node_restart(
+    conf: ConformanceCluster, head_restart: HeadRestart
+) -> None:
     """The job whose driver died with the head node is marked finished."""
 
     def finished() -> bool | None:
@@ -1036,7 +1040,7 @@ say("actor_pid", ray.get(make_actor.remote("lost-" + sys.argv[2]), timeout=120))
 """
 
 
-def test_redis_data_loss_no_leak(conf: RayOnGcsHa) -> None:
+def test_redis_data_loss_no_leak(conf: ConformanceCluster) -> None:
     """Every replica loses its data (a new cluster, a new cluster id, on the same
     addresses): the raylets exit rather than serve a GCS that does not know them, and
     the detached actor's worker goes with its raylet."""
