@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -26,3 +26,16 @@ def settle_all(
     """`settle` each of `futures` with `error`, or with None."""
     for future in futures:
         settle(future, None, error)
+
+
+async def cancel_and_wait(task: asyncio.Future[Any], every: float = 0.5) -> BaseException | None:
+    """Cancel `task` and wait until it has ended, cancelling it again every `every` s.
+
+    Once is not always enough on Python 3.11: `asyncio.wait_for` returns its inner future's
+    result instead of raising CancelledError when the cancellation arrives in the same loop
+    iteration as that result (fixed in 3.12), so a task looping over `wait_for` runs on to
+    its next await. Returns the exception the task ended with, if not a cancellation."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    return None if task.cancelled() else task.exception()

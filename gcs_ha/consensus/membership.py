@@ -22,7 +22,7 @@ from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.member_rules import check_add, resolve_removal
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
-from gcs_ha.futures import settle
+from gcs_ha.futures import cancel_and_wait, settle
 from gcs_ha.storage.store_client import MEMBERS_TABLE
 
 if TYPE_CHECKING:
@@ -56,8 +56,7 @@ class MembershipOps:
     async def stop(self) -> None:
         task, self._register_task = self._register_task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
     async def add(self, member: MemberInfo, timeout: float) -> None:
         """Add `member` to the Raft configuration and register it (a no-op if it already

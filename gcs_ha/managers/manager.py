@@ -25,6 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gcs_ha.futures import cancel_and_wait
 from gcs_ha.proto.ray.common_pb2 import TaskSpec
 from gcs_ha.proto.ray.gcs_pb2 import (
     ActorTableData,
@@ -124,11 +125,12 @@ class BackgroundTasks:
             task.cancel()
 
     async def cancel_all(self) -> None:
-        """Cancel every task and wait until each has ended."""
-        tasks = list(self._tasks)
-        self.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        """Cancel every task and wait until each has ended (futures.cancel_and_wait: a
+        task whose wait_for swallowed the cancellation is cancelled again)."""
+        while self._tasks:  # tasks spawned meanwhile too
+            tasks = list(self._tasks)
+            self.cancel()
+            await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +23,24 @@ RAFT_PORT = 25100
 GCS_PORT = 25200
 
 
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
+RUN_TIMEOUT_S = 120.0
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro`; a hang fails after RUN_TIMEOUT_S with the stack of every task."""
+
+    async def watched() -> None:
+        main = asyncio.ensure_future(coro)
+        await asyncio.wait({main}, timeout=RUN_TIMEOUT_S)
+        if main.done():
+            return main.result()
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        main.cancel()
+        pytest.fail(f"hung for {RUN_TIMEOUT_S} s; tasks:\n{stacks.getvalue()}")
+
+    asyncio.run(watched())
 
 
 def test_writes_reach_every_replica(tmp_path: Path) -> None:
