@@ -28,6 +28,16 @@ Patches (names as used by `patch_enabled`):
 - ``one_config_change``: a leader refuses a membership change (REQUEST_DENIED) while the
   previous one is not applied yet. pysyncobj has that guard but never arms it, so two
   uncommitted configuration changes could have disjoint majorities.
+- ``leader_gone``: a follower whose connection to its leader closes starts an election
+  within LEADER_GONE_ELECTION_S instead of waiting out its election timeout (0.3-0.6 s).
+  When the leader's process dies (kill -9, a crash, an OOM kill), its kernel closes its
+  sockets at once; a machine that dies or a partition gives no such sign and still takes
+  the timeout.
+- ``quiet_joiner``: a node started to join a running cluster (``make_conf(joining=True)``)
+  does not stand for election while its log holds nothing but pysyncobj's first entry.
+  Until the leader adds it, the members close its connections, but each dial counts as
+  connected for a moment, enough for it to stand for election again and again; its term
+  climbed past the leader's, and its first reply after the add made the leader step down.
 - ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
 - ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
 - ``untrusted_limits``: an accepted connection that has not proven the cluster secret yet
@@ -55,6 +65,7 @@ import io
 import logging
 import os
 import pickle
+import random
 import socket
 import struct
 import threading
@@ -143,6 +154,15 @@ autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue be
 LINK_TIMEOUT_S: Final = 1e9
 """connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
 
+LEADER_GONE_ELECTION_S: Final = (0.01, 0.11)
+"""When a follower starts an election after its link to the leader closed (patch
+``leader_gone``): drawn uniformly. Both followers see the close at the same moment; 100 ms
+of spread against a vote round of a few ms keeps split votes rare (a split vote falls back
+to the election timeout)."""
+
+JOINING_ATTRIBUTE: Final = "gcsha_joining"
+"""The SyncObjConf attribute `make_conf(joining=...)` sets (patch ``quiet_joiner``)."""
+
 READ_TAG_KEY: Final = "gcs_rt"
 """The AppendEntries / next_node_idx field that carries a read tag (patch ``read_echo``)."""
 
@@ -168,6 +188,8 @@ PATCHES: Final = (
     "no_commit_only_append",
     "read_echo",
     "one_config_change",
+    "leader_gone",
+    "quiet_joiner",
     "compress_level",
     "link_keepalive",
     "untrusted_limits",
@@ -406,7 +428,17 @@ def _so_on_tick(self: Any, timeToWait: float = 0.0) -> None:
     # `self` is a weakref proxy here (pysyncobj's tick thread); attribute access works.
     if _enabled["flush_leader_tick"] and self._SyncObj__raftState == RAFT_LEADER:
         _flush_journal(self)
+    if _enabled["quiet_joiner"] and _unjoined(self):
+        self._SyncObj__raftElectionDeadline = time.monotonic() + self.conf.raftMinTimeout
     _ORIG["on_tick"](self, timeToWait)
+
+
+def _unjoined(self: Any) -> bool:
+    """A joiner that no leader has given a log entry or snapshot yet: its log is pysyncobj's
+    first entry alone (index 1). It can win no election (every member's log is longer), so
+    standing for one could only raise its term and, later, unseat the leader."""
+    joining = getattr(self.conf, JOINING_ATTRIBUTE, False)
+    return bool(joining) and self._SyncObj__getCurrentLogIndex() <= 1
 
 
 def _so_become_leader(self: Any) -> None:
@@ -441,6 +473,12 @@ def _so_node_connected(self: Any, node: Any) -> None:
 def _so_node_disconnected(self: Any, node: Any) -> None:
     _forget_probe(self, node)
     _ORIG["node_disconnected"](self, node)
+    gone = self._SyncObj__raftState == RAFT_FOLLOWER and self._SyncObj__raftLeader == node
+    if gone and _enabled["leader_gone"]:
+        delay = random.uniform(*LEADER_GONE_ELECTION_S)
+        logger.info("the link to leader %s closed: election in %.0f ms", node, delay * 1000)
+        soon = time.monotonic() + delay
+        self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
 
 
 def _so_apply_command(self: Any, command: bytes, callback: Any, commandType: Any = None) -> None:
@@ -804,6 +842,7 @@ def make_conf(
     log_compaction_min_time_s: float = 3600.0,
     batch_size_bytes: int = BATCH_SIZE_BYTES,
     auto_tick: bool = True,
+    joining: bool = False,
 ) -> Any:
     """Our SyncObjConf (measured in pysyncobj-facts.md section 8), with every patch applied.
 
@@ -813,6 +852,7 @@ def make_conf(
     Also (re)reads GCS_HA_RAFT_DIAL (`load_dial_map`): a replica reads it as it starts.
     auto_tick: False when the caller ticks the node itself (the consensus process); the
     port is then bound in SyncObj's constructor, which gives up after a few tries.
+    joining: the node joins a running cluster (patch ``quiet_joiner``).
     """
     apply_patches()
     load_dial_map()
@@ -853,6 +893,7 @@ def make_conf(
         maxBindRetries=0 if auto_tick else 3,
         bindRetryTime=1.0 if auto_tick else 0.1,
     )
+    setattr(conf, JOINING_ATTRIBUTE, joining)
     try:
         conf.validate()
     except AssertionError as exc:

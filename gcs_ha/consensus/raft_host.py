@@ -304,6 +304,7 @@ def _conf(
         timing=config.timing,
         log_compaction_min_entries=config.compaction_min_entries,
         auto_tick=False,
+        joining=config.joining,
     )
 
 

@@ -621,6 +621,45 @@ def test_one_membership_change_at_a_time(patched: bool) -> None:
         assert first == [P.FAIL_REASON.SUCCESS, P.FAIL_REASON.SUCCESS]
 
 
+@pytest.mark.parametrize("patched", [True, False])
+def test_followers_elect_at_once_when_the_leaders_link_closes(patched: bool) -> None:
+    """leader_gone: the leader's sockets close (its process died); with election timeouts of
+    3-4 s the followers still elect a new leader within 2 s, because the close starts an
+    election within LEADER_GONE_ELECTION_S (off: they wait out the 3 s timeout)."""
+    with P.patch_enabled("leader_gone", patched), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, raftMinTimeout=3.0, raftMaxTimeout=4.0)
+        leader = leader_of(nodes)
+        cluster.nodes.remove(leader)
+        leader.destroy_synchronous()  # its transport closes every connection
+        survivors = [n for n in nodes if n is not leader]
+        elected = wait_for(lambda: leader_of(survivors), 2.0)
+        assert (elected is not None) == patched
+        if not patched:  # the timeout still elects one
+            assert wait_for(lambda: leader_of(survivors), 10.0) is not None
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_a_joiner_never_unseats_the_leader(patched: bool) -> None:
+    """quiet_joiner: a node started to join waits until the leader adds it. Off, it stands
+    for election while the members still refuse its connections (each dial succeeds for a
+    moment), so its term climbs past the leader's, and the leader steps down when the two
+    first talk after the add; on, its term stays 0 and the leader stays."""
+    with P.patch_enabled("quiet_joiner", patched), Cluster() as cluster:
+        nodes = start_cluster(cluster, 3, dynamicMembershipChange=True)
+        leader = leader_of(nodes)
+        term = leader.raftCurrentTerm
+        conf = base_conf(dynamicMembershipChange=True)
+        setattr(conf, P.JOINING_ATTRIBUTE, True)
+        addr = free_addresses(1)[0]
+        joiner = cluster.start(Counter, addr, [n.selfNode.address for n in nodes], conf)
+        campaigned = wait_for(lambda: joiner.raftCurrentTerm > term, 2.0 if patched else 20.0)
+        assert bool(campaigned) != patched
+        run_in_tick(leader, lambda: leader.addNodeToCluster(addr, callback=lambda *_: None))
+        assert wait_for(lambda: joiner.raftLastApplied > 1, 10), "the joiner never caught up"
+        unseated = leader.raftCurrentTerm != term or not leader._isLeader()
+    assert unseated != patched
+
+
 # ----------------------------------------------------------------------------- untrusted
 
 
