@@ -357,7 +357,7 @@ READ_ONLY_METHODS = frozenset(
 # running one twice is running it once. A subscriber sends its next command batch or poll
 # only after the answer to this one, so a replay cannot overtake a later command either.
 # Ray's clients would send these again themselves, but only at their next connection
-# check (up to 1 s later): an actor created during a failover waited for that.
+# check (up to 1 s later).
 KEYED_IDEMPOTENT_METHODS = frozenset(
     {
         "/ray.rpc.ActorInfoGcsService/RegisterActor",

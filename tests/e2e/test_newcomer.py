@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from gcs_ha.processes import gcs_ha_command, terminate_all
 from gcs_ha.ray_head import ray_address
 from gcs_ha.testing import namespaces
 from gcs_ha.testing.cluster import wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json
+from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json, venv_cli
 
 INSIDE = "GCS_HA_NEWCOMER_INSIDE"
 MACHINE_IP = "10.203.0.2"
@@ -95,23 +94,22 @@ def test_newcomer_path_inside(up: tuple[subprocess.Popen[bytes], Path], tmp_path
         head = ray.start("head", [*gcs_ha_command(), "ray-head", f"--address={address}"])
         hint = re.search(r"ray start --address='([^']+)'", head.output)
         assert hint is not None, head.output
-        ray_cli = str(Path(sys.executable).parent / "ray")
-        ray.start("node1", [ray_cli, "start", f"--address={hint.group(1)}"])
+        ray.start("node1", venv_cli("ray", "start", f"--address={hint.group(1)}"))
         out = last_json(ray.driver(DRIVER), 300)
         assert out["nodes"] == 2 and out["ran_on"] >= 1, out
         # `ray status` shows the autoscaler's last report, made every few seconds: the
         # second node may not be in it yet.
         wait_until(
-            lambda: True if ray_status_nodes(ray_cli) >= 2 else None, 60, "ray status lacks a node"
+            lambda: True if ray_status_nodes() >= 2 else None, 60, "ray status lacks a node"
         )
     finally:
         ray.close()
 
 
-def ray_status_nodes(ray_cli: str) -> int:
+def ray_status_nodes() -> int:
     """How many nodes `ray status` lists (it must succeed)."""
     status = subprocess.run(
-        [ray_cli, "status"], capture_output=True, text=True, timeout=120, check=False,
+        venv_cli("ray", "status"), capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, **RAY_ENV},
     )  # fmt: skip
     assert status.returncode == 0, status.stdout + status.stderr
