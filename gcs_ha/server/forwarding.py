@@ -28,14 +28,13 @@ gets UNAVAILABLE at once). A forwarded unary call is never run twice by this rep
   `never_sent`), or that the leader refused before proposing anything (UNAVAILABLE with
   the NOT_APPLIED trailing metadata, server/status.py), is held and routed again;
 - one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
-  was lost with the leader) goes back to the caller as UNAVAILABLE, unless it only reads
-  (`READ_ONLY_METHODS`) or is a write keyed by its caller's own id that the managers
-  answer as a replay (`KEYED_IDEMPOTENT_METHODS`: actor and placement group creation
-  and removal, pubsub commands and polls): then it is replayed once after a new hold.
-  Replaying another write could apply it twice (an InternalKVDel run again after another
-  client's put deletes that put, and answers as if nothing had happened): `gcs-ha drill`
-  found exactly this. The caller decides; Ray's clients replay such calls themselves
-  (their handlers are idempotent, contract section 1) at their next connection check.
+  was lost with the leader) is replayed once after a new hold when a second run cannot
+  change what others see (server/replays.py: reads, writes keyed by their caller's own
+  id, task events); any other goes back to the caller as UNAVAILABLE. Replaying those
+  could apply them twice (an InternalKVDel run again after another client's put deletes
+  that put, and answers as if nothing had happened): `gcs-ha drill` found exactly this.
+  The caller decides; Ray's clients send such calls again themselves at their next
+  connection check (up to 1 s, every other call of theirs waiting meanwhile).
 Every other status of a forwarded call goes back to the caller as is.
 Our own refusals carry NOT_APPLIED too, so a client knows it may send the call again.
 The admin service, gRPC health and anything that is not one of Ray's GCS services pass
@@ -68,6 +67,7 @@ from google.protobuf import descriptor_pool
 # Imported for their descriptors: method kinds are read from the default pool.
 from gcs_ha.proto.ray import autoscaler_pb2, gcs_service_pb2, ray_syncer_pb2  # noqa: F401
 from gcs_ha.ray_tls import RayTls, aio_channel
+from gcs_ha.server.replays import REPLAYABLE_METHODS
 from gcs_ha.server.status import NOT_APPLIED, cancelled_itself, not_applied
 from gcs_ha.storage.large_values import MAX_KV_VALUE_BYTES
 
@@ -340,41 +340,6 @@ class Forwarder:
         raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-# Calls that only read: replaying one that may have run cannot change anything.
-READ_ONLY_METHODS = frozenset(
-    f"/ray.rpc.InternalKVGcsService/{name}"
-    for name in (
-        "InternalKVGet",
-        "InternalKVMultiGet",
-        "InternalKVExists",
-        "InternalKVKeys",
-        "GetInternalConfig",
-    )
-)
-
-# Writes keyed by an id only their caller uses, which the managers answer as a replay when
-# they ran already (tests/unit/test_actor_manager.py, test_placement_group_manager.py):
-# running one twice is running it once. A subscriber sends its next command batch or poll
-# only after the answer to this one, so a replay cannot overtake a later command either.
-# Ray's clients would send these again themselves, but only at their next connection
-# check (up to 1 s later).
-KEYED_IDEMPOTENT_METHODS = frozenset(
-    {
-        "/ray.rpc.ActorInfoGcsService/RegisterActor",
-        "/ray.rpc.ActorInfoGcsService/CreateActor",
-        "/ray.rpc.ActorInfoGcsService/KillActorViaGcs",
-        "/ray.rpc.PlacementGroupInfoGcsService/CreatePlacementGroup",
-        "/ray.rpc.PlacementGroupInfoGcsService/RemovePlacementGroup",
-        "/ray.rpc.PlacementGroupInfoGcsService/WaitPlacementGroupUntilReady",
-        "/ray.rpc.InternalPubSubGcsService/GcsSubscriberCommandBatch",
-        "/ray.rpc.InternalPubSubGcsService/GcsSubscriberPoll",
-    }
-)
-
-# What a follower sends again, once, when the leader may have run it and was lost.
-REPLAYABLE_METHODS = READ_ONLY_METHODS | KEYED_IDEMPOTENT_METHODS
-
-
 CHANNEL_CLOSED = "the channel to the former leader was closed during the call"
 
 
@@ -519,6 +484,7 @@ class ForwardingInterceptor(Interceptor):
                         # It may have run: replay only a read or a keyed idempotent
                         # write, and only once.
                         if replayed or method not in REPLAYABLE_METHODS:
+                            log.info("%s may have run on a lost leader: UNAVAILABLE", method)
                             await self._forwarder.relay_error(channel, error, context)
                         replayed = attempted = True
                         until = max(until, loop.time() + self._hold_budget(context))

@@ -298,17 +298,18 @@ async def leader_ss(requests: AsyncIterator[bytes], context: Any) -> AsyncIterat
 
 
 # How many times the fake leader saw each of these, and what it answers: Del is refused
-# once before it ran (NOT_APPLIED), Put, MultiGet and CreateActor are lost once after they
-# may have run, Exists is a plain NOT_FOUND; then each is fine.
+# once before it ran (NOT_APPLIED), Put, MultiGet, CreateActor and GcsSubscriberPoll are
+# lost once after they may have run, Exists is a plain NOT_FOUND; then each is fine.
 SEEN: dict[str, int] = {}
-FLAKY = ("InternalKVPut", "InternalKVDel", "InternalKVExists", "InternalKVMultiGet", "CreateActor")
+LOST_ONCE = ("InternalKVPut", "InternalKVMultiGet", "CreateActor", "GcsSubscriberPoll")
+FLAKY = ("InternalKVDel", "InternalKVExists", *LOST_ONCE)
 
 
 async def leader_flaky(name: str, request: bytes, context: Any) -> bytes:
     SEEN[name] = SEEN.get(name, 0) + 1
     if name == "InternalKVDel" and SEEN[name] == 1:  # refused before it ran
         await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leader", NOT_APPLIED)
-    if name in ("InternalKVPut", "InternalKVMultiGet", "CreateActor") and SEEN[name] == 1:
+    if name in LOST_ONCE and SEEN[name] == 1:
         await context.abort(grpc.StatusCode.UNAVAILABLE, "leadership lost")
     if name == "InternalKVExists":
         await context.abort(grpc.StatusCode.NOT_FOUND, "nothing")
@@ -496,7 +497,7 @@ def test_a_call_intercepted_while_serving_is_routed_again_when_its_handler_runs(
 def test_only_calls_that_cannot_have_run_or_only_read_are_sent_again() -> None:
     """A refused call (NOT_APPLIED) is routed again; a write that may have run goes back as
     UNAVAILABLE (running it twice could break linearizability); a read, or a write keyed by
-    the caller's own id (CreateActor), is replayed once."""
+    the caller's own id (CreateActor, a subscriber's poll), is replayed once."""
 
     async def main() -> None:
         SEEN.clear()
@@ -512,6 +513,8 @@ def test_only_calls_that_cannot_have_run_or_only_read_are_sent_again() -> None:
                 assert await raw("InternalKVMultiGet")(b"") == b"fine"  # a read: replayed
                 create = ch.unary_unary("/ray.rpc.ActorInfoGcsService/CreateActor", None, None)
                 assert await create(b"") == b"fine"  # keyed by its actor id: replayed
+                poll = "/ray.rpc.ControlPlanePubSubGcsService/GcsSubscriberPoll"
+                assert await ch.unary_unary(poll, None, None)(b"") == b"fine"  # its subscriber's
                 for name, code in (
                     ("InternalKVPut", grpc.StatusCode.UNAVAILABLE),
                     ("InternalKVExists", grpc.StatusCode.NOT_FOUND),
@@ -524,6 +527,7 @@ def test_only_calls_that_cannot_have_run_or_only_read_are_sent_again() -> None:
                     "InternalKVDel": 2,
                     "InternalKVMultiGet": 2,
                     "CreateActor": 2,
+                    "GcsSubscriberPoll": 2,
                     "InternalKVPut": 1,
                     "InternalKVExists": 1,
                 }
