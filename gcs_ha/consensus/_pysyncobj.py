@@ -29,7 +29,8 @@ Patches (names as used by `patch_enabled`):
   previous one is not applied yet. pysyncobj has that guard but never arms it, so two
   uncommitted configuration changes could have disjoint majorities.
 - ``leader_gone``: a follower whose connection to its leader closes starts an election
-  within LEADER_GONE_ELECTION_S instead of waiting out its election timeout (0.3-0.6 s).
+  within `leader_gone_delay` (10-200 ms, by rank) instead of waiting out its election
+  timeout (0.3-0.6 s).
   When the leader's process dies (kill -9, a crash, an OOM kill), its kernel closes its
   sockets at once; a machine that dies or a partition gives no such sign and still takes
   the timeout.
@@ -71,7 +72,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -154,11 +155,23 @@ autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue be
 LINK_TIMEOUT_S: Final = 1e9
 """connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
 
-LEADER_GONE_ELECTION_S: Final = (0.01, 0.11)
+LEADER_GONE_FIRST_S: Final = 0.01
+LEADER_GONE_SLOT_S: Final = 0.06
+LEADER_GONE_JITTER_S: Final = 0.02
 """When a follower starts an election after its link to the leader closed (patch
-``leader_gone``): drawn uniformly. Both followers see the close at the same moment; 100 ms
-of spread against a vote round of a few ms keeps split votes rare (a split vote falls back
+``leader_gone``): FIRST + rank x SLOT + up to JITTER, its rank being its place among the
+surviving members ordered by address. Every follower sees the close at the same moment;
+one slot between candidates against a vote round of a few ms keeps two from standing at
+once (drawn uniformly over 100 ms, one election in five was a split vote, which falls back
 to the election timeout)."""
+
+
+def leader_gone_delay(self_id: str, others: Iterable[str], leader_id: str) -> float:
+    """How long a follower whose link to `leader_id` closed waits before standing."""
+    survivors = sorted({self_id, *others} - {leader_id})
+    rank = survivors.index(self_id)
+    return LEADER_GONE_FIRST_S + rank * LEADER_GONE_SLOT_S + random.uniform(0, LEADER_GONE_JITTER_S)
+
 
 JOINING_ATTRIBUTE: Final = "gcsha_joining"
 """The SyncObjConf attribute `make_conf(joining=...)` sets (patch ``quiet_joiner``)."""
@@ -475,7 +488,8 @@ def _so_node_disconnected(self: Any, node: Any) -> None:
     _ORIG["node_disconnected"](self, node)
     gone = self._SyncObj__raftState == RAFT_FOLLOWER and self._SyncObj__raftLeader == node
     if gone and _enabled["leader_gone"]:
-        delay = random.uniform(*LEADER_GONE_ELECTION_S)
+        others = (str(n.id) for n in self._SyncObj__otherNodes)
+        delay = leader_gone_delay(str(self._SyncObj__selfNode.id), others, str(node.id))
         logger.info("the link to leader %s closed: election in %.0f ms", node, delay * 1000)
         soon = time.monotonic() + delay
         self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)

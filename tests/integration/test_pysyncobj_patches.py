@@ -7,6 +7,7 @@ switches a patch off shows the bug (so it is not vacuous); with the patch on, it
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import pickle
@@ -636,6 +637,47 @@ def test_followers_elect_at_once_when_the_leaders_link_closes(patched: bool) -> 
         assert (elected is not None) == patched
         if not patched:  # the timeout still elects one
             assert wait_for(lambda: leader_of(survivors), 10.0) is not None
+
+
+def test_leader_gone_delays_give_each_survivor_its_own_slot() -> None:
+    """Survivors stand one slot apart by address order, whatever the jitter: two never
+    stand at once (drawn uniformly over 100 ms, one election in five was a split vote)."""
+    members = ["127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:4", "127.0.0.1:2", "127.0.0.1:5"]
+    leader = "127.0.0.1:2"
+    for _ in range(50):
+        delays = {
+            m: P.leader_gone_delay(m, [o for o in members if o != m], leader)
+            for m in members
+            if m != leader
+        }
+        order = sorted(delays, key=delays.__getitem__)
+        assert order == ["127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"]
+        gaps = [delays[b] - delays[a] for a, b in itertools.pairwise(order)]
+        assert min(gaps) >= P.LEADER_GONE_SLOT_S - P.LEADER_GONE_JITTER_S
+        assert P.LEADER_GONE_FIRST_S <= delays[order[0]] <= 0.05
+
+
+def test_repeated_leader_deaths_each_elect_without_a_split_vote() -> None:
+    """leader_gone, four times over: the leader's process dies, a survivor leads within 1 s
+    (a split vote would fall back to the 3-4 s election timeout), and the dead one comes
+    back empty at its address and catches up before the next death."""
+    with Cluster() as cluster:
+        conf = {"raftMinTimeout": 3.0, "raftMaxTimeout": 4.0}
+        nodes = start_cluster(cluster, 3, **conf)
+        addrs = [n.selfNode.address for n in nodes]
+        for round_ in range(4):
+            leader = leader_of(nodes)
+            assert leader is not None
+            assert leader.put(round_, sync=True, timeout=5) == round_ + 1
+            cluster.nodes.remove(leader)
+            leader.destroy_synchronous()
+            survivors = [n for n in nodes if n is not leader]
+            elected = wait_for(lambda s=survivors: leader_of(s), 1.0)
+            assert elected is not None, f"death {round_ + 1}: no leader within 1 s"
+            addr = leader.selfNode.address
+            back = cluster.start(Counter, addr, [a for a in addrs if a != addr], base_conf(**conf))
+            nodes = [*survivors, back]
+            assert wait_for(lambda b=back, e=elected: b.values == e.values, 10), "no catch-up"
 
 
 @pytest.mark.parametrize("patched", [True, False])
