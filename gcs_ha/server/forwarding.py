@@ -30,7 +30,10 @@ gets UNAVAILABLE at once). A forwarded unary call is never run twice by this rep
 - one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
   was lost with the leader) is replayed once after a new hold when a second run cannot
   change what others see (server/replays.py: reads, writes keyed by their caller's own
-  id, task events); any other goes back to the caller as UNAVAILABLE. Replaying those
+  id, task events); any other goes back to the caller as UNAVAILABLE. The replay waits
+  for the routing to name another leader (at most `LOST_WAIT_S`, then the same one is
+  tried): sent at once, it went to the dead leader's address again, was lost again, and
+  the caller got UNAVAILABLE after all. Replaying those
   could apply them twice (an InternalKVDel run again after another client's put deletes
   that put, and answers as if nothing had happened): `gcs-ha drill` found exactly this.
   The caller decides; Ray's clients send such calls again themselves at their next
@@ -96,6 +99,7 @@ FORWARDED_BY_KEY = "gcs-ha-forwarded-by"
 HOLD_S = 3.0  # longest a unary call waits for a leader (well above one failover)
 DEADLINE_MARGIN_S = 0.05  # a held call gives up this long before its deadline
 RETIRE_GRACE_S = 2.0  # calls in flight to a former leader get this long to finish
+LOST_WAIT_S = 1.0  # a call lost with a leader waits this long for another before its replay
 # Ray's internal KV takes values up to Ray's own gRPC message limit (512 MiB); a message a
 # little larger is still read, so an oversized value gets Ray's InvalidArgument status
 # naming the limit rather than gRPC's RESOURCE_EXHAUSTED. The replica's server and its
@@ -469,10 +473,15 @@ class ForwardingInterceptor(Interceptor):
         loop = asyncio.get_running_loop()
         until = loop.time() + self._hold_budget(context)
         replayed = attempted = False
+        lost: str | None = None  # the leader the call was lost with, until LOST_WAIT_S
+        lost_until = 0.0
         while True:
             if self._state.serving():
                 return await _answer_locally(local, request, context)
             address, may_wait, why = self._decide(forwarded)
+            if address is not None and address == lost and loop.time() < lost_until:
+                address, may_wait = None, True  # the replay is for the next leader
+                why = f"the GCS leader at {lost} was lost with the call; retry"
             if address is not None:
                 channel = self._forwarder.channels.get(address)
                 try:
@@ -488,6 +497,7 @@ class ForwardingInterceptor(Interceptor):
                             await self._forwarder.relay_error(channel, error, context)
                         replayed = attempted = True
                         until = max(until, loop.time() + self._hold_budget(context))
+                        lost, lost_until = address, loop.time() + LOST_WAIT_S
                     if until <= loop.time():
                         await self._forwarder.relay_error(channel, error, context)
                     may_wait, why = True, f"the GCS leader at {address} did not answer; retry"

@@ -269,7 +269,7 @@ def test_a_failed_start_is_undone_and_retried(tmp_path: Path) -> None:
 
 # -- forwarding with real gRPC servers ----------------------------------------------------
 
-LEADER, FOLLOWER = "127.0.0.1:10090", "127.0.0.1:10091"
+LEADER, FOLLOWER, NEXT_LEADER = "127.0.0.1:10090", "127.0.0.1:10091", "127.0.0.1:10092"
 
 
 async def leader_echo_uu(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -300,16 +300,17 @@ async def leader_ss(requests: AsyncIterator[bytes], context: Any) -> AsyncIterat
 # How many times the fake leader saw each of these, and what it answers: Del is refused
 # once before it ran (NOT_APPLIED), Put, MultiGet, CreateActor and GcsSubscriberPoll are
 # lost once after they may have run, Exists is a plain NOT_FOUND; then each is fine.
+# GetAllActorInfo is always lost here (a dead leader); NEXT_LEADER answers it.
 SEEN: dict[str, int] = {}
 LOST_ONCE = ("InternalKVPut", "InternalKVMultiGet", "CreateActor", "GcsSubscriberPoll")
-FLAKY = ("InternalKVDel", "InternalKVExists", *LOST_ONCE)
+FLAKY = ("InternalKVDel", "InternalKVExists", "GetAllActorInfo", *LOST_ONCE)
 
 
 async def leader_flaky(name: str, request: bytes, context: Any) -> bytes:
     SEEN[name] = SEEN.get(name, 0) + 1
     if name == "InternalKVDel" and SEEN[name] == 1:  # refused before it ran
         await context.abort(grpc.StatusCode.UNAVAILABLE, "not the leader", NOT_APPLIED)
-    if name in LOST_ONCE and SEEN[name] == 1:
+    if name == "GetAllActorInfo" or (name in LOST_ONCE and SEEN[name] == 1):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "leadership lost")
     if name == "InternalKVExists":
         await context.abort(grpc.StatusCode.NOT_FOUND, "nothing")
@@ -382,6 +383,50 @@ async def forwarding_pair(
     await leader.start()
     await follower.start()
     return leader, follower
+
+
+def test_a_lost_call_is_replayed_on_the_next_leader_not_the_lost_one() -> None:
+    """A read lost with the leader waits for the routing to name the next leader and is
+    replayed there; sent again at once to the old address it was lost a second time, and
+    the caller got UNAVAILABLE (the one replay spent on a dead leader)."""
+
+    async def fine(_request: bytes, _context: Any) -> bytes:
+        SEEN["next"] = SEEN.get("next", 0) + 1
+        return b"fine"
+
+    async def main() -> None:
+        SEEN.clear()
+        routing = Routing()
+        leader, follower = await forwarding_pair(routing)
+        successor = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(fine)
+        successor.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("ray.rpc.ActorInfoGcsService",
+                                                  {"GetAllActorInfo": handler})]
+        )  # fmt: skip
+        successor.add_insecure_port(NEXT_LEADER)
+        await successor.start()
+
+        async def elect() -> None:
+            await asyncio.sleep(0.05)
+            routing.changed.set()  # a refresh that still names the lost leader
+            await asyncio.sleep(0.25)
+            routing.address = NEXT_LEADER
+            routing.changed.set()
+
+        try:
+            async with grpc.aio.insecure_channel(FOLLOWER) as ch:
+                method = "/ray.rpc.ActorInfoGcsService/GetAllActorInfo"
+                election = asyncio.create_task(elect())
+                assert await ch.unary_unary(method, None, None)(b"") == b"fine"
+                await election
+            assert SEEN == {"GetAllActorInfo": 1, "next": 1}
+        finally:
+            await successor.stop(None)
+            await follower.stop(None)
+            await leader.stop(None)
+
+    run(main())
 
 
 def test_forwarder_carries_every_kind_with_metadata_deadline_and_errors() -> None:
