@@ -28,7 +28,8 @@ gets UNAVAILABLE at once). A forwarded unary call is never run twice by this rep
   `never_sent`), or that the leader refused before proposing anything (UNAVAILABLE with
   the NOT_APPLIED trailing metadata, server/status.py), is held and routed again;
 - one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
-  was lost with the leader) is replayed once after a new hold when a second run cannot
+  was lost with the leader) is replayed after a new hold, once per leader it was lost
+  with (a long poll can outlive one failover), when a second run cannot
   change what others see (server/replays.py: reads, writes keyed by their caller's own
   id, task events); any other goes back to the caller as UNAVAILABLE. The replay waits
   for the routing to name another leader (at most `LOST_WAIT_S`, then the same one is
@@ -472,7 +473,7 @@ class ForwardingInterceptor(Interceptor):
     ) -> bytes:
         loop = asyncio.get_running_loop()
         until = loop.time() + self._hold_budget(context)
-        replayed = attempted = False
+        attempted = False
         lost: str | None = None  # the leader the call was lost with, until LOST_WAIT_S
         lost_until = 0.0
         while True:
@@ -490,12 +491,12 @@ class ForwardingInterceptor(Interceptor):
                     if not self._forwarder.unavailable(channel, error):
                         await self._forwarder.relay_error(channel, error, context)
                     if not never_sent(error) and not not_applied(error.trailing_metadata()):
-                        # It may have run: replay only a read or a keyed idempotent
-                        # write, and only once.
-                        if replayed or method not in REPLAYABLE_METHODS:
+                        # It may have run: replay only what a second run cannot
+                        # change, once per leader it was lost with.
+                        if method not in REPLAYABLE_METHODS or address == lost:
                             log.info("%s may have run on a lost leader: UNAVAILABLE", method)
                             await self._forwarder.relay_error(channel, error, context)
-                        replayed = attempted = True
+                        attempted = True
                         until = max(until, loop.time() + self._hold_budget(context))
                         lost, lost_until = address, loop.time() + LOST_WAIT_S
                     if until <= loop.time():

@@ -269,7 +269,8 @@ def test_a_failed_start_is_undone_and_retried(tmp_path: Path) -> None:
 
 # -- forwarding with real gRPC servers ----------------------------------------------------
 
-LEADER, FOLLOWER, NEXT_LEADER = "127.0.0.1:10090", "127.0.0.1:10091", "127.0.0.1:10092"
+LEADER, FOLLOWER = "127.0.0.1:10090", "127.0.0.1:10091"
+NEXT_LEADER, THIRD_LEADER = "127.0.0.1:10092", "127.0.0.1:10093"
 
 
 async def leader_echo_uu(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -385,46 +386,55 @@ async def forwarding_pair(
     return leader, follower
 
 
-def test_a_lost_call_is_replayed_on_the_next_leader_not_the_lost_one() -> None:
+def test_a_lost_call_is_replayed_on_each_next_leader_not_the_lost_one() -> None:
     """A read lost with the leader waits for the routing to name the next leader and is
-    replayed there; sent again at once to the old address it was lost a second time, and
-    the caller got UNAVAILABLE (the one replay spent on a dead leader)."""
+    replayed there; lost with that one too (a long poll can outlive a failover), it is
+    replayed on the one after. Sent again at once to the old address it was lost a second
+    time, and the caller got UNAVAILABLE (the one replay spent on a dead leader)."""
 
-    async def fine(_request: bytes, _context: Any) -> bytes:
-        SEEN["next"] = SEEN.get("next", 0) + 1
-        return b"fine"
+    def successor(name: str, lose_first: bool) -> grpc.aio.Server:
+        async def handle(_request: bytes, context: Any) -> bytes:
+            SEEN[name] = SEEN.get(name, 0) + 1
+            if lose_first and SEEN[name] == 1:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "leadership lost")
+            return b"fine"
+
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(handle)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("ray.rpc.ActorInfoGcsService",
+                                                  {"GetAllActorInfo": handler})]
+        )  # fmt: skip
+        return server
 
     async def main() -> None:
         SEEN.clear()
         routing = Routing()
         leader, follower = await forwarding_pair(routing)
-        successor = grpc.aio.server()
-        handler = grpc.unary_unary_rpc_method_handler(fine)
-        successor.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("ray.rpc.ActorInfoGcsService",
-                                                  {"GetAllActorInfo": handler})]
-        )  # fmt: skip
-        successor.add_insecure_port(NEXT_LEADER)
-        await successor.start()
+        second, third = successor("second", True), successor("third", False)
+        second.add_insecure_port(NEXT_LEADER)
+        third.add_insecure_port(THIRD_LEADER)
+        await second.start()
+        await third.start()
 
-        async def elect() -> None:
+        async def elect(address: str) -> None:
             await asyncio.sleep(0.05)
             routing.changed.set()  # a refresh that still names the lost leader
-            await asyncio.sleep(0.25)
-            routing.address = NEXT_LEADER
+            await asyncio.sleep(0.2)
+            routing.address = address
             routing.changed.set()
 
         try:
             async with grpc.aio.insecure_channel(FOLLOWER) as ch:
                 method = "/ray.rpc.ActorInfoGcsService/GetAllActorInfo"
-                election = asyncio.create_task(elect())
-                assert await ch.unary_unary(method, None, None)(b"") == b"fine"
-                await election
-            assert SEEN == {"GetAllActorInfo": 1, "next": 1}
+                call = asyncio.ensure_future(ch.unary_unary(method, None, None)(b""))
+                await elect(NEXT_LEADER)
+                await elect(THIRD_LEADER)
+                assert await call == b"fine"
+            assert SEEN == {"GetAllActorInfo": 1, "second": 1, "third": 1}
         finally:
-            await successor.stop(None)
-            await follower.stop(None)
-            await leader.stop(None)
+            for server in (third, second, follower, leader):
+                await server.stop(None)
 
     run(main())
 
