@@ -41,6 +41,14 @@ def admin_key(secret: bytes) -> bytes:
     return hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
 
 
+def key_fingerprint(key: bytes | None) -> str:
+    """A one-way fingerprint of an admin key, i.e. of the cluster secret ("" without one):
+    tells two clusters' secrets apart without revealing either (backups carry it)."""
+    if key is None:
+        return ""
+    return hashlib.sha256(b"gcs-ha key fingerprint\0" + key).hexdigest()[:32]
+
+
 def _signature(key: bytes, method: str, stamp: str, nonce: str, request: bytes) -> str:
     body = hashlib.sha256(request).hexdigest()
     message = f"{VERSION}\n{method}\n{stamp}\n{nonce}\n{body}".encode()
@@ -73,6 +81,11 @@ class AdminVerifier:
     def enabled(self) -> bool:
         """Whether calls are checked (the cluster has a secret)."""
         return self._key is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """`key_fingerprint` of this cluster's key."""
+        return key_fingerprint(self._key)
 
     def check(self, method: str, request: Any, metadata: Iterable[Any] | None) -> None:
         """Accept the call, or raise AdminAuthError saying why not."""

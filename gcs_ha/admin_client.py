@@ -17,7 +17,7 @@ secret (the others: AdminAuthError).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -96,6 +96,27 @@ class AdminClient:
 
     def shutdown(self) -> None:
         self._call("Shutdown", admin_pb2.ShutdownRequest())
+
+    def backup(self) -> tuple[bytes, Iterator[bytes]]:
+        """A backup from the leader this client talks to: (header JSON, image chunks).
+        The chunks must be read before the client is closed; `timeout` bounds each
+        chunk's arrival, not the whole transfer."""
+        request = admin_pb2.BackupRequest()
+        key = self._key
+        metadata = () if key is None else ((AUTH_KEY, credential(key, "Backup", request)),)
+        stream = self._stub.Backup(request, metadata=metadata)
+        try:
+            first = next(stream)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, self.address) from None
+        return bytes(first.header), self._chunks(stream)
+
+    def _chunks(self, stream: Any) -> Iterator[bytes]:
+        try:
+            for chunk in stream:
+                yield bytes(chunk.data)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, self.address) from None
 
 
 def leader_address(status: admin_pb2.ReplicaStatus) -> str | None:

@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,10 +33,11 @@ from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
 from gcs_ha.bench.kv import kv as bench_kv
+from gcs_ha.cli_support import BadInput, friendly_errors, secret_file_option
 from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.drill.command import drill
-from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.errors import ConfigError
 from gcs_ha.names import check_name
 from gcs_ha.ray_auth import load_ray_auth
 from gcs_ha.ray_head import exec_ray_head
@@ -45,32 +45,13 @@ from gcs_ha.ray_tls import load_ray_tls
 from gcs_ha.secret import decide_security, load_admin_key, load_secret
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
+from gcs_ha.snapshot_commands import snapshot
+from gcs_ha.storage_options import storage_options, with_storage
 from gcs_ha.up import resolve_layout, run_up
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
 log = logging.getLogger("gcs_ha.cli")
-
-
-class BadInput(click.ClickException):
-    """A one-line error about the user's input (exit code 2, like click's usage errors)."""
-
-    exit_code = 2
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn gcs-ha errors into one-line messages and exit codes (no tracebacks)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            raise BadInput(str(exc)) from None
-        except GcsHaError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,8 +87,10 @@ def build_config(
     secret_file: Path | None,
     insecure: bool,
     joining: bool,
+    storage: dict[str, int] | None = None,
 ) -> ReplicaConfig:
-    """Check the replica options and turn them into a ReplicaConfig (ConfigError if bad)."""
+    """Check the replica options and turn them into a ReplicaConfig (ConfigError if bad).
+    `storage`: the options of gcs_ha.storage_options (their defaults when None)."""
     check_name("node id", node_id)
     check_name("cluster name", cluster_name)
     check_address(raft_address)
@@ -122,7 +105,7 @@ def build_config(
     security = decide_security(
         secret, insecure, [raft_address, *others], several=bool(others) or joining
     )
-    return ReplicaConfig(
+    config = ReplicaConfig(
         node_id=node_id,
         data_dir=data_dir,
         raft_address=raft_address,
@@ -133,6 +116,7 @@ def build_config(
         cluster_name=cluster_name,
         joining=joining,
     )
+    return with_storage(config, storage) if storage else config
 
 
 def _run_replica(
@@ -158,13 +142,6 @@ def _run_replica(
     )
     code = run_front_end(process.run())
     sys.exit(code)
-
-
-secret_file_option = click.option(
-    "--secret-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File holding the cluster secret (else $GCS_HA_SECRET).",
-)
 
 
 def replica_options(fn: F) -> F:
@@ -197,6 +174,7 @@ def replica_options(fn: F) -> F:
                 help="Run without a secret (only when every Raft address is loopback).",
             ),
             click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True),
+            storage_options,
         ]
     ):
         fn = option(fn)
@@ -224,6 +202,7 @@ def start(
     cluster_name: str,
     joining: bool,
     supervisor_pid: int | None,
+    **storage: int,
 ) -> None:
     """Run one replica in the foreground until SIGTERM/SIGINT."""
     config = build_config(
@@ -236,6 +215,7 @@ def start(
         secret_file=secret_file,
         insecure=insecure,
         joining=joining,
+        storage=storage,
     )
     _setup_logging(log_level, node_id)
     _run_replica(config, _listen(listen), supervisor_pid=supervisor_pid)
@@ -256,6 +236,7 @@ def join(
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
+    **storage: int,
 ) -> None:
     """Run a new replica in the foreground and add it to the cluster at ADDRESS."""
     check_address(address)
@@ -272,6 +253,7 @@ def join(
         secret_file=secret_file,
         insecure=insecure,
         joining=not already,
+        storage=storage,
     )
     _setup_logging(log_level, node_id)
 
@@ -407,6 +389,7 @@ bench.add_command(bench_failover)
 bench.add_command(bench_kv)
 bench.add_command(bench_actors)
 cli.add_command(drill)
+cli.add_command(snapshot)
 
 
 if __name__ == "__main__":

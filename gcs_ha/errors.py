@@ -83,5 +83,10 @@ class ResourceExhaustedError(GcsHaError):
     """A bounded queue is full (e.g. proposals waiting for the log); retry later."""
 
 
+class StoreFullError(ResourceExhaustedError):
+    """The store has no room for a write (LMDB's map or the disk, consensus/capacity.py);
+    retrying will not help until data is deleted or the store is enlarged."""
+
+
 class ConfigError(GcsHaError):
     """Bad configuration or command-line input; the message names the problem."""

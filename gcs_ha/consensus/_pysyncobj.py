@@ -47,6 +47,12 @@ Patches (names as used by `patch_enabled`):
   most MAX_UNTRUSTED_CONNECTIONS of them may be open at once (newer ones are closed).
   Without it, anyone reaching the Raft port could make a replica buffer 512 MiB per
   connection, or hold connections open forever.
+- ``durable_snapshot_receive``: a snapshot streamed by the leader is fsynced, and, when it
+  is a gcs-ha snapshot, checked whole (header and image digest) before it is renamed over
+  the dump, and the rename's directory is fsynced; a file that fails any of that is
+  removed and not acknowledged. pysyncobj renamed the received file without any fsync (a
+  power loss could leave an empty dump and a journal already cleared) and a damaged file
+  replaced a good one.
 
 One more entry in the patch table is a test seam, not a fix (it has no switch): the dial map.
 ``GCS_HA_RAFT_DIAL`` (testing and drills only) = comma-separated ``peer=relay`` pairs of
@@ -74,10 +80,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import pysyncobj.journal
 import pysyncobj.pickle
+import pysyncobj.serializer
 import pysyncobj.syncobj
 import pysyncobj.tcp_connection
 import pysyncobj.transport
@@ -95,7 +103,9 @@ from pysyncobj.node import Node, TCPNode
 
 from gcs_ha.consensus.config import RaftTiming
 from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
-from gcs_ha.errors import ConfigError, InvalidRequestError
+from gcs_ha.consensus.snapshot import MAGIC as SNAPSHOT_MAGIC
+from gcs_ha.consensus.snapshot import fsync_dir, verify_snapshot
+from gcs_ha.errors import ConfigError, GcsHaError, InvalidRequestError
 
 __all__ = [
     "BATCH_SIZE_BYTES",
@@ -206,6 +216,7 @@ PATCHES: Final = (
     "compress_level",
     "link_keepalive",
     "untrusted_limits",
+    "durable_snapshot_receive",
 )
 
 _enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
@@ -708,6 +719,60 @@ def _conn_connect(self: Any, host: str, port: int) -> bool:
     return connected
 
 
+def _serializer_set_transmission_data(self: Any, data: Any) -> bool:
+    """Receive one chunk of a snapshot; True once the whole file replaced the dump.
+    ``durable_snapshot_receive``: fsync, check, rename, fsync the directory."""
+    dump = self._Serializer__fileName
+    if not _enabled["durable_snapshot_receive"] or dump is None or data is None:
+        return bool(_ORIG["set_transmission_data"](self, data))
+    chunk, is_first, is_last = data
+    tmp = Path(dump + ".1.tmp")
+    if is_first:
+        _drop_incoming(self, None)
+        try:
+            self._Serializer__incomingTransmissionFile = open(tmp, "wb")  # noqa: SIM115
+        except OSError:
+            logger.exception("cannot open %s for a received snapshot", tmp)
+            return False
+    f = self._Serializer__incomingTransmissionFile
+    if f is None:
+        return False
+    try:
+        f.write(chunk)
+        if not is_last:
+            return False
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        self._Serializer__incomingTransmissionFile = None
+        _check_received(tmp)
+        os.replace(tmp, dump)
+        fsync_dir(tmp.parent)
+    except (OSError, GcsHaError) as exc:
+        logger.error("received snapshot not installed (%s); the leader will send it again", exc)
+        _drop_incoming(self, tmp)
+        return False
+    return True
+
+
+def _drop_incoming(serializer: Any, tmp: Path | None) -> None:
+    f = serializer._Serializer__incomingTransmissionFile
+    serializer._Serializer__incomingTransmissionFile = None
+    if f is not None:
+        f.close()
+    if tmp is not None:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_received(path: Path) -> None:
+    """A gcs-ha snapshot must be whole and match its digest (CorruptDataError); files of
+    other formats (pysyncobj's own, in tests) are not checked."""
+    with open(path, "rb") as f:
+        magic = f.read(len(SNAPSHOT_MAGIC))
+    if magic == SNAPSHOT_MAGIC:
+        verify_snapshot(path)
+
+
 def _create_journal(journal_file: Any = None) -> Any:
     """A journal object (with `add` and `flush`) passed as journalFile is used as is."""
     injected = hasattr(journal_file, "add") and hasattr(journal_file, "flush")
@@ -756,6 +821,12 @@ _REPLACEMENTS: Final[tuple[tuple[Any, str, str, Any], ...]] = (
     ),
     (pysyncobj.tcp_connection.TcpConnection, "connect", "connect", _conn_connect),
     (pysyncobj.syncobj, "createJournal", "create_journal", _create_journal),
+    (
+        pysyncobj.serializer.Serializer,
+        "setTransmissionData",
+        "set_transmission_data",
+        _serializer_set_transmission_data,
+    ),
     (pysyncobj.syncobj, "pickle", "syncobj_pickle", _PickleShim),
     (pysyncobj.tcp_connection, "pickle", "conn_pickle", _PickleShim),
     (pysyncobj.tcp_connection, "zlib", "conn_zlib", _ZlibShim),

@@ -8,6 +8,7 @@ pysyncobj or LMDB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from gcs_ha.storage.store_client import StoreClient
@@ -103,4 +104,10 @@ class Replica(Protocol):
 
     async def compact(self) -> int:
         """Snapshot now; returns the Raft index the snapshot covers."""
+        ...
+
+    async def backup_image(self, out: Path) -> int:
+        """Write an LMDB image of the tables to `out` (serving leader only; NotLeaderError
+        with a hint elsewhere), holding every write acknowledged before the call; returns
+        the Raft index it holds."""
         ...

@@ -14,13 +14,14 @@ class RaftTiming:
     """Raft timing, tuned on this kind of machine (see docs/pysyncobj-patches.md).
 
     Defaults: election timeout 0.3-0.6 s, heartbeat 0.05 s, a leader that hears from
-    no majority for 1.5 s steps down, reconnect every 0.5 s, idle links kept open.
+    no majority for one (longest) election timeout steps down (check-quorum), reconnect
+    every 0.5 s, idle links kept open.
     """
 
     election_min_s: float = 0.3
     election_max_s: float = 0.6
     heartbeat_s: float = 0.05
-    leader_fallback_s: float = 1.5
+    leader_fallback_s: float = 0.6  # check-quorum: = election_max_s
     tick_s: float = 0.01
     reconnect_s: float = 0.5
 
@@ -47,8 +48,14 @@ class ReplicaConfig:
     cluster_name: str = "gcs-ha"
     joining: bool = False
     timing: RaftTiming = field(default_factory=RaftTiming)
-    # Take a snapshot and compact the Raft log after this many entries.
+    # Take a snapshot and compact the Raft log after this many entries, or once the
+    # journal holds this many bytes (the journal is also kept in memory).
     compaction_min_entries: int = 20_000
+    compaction_min_bytes: int = 128 * 2**20
+    # LMDB's map: the most the store can ever hold (a sparse file; raise it to hold more).
+    map_size_bytes: int = 8 * 2**30
+    # Free disk the leader keeps on top of what a write and a snapshot need (capacity.py).
+    disk_reserve_bytes: int = 64 * 2**20
     # Group commit: how many Raft entries may be in flight at once.
     max_inflight_entries: int = 1
     # Group commit: the largest batch of requests (bytes of payload) per Raft entry.

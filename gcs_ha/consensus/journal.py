@@ -447,6 +447,11 @@ class DurableJournal:
         return self._path
 
     @property
+    def size_bytes(self) -> int:
+        """Bytes of the log file (the entries since the last compaction)."""
+        return self._size
+
+    @property
     def failure(self) -> str | None:
         """Why the journal refuses writes after a failed write or sync (None when healthy,
         "closed" after close())."""

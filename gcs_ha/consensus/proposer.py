@@ -14,7 +14,7 @@ The queue is bounded: requests waiting to be proposed may hold at most `max_queu
 (MAX_QUEUED_BYTES by default); a request beyond that is refused at once with
 ResourceExhaustedError (gRPC RESOURCE_EXHAUSTED), before anything is proposed, instead of
 letting a client that writes faster than the cluster commits grow the replica's memory
-without limit.
+without limit. So is a put the store has no room for (`admit`, capacity.py).
 """
 
 from __future__ import annotations
@@ -57,12 +57,16 @@ class GroupCommitProposer:
         max_inflight: int,
         max_entry_bytes: int,
         max_request_bytes: int,
+        *,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        admit: Callable[[pb.Request], None] | None = None,
     ) -> None:
         """`max_entry_bytes` bounds a batch of several requests; one request alone may be
         as large as `max_request_bytes` (it then travels in an entry of its own).
-        `max_queued_bytes` bounds the requests waiting to be proposed."""
+        `max_queued_bytes` bounds the requests waiting to be proposed. `admit(request)`
+        raises for a request that must not be proposed (capacity.py)."""
         self._propose = propose
+        self._admit = admit
         self._max_queued_bytes = max_queued_bytes
         self._queued_bytes = 0
         self._max_inflight = max_inflight
@@ -88,6 +92,8 @@ class GroupCommitProposer:
                 f"{len(self._queue)} requests ({self._queued_bytes} bytes) already wait to "
                 "be proposed; retry later"
             )
+        if self._admit is not None:
+            self._admit(request)
         future: asyncio.Future[pb.Result] = asyncio.get_running_loop().create_future()
         self._queue.append((request, future))
         self._queued_bytes += size

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_PERIOD_S = 0.05
 COMPACTION_START_WAIT_S = 2.0
+BYTE_COMPACTION_GAP_S = 1.0  # at most one compaction for size per second
 FATAL_EXIT_CODE = 70
 
 
@@ -84,6 +85,8 @@ class RaftHost:
         self._done: list[ipc_pb.Completion] = []
         self._reads = ReadIndex()
         self._compactions: list[_Compaction] = []
+        self._next_byte_compaction = 0.0
+        self._compaction_min_bytes = 0
         self._stopping = False
         self._status_due = 0.0
 
@@ -112,11 +115,12 @@ class RaftHost:
 
     def _start(self, config: ReplicaConfig) -> _Parts:
         ps.apply_patches()
+        self._compaction_min_bytes = config.compaction_min_bytes
         lmdb_dir, raft_dir = config.data_dir / "lmdb", config.data_dir / "raft"
         raft_dir.mkdir(parents=True, exist_ok=True)
         dump = raft_dir / "snapshot"
         _check_dump(dump)
-        env = recovery.open_for_writing(lmdb_dir, dump)
+        env = recovery.open_for_writing(lmdb_dir, dump, config.map_size_bytes)
         try:
             sm = LmdbStateMachine(env, fatal)
             journal = DurableJournal(raft_dir / "journal")
@@ -127,9 +131,12 @@ class RaftHost:
             sm,
             lmdb_dir,
             dump,
-            lambda: LmdbEnv(lmdb_dir, sync=False, metasync=False),
+            lambda: LmdbEnv(
+                lmdb_dir, sync=False, metasync=False, map_size=config.map_size_bytes
+            ),
             ps.TCPNode,
             on_installed=lambda: self._endpoint.send(frame(Kind.ENV_REPLACED)),
+            on_fatal=fatal,
         )
         try:
             conf = _conf(config, journal, dump, snapshotter, self._on_state_changed)
@@ -249,6 +256,7 @@ class RaftHost:
                 self._complete(request_id, Reason.SUCCESS)
         if self._compactions:
             self._check_compactions(parts.snapshotter)
+        self._compact_by_bytes(parts)
         if self._done:
             body = ipc_pb.Completions(items=self._done).SerializeToString()
             self._done = []
@@ -256,6 +264,16 @@ class RaftHost:
         if time.monotonic() >= self._status_due:
             self._send_status(node)
         self._endpoint.flush()
+
+    def _compact_by_bytes(self, parts: _Parts) -> None:
+        """Compact once the journal holds `compaction_min_bytes` (pysyncobj only counts
+        entries: large values would otherwise fill memory and disk first)."""
+        over = parts.journal.size_bytes >= self._compaction_min_bytes
+        now = time.monotonic()
+        if over and now >= self._next_byte_compaction and not parts.snapshotter.busy():
+            self._next_byte_compaction = now + BYTE_COMPACTION_GAP_S
+            logger.info("compacting: the journal holds %d bytes", parts.journal.size_bytes)
+            parts.node.force_compaction()
 
     def _check_compactions(self, snapshotter: Snapshotter) -> None:
         now = time.monotonic()

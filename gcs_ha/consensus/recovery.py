@@ -99,17 +99,16 @@ def needs_rebuild(state: LmdbState | None, boot_id: str) -> bool:
 def rebuild(lmdb_dir: Path, snapshot: Path) -> int:
     """Replace LMDB by the snapshot's image (empty without a snapshot); returns the
     applied index it now holds. The journal replays the rest at start."""
-    for name in LMDB_FILES:
-        (lmdb_dir / name).unlink(missing_ok=True)
-    lmdb_dir.mkdir(parents=True, exist_ok=True)
     if not snapshot.exists():
+        _remove_lmdb(lmdb_dir)
         fsync_dir(lmdb_dir)
         logger.warning("LMDB rebuilt empty (no snapshot): the journal replays everything")
         return 0
     header, offset = read_header(snapshot)
     image = lmdb_dir.with_name(lmdb_dir.name + ".image")
     try:
-        extract_image(snapshot, offset, header.image_length, image)
+        extract_image(snapshot, header, offset, image)  # checked before LMDB goes
+        _remove_lmdb(lmdb_dir)
         LmdbEnv.install_image(lmdb_dir, image)
     finally:
         image.unlink(missing_ok=True)
@@ -121,7 +120,13 @@ def rebuild(lmdb_dir: Path, snapshot: Path) -> int:
     return header.lmdb_applied_index
 
 
-def open_for_writing(lmdb_dir: Path, snapshot: Path) -> LmdbEnv:
+def _remove_lmdb(lmdb_dir: Path) -> None:
+    for name in LMDB_FILES:
+        (lmdb_dir / name).unlink(missing_ok=True)
+    lmdb_dir.mkdir(parents=True, exist_ok=True)
+
+
+def open_for_writing(lmdb_dir: Path, snapshot: Path, map_size: int = 8 << 30) -> LmdbEnv:
     """Open the replica's LMDB for its state machine: rebuilt first when the last stop
     left it dirty under another boot, then marked dirty (commits are not synced) under
     this boot's id."""
@@ -133,7 +138,13 @@ def open_for_writing(lmdb_dir: Path, snapshot: Path) -> LmdbEnv:
             lmdb_dir,
         )
         rebuild(lmdb_dir, snapshot)
-    env = LmdbEnv(lmdb_dir, sync=False, metasync=False, lock_wait_s=PREVIOUS_PROCESS_WAIT_S)
+    env = LmdbEnv(
+        lmdb_dir,
+        sync=False,
+        metasync=False,
+        map_size=map_size,
+        lock_wait_s=PREVIOUS_PROCESS_WAIT_S,
+    )
     try:
         write_state(lmdb_dir, LmdbState(clean=False, boot_id=boot_id))
     except BaseException:

@@ -15,12 +15,16 @@ Data dir layout (the rest of the data dir belongs to the process that runs us):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from gcs_ha import unsafe
 from gcs_ha.consensus.api import LeadershipListener, MemberInfo, ReplicaStatusInfo
+from gcs_ha.consensus.capacity import CapacityGuard
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
 from gcs_ha.consensus.leadership import Leadership
@@ -29,7 +33,7 @@ from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.consensus.read_barrier import ReadBarrier
 from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
-from gcs_ha.errors import StorageError
+from gcs_ha.errors import NotLeaderError, StorageError
 from gcs_ha.storage.lmdb_env import LmdbEnv
 from gcs_ha.storage.store_client import MEMBERS_TABLE
 
@@ -60,11 +64,15 @@ class RaftReplica:
             on_env_replaced=self._reopen_env,
             on_lost=self._lost,
         )
+        self.capacity = CapacityGuard(
+            self._lmdb_dir, self._require_env, config.map_size_bytes, config.disk_reserve_bytes
+        )
         self._proposer = GroupCommitProposer(
             self._link.propose,
             config.max_inflight_entries,
             config.max_entry_bytes,
             MAX_ENTRY_BYTES - 1024,
+            admit=self.capacity.admit,
         )
         self._reads = ReadBarrier(self._link.read)
         self._leadership = Leadership(config.node_id, self._proposer, self._is_leader_of)
@@ -194,6 +202,14 @@ class RaftReplica:
     def digest(self) -> tuple[int, str]:
         return self._require_env().digest()
 
+    async def backup_image(self, out: Path) -> int:
+        if not self.is_serving():
+            raise NotLeaderError(
+                "backups are taken on the leader", leader_hint=self.leader_gcs_hint() or None
+            )
+        await self._reads.wait()  # still the leader, with every acknowledged write applied
+        return await asyncio.to_thread(_copy_image, self._require_env(), out)
+
     # -- internals used by MembershipOps ----------------------------------------------
 
     def leader_gcs_hint(self) -> str:
@@ -248,3 +264,18 @@ class RaftReplica:
         if self._env is None:
             raise StorageError("the replica is not started")
         return self._env
+
+
+def _copy_image(env: LmdbEnv, out: Path) -> int:
+    """A compacted LMDB image of `env` as of now in `out` (fsynced); its applied index."""
+    txn = env.read_txn_for_copy()
+    try:
+        applied = txn.applied_index()
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            env.copy_txn_to_fd(txn, fd)
+        finally:
+            os.close(fd)
+    finally:
+        txn.abort()
+    return applied

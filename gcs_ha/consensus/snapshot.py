@@ -7,9 +7,12 @@ File format (one file, because pysyncobj streams the dump file to lagging follow
 
 The header holds the last two Raft entries the snapshot covers (index, term, command
 as base64) and the cluster membership (Raft addresses), which pysyncobj needs back on
-restore, plus the applied index inside the LMDB image. The image length sits in the
-fixed-size prefix so it can be filled in after the image was streamed. No pickle:
-a snapshot received from a peer is parsed, never executed.
+restore, the applied index inside the LMDB image and (format 2) the image's SHA-256,
+checked before an image is used (`extract_image`) and before a received snapshot replaces
+anything (`verify_snapshot`). The image length sits in the fixed-size prefix and the
+digest has a fixed width, so both are filled in after the image was streamed. Format 1
+files (no digest) are still read. No pickle: a snapshot received from a peer is parsed,
+never executed.
 
 Writing is asynchronous: the LMDB read transaction is opened in the Raft thread at the
 snapshot point, and the copy runs in a background thread (LMDB MVCC keeps that view
@@ -20,6 +23,7 @@ fsynced, and renamed over the dump atomically.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import struct
@@ -30,7 +34,9 @@ from typing import Any, BinaryIO
 from gcs_ha.errors import CorruptDataError
 
 MAGIC = b"GCSHASNP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+NO_DIGEST = "0" * 64  # the digest's place while the image is being written
 _PREFIX = struct.Struct("<8sIIQ")
 
 RaftEntry = tuple[bytes, int, int]  # (command, index, term), as pysyncobj keeps them
@@ -45,6 +51,7 @@ class SnapshotHeader:
     cluster: tuple[str, ...]
     lmdb_applied_index: int
     image_length: int
+    image_sha256: str = ""  # hex; "" in a format 1 file (nothing to check)
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -52,18 +59,21 @@ class SnapshotHeader:
             "previous": _entry_doc(self.previous),
             "cluster": list(self.cluster),
             "lmdb_applied_index": self.lmdb_applied_index,
+            "image_sha256": self.image_sha256 or NO_DIGEST,
         }
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, image_length: int) -> SnapshotHeader:
         doc = json.loads(data)
+        digest = str(doc.get("image_sha256", ""))
         return cls(
             last=_entry_from_doc(doc["last"]),
             previous=_entry_from_doc(doc["previous"]),
             cluster=tuple(str(a) for a in doc["cluster"]),
             lmdb_applied_index=int(doc["lmdb_applied_index"]),
             image_length=image_length,
+            image_sha256="" if digest == NO_DIGEST else digest,
         )
 
 
@@ -95,8 +105,8 @@ def read_header(path: Path) -> tuple[SnapshotHeader, int]:
             if len(prefix) != _PREFIX.size:
                 raise CorruptDataError(f"snapshot {path}: truncated prefix")
             magic, version, length, image_length = _PREFIX.unpack(prefix)
-            if magic != MAGIC or version != FORMAT_VERSION:
-                raise CorruptDataError(f"snapshot {path}: not a gcs-ha snapshot v{FORMAT_VERSION}")
+            if magic != MAGIC or version not in READABLE_VERSIONS:
+                raise CorruptDataError(f"snapshot {path}: not a gcs-ha snapshot (format 1 or 2)")
             header = SnapshotHeader.from_bytes(f.read(length), image_length)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptDataError(f"snapshot {path}: unreadable header: {exc}") from exc
@@ -109,19 +119,58 @@ def read_header(path: Path) -> tuple[SnapshotHeader, int]:
     return header, offset
 
 
-def extract_image(path: Path, offset: int, length: int, out: Path) -> None:
-    """Copy the LMDB image of a snapshot into its own file (fsynced)."""
+def image_sha256(f: BinaryIO, offset: int, length: int) -> str:
+    """The SHA-256 (hex) of `length` bytes of `f` from `offset`."""
+    digest = hashlib.sha256()
+    f.seek(offset)
+    remaining = length
+    while remaining:
+        chunk = f.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise CorruptDataError(f"snapshot {f.name}: image shorter than its header says")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, header: SnapshotHeader, found: str) -> None:
+    if header.image_sha256 and found != header.image_sha256:
+        raise CorruptDataError(
+            f"snapshot {path}: image checksum mismatch (SHA-256 {found}, header says "
+            f"{header.image_sha256})"
+        )
+
+
+def verify_snapshot(path: Path) -> SnapshotHeader:
+    """Read a snapshot's header and check its image against the digest it carries.
+    Raises CorruptDataError for a file that is not a complete, intact snapshot."""
+    header, offset = read_header(path)
+    with open(path, "rb") as f:
+        _check_digest(path, header, image_sha256(f, offset, header.image_length))
+    return header
+
+
+def extract_image(path: Path, header: SnapshotHeader, offset: int, out: Path) -> None:
+    """Copy the LMDB image of a snapshot into its own file (fsynced), checking its digest
+    (CorruptDataError, and `out` removed, when it does not match)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as src, open(out, "wb") as dst:
         src.seek(offset)
-        remaining = length
+        remaining = header.image_length
         while remaining:
             chunk = src.read(min(remaining, 1 << 20))
             if not chunk:
                 raise CorruptDataError(f"snapshot {path}: image shorter than its header says")
+            digest.update(chunk)
             dst.write(chunk)
             remaining -= len(chunk)
         dst.flush()
         os.fsync(dst.fileno())
+    try:
+        _check_digest(path, header, digest.hexdigest())
+    except CorruptDataError:
+        out.unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(path: Path) -> None:

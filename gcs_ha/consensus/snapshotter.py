@@ -11,8 +11,9 @@ syncs LMDB again before it reports SUCCESS, i.e. before pysyncobj compacts the j
 
 `deserialize` runs at startup (the dump on disk) and when a leader streamed a snapshot:
 the local LMDB is kept when it already holds everything the snapshot covers, otherwise
-it is replaced by the snapshot's image (a new LMDB generation: `on_installed` tells the
-front end to reopen its reader).
+it is replaced by the snapshot's image, checked against its digest first (a new LMDB
+generation: `on_installed` tells the front end to reopen its reader). A snapshot that
+cannot be restored stops the replica (`on_fatal`, exit 70).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from gcs_ha.consensus.snapshot import (
     SnapshotHeader,
     extract_image,
     fsync_dir,
+    image_sha256,
     read_header,
     write_header,
 )
-from gcs_ha.consensus.state_machine import LmdbStateMachine
+from gcs_ha.consensus.state_machine import FatalHandler, LmdbStateMachine
 from gcs_ha.storage.lmdb_env import LmdbEnv, ReadTxn
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Snapshotter:
         make_node: MakeNode,
         *,
         on_installed: OnInstalled = lambda: None,
+        on_fatal: FatalHandler | None = None,
     ) -> None:
         self._sm = sm
         self._lmdb_dir = lmdb_dir
@@ -69,6 +72,7 @@ class Snapshotter:
         self._open_env = open_env
         self._make_node = make_node
         self._on_installed = on_installed
+        self._on_fatal = on_fatal
         self._lock = threading.Lock()
         self._state = NOT_SERIALIZING
         self._thread: threading.Thread | None = None
@@ -121,8 +125,20 @@ class Snapshotter:
             return self._state != NOT_SERIALIZING
 
     def deserialize(self, dump_path: str) -> tuple[RaftEntry, RaftEntry, list[Any]]:
-        """Restore from a snapshot file; returns what pysyncobj needs back."""
+        """Restore from a snapshot file; returns what pysyncobj needs back. A snapshot that
+        cannot be restored is fatal (`on_fatal`): pysyncobj would log the error and go on
+        (and acknowledge a received snapshot it never installed)."""
         path = Path(dump_path)
+        try:
+            return self._restore(path)
+        except Exception as exc:
+            if self._on_fatal is not None:
+                self._on_fatal(f"cannot restore the snapshot {path}", exc)
+            raise
+
+    # -- internals -------------------------------------------------------------------
+
+    def _restore(self, path: Path) -> tuple[RaftEntry, RaftEntry, list[Any]]:
         header, offset = read_header(path)
         if self._sm.env.applied_index() < header.lmdb_applied_index:
             self._install(path, header, offset)
@@ -135,8 +151,6 @@ class Snapshotter:
         self.last_snapshot_index = header.last[1]
         nodes = [self._make_node(address) for address in header.cluster]
         return header.last, header.previous, nodes
-
-    # -- internals -------------------------------------------------------------------
 
     def _keep_current_dump(self, tmp: Path) -> None:
         """Make pysyncobj's coming rename of `tmp` over the dump a no-op."""
@@ -156,7 +170,9 @@ class Snapshotter:
                 image_start = f.tell()
                 env.copy_txn_to_fd(txn, f.fileno())
                 length = os.lseek(f.fileno(), 0, os.SEEK_END) - image_start
-                write_header(f, SnapshotHeader(last, previous, cluster, applied, length))
+                digest = image_sha256(f, image_start, length)
+                header = SnapshotHeader(last, previous, cluster, applied, length, digest)
+                write_header(f, header)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(private, self._dump)
@@ -174,7 +190,7 @@ class Snapshotter:
 
     def _install(self, path: Path, header: SnapshotHeader, offset: int) -> None:
         image = self._lmdb_dir.with_name(self._lmdb_dir.name + ".image")
-        extract_image(path, offset, header.image_length, image)
+        extract_image(path, header, offset, image)
         self._sm.commit()
         self._sm.env.close()
         LmdbEnv.install_image(self._lmdb_dir, image)

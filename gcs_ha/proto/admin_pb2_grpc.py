@@ -69,6 +69,11 @@ class AdminServiceStub:
                 request_serializer=gcs__ha_dot_proto_dot_admin__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=gcs__ha_dot_proto_dot_admin__pb2.ShutdownReply.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/gcs_ha.admin.AdminService/Backup',
+                request_serializer=gcs__ha_dot_proto_dot_admin__pb2.BackupRequest.SerializeToString,
+                response_deserializer=gcs__ha_dot_proto_dot_admin__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -119,6 +124,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """A consistent copy of the tables, taken on the leader after a ReadIndex confirmation:
+        it holds every write acknowledged before the call arrived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +169,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=gcs__ha_dot_proto_dot_admin__pb2.ShutdownRequest.FromString,
                     response_serializer=gcs__ha_dot_proto_dot_admin__pb2.ShutdownReply.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=gcs__ha_dot_proto_dot_admin__pb2.BackupRequest.FromString,
+                    response_serializer=gcs__ha_dot_proto_dot_admin__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +365,33 @@ class AdminService:
             '/gcs_ha.admin.AdminService/Shutdown',
             gcs__ha_dot_proto_dot_admin__pb2.ShutdownRequest.SerializeToString,
             gcs__ha_dot_proto_dot_admin__pb2.ShutdownReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gcs_ha.admin.AdminService/Backup',
+            gcs__ha_dot_proto_dot_admin__pb2.BackupRequest.SerializeToString,
+            gcs__ha_dot_proto_dot_admin__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

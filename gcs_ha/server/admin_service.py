@@ -15,14 +15,19 @@ INVALID_ARGUMENT; another membership change in progress is UNAVAILABLE (retry).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc.aio
 
 from gcs_ha.addresses import check_address
 from gcs_ha.admin_auth import AdminVerifier
+from gcs_ha.backup import BackupHeader
 from gcs_ha.consensus.api import MemberInfo, Replica, ReplicaStatusInfo
+from gcs_ha.consensus.snapshot import image_sha256
 from gcs_ha.errors import ConfigError, GcsHaError, InvalidRequestError
 from gcs_ha.names import check_name
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
@@ -30,6 +35,7 @@ from gcs_ha.server.status import abort_with_error
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
+BACKUP_CHUNK_BYTES = 1 << 20
 
 
 def status_to_proto(info: ReplicaStatusInfo) -> admin_pb2.ReplicaStatus:
@@ -125,9 +131,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     check_address(request.raft_address)
             except ConfigError as exc:
                 raise InvalidRequestError(str(exc)) from exc
-            await self._replica.remove_member(
-                request.node_id or None, request.raft_address or None
-            )
+            await self._replica.remove_member(request.node_id or None, request.raft_address or None)
 
         await _guarded(context, remove())
         return admin_pb2.RemoveMemberReply()
@@ -153,6 +157,36 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         # A scan of every table: in a thread, so Ray's calls go on meanwhile.
         applied, digest = await _guarded(context, asyncio.to_thread(self._replica.digest))
         return admin_pb2.DigestReply(applied_index=applied, digest=digest)
+
+    async def Backup(
+        self, request: admin_pb2.BackupRequest, context: Context
+    ) -> AsyncIterator[admin_pb2.BackupChunk]:
+        """The header (gcs_ha.backup), then the LMDB image in BACKUP_CHUNK_BYTES pieces;
+        the image is copied to a temp file first and removed when the call ends."""
+        await self._authorize("Backup", request, context)
+        with tempfile.TemporaryDirectory(prefix="gcs-ha-backup-") as tmp:
+            image = Path(tmp) / "image"
+            applied = await _guarded(context, self._replica.backup_image(image))
+            header = await asyncio.to_thread(self._backup_header, image, applied)
+            yield admin_pb2.BackupChunk(header=header.to_json())
+            with open(image, "rb") as f:
+                while chunk := await asyncio.to_thread(f.read, BACKUP_CHUNK_BYTES):
+                    yield admin_pb2.BackupChunk(data=chunk)
+
+    def _backup_header(self, image: Path, applied: int) -> BackupHeader:
+        status = self._replica.status()
+        length = image.stat().st_size
+        with open(image, "rb") as f:
+            digest = image_sha256(f, 0, length)
+        return BackupHeader(
+            cluster_name=status.cluster_name,
+            applied_index=applied,
+            created_unix=time.time(),
+            source_node=status.node_id,
+            secret_fingerprint=self._verifier.fingerprint,
+            image_length=length,
+            image_sha256=digest,
+        )
 
     async def Shutdown(
         self, request: admin_pb2.ShutdownRequest, context: Context

@@ -23,7 +23,7 @@ its read barrier off (writes are unchanged: replicated, acknowledged after commi
 On the serving leader local LMDB holds every entry committed before its term (the
 promotion barrier) and every write it acknowledged since, so a local read returns what
 a barrier read would, one Raft round trip sooner. The only difference is a deposed
-leader that has not noticed yet (at most `leader_fallback_s`): it could read stale
+leader that has not noticed yet (at most `leader_fallback_s`, 0.6 s): it could read stale
 data, exactly as stale as the managers' in-memory state, and it cannot commit a write.
 The internal KV keeps its own read barrier (its reads go to storage on every call).
 

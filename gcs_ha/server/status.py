@@ -33,6 +33,7 @@ retry for up to 60 s (ray-gcs-contract.md section 1).
 | InvalidStateError    | 4 Invalid                   |
 | InvalidRequestError  | 34 InvalidArgument          |
 | StorageError         | gRPC INTERNAL (no reply)    |
+| StoreFullError       | gRPC RESOURCE_EXHAUSTED     |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from gcs_ha.errors import (
     NotLeaderError,
     ResourceExhaustedError,
     StorageError,
+    StoreFullError,
     UnavailableError,
     UnknownOutcomeError,
 )
@@ -134,10 +136,14 @@ async def abort_ray_call(
     context: grpc.aio.ServicerContext[object, object], error: GcsHaError
 ) -> NoReturn:
     """End a call of one of Ray's services that cannot be answered here and now:
-    UNAVAILABLE (Ray's clients retry) unless the error is a storage failure; marked
-    NOT_APPLIED when this replica refused it before proposing anything (NotLeaderError)."""
+    UNAVAILABLE (Ray's clients retry) unless the error is a storage failure (INTERNAL) or
+    a full store (RESOURCE_EXHAUSTED: retrying cannot help, and Ray's clients would retry
+    UNAVAILABLE for 60 s and then exit); marked NOT_APPLIED when this replica refused it
+    before proposing anything (NotLeaderError, StoreFullError)."""
     if isinstance(error, StorageError):
         await context.abort(grpc.StatusCode.INTERNAL, str(error))
+    if isinstance(error, StoreFullError):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), NOT_APPLIED)
     message = str(error) or type(error).__name__
     if isinstance(error, NotLeaderError) and error.leader_hint:
         message = f"{message}; leader at {error.leader_hint}"

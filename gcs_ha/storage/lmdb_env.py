@@ -338,6 +338,19 @@ class LmdbEnv:
         with self.read() as txn:
             return txn.applied_index()
 
+    def live_bytes(self) -> int:
+        """Bytes of the pages that hold data now (every table, the metadata and LMDB's own
+        catalogue): what a compacted copy takes, and what the data file needs at the
+        least. Pages freed by deletes are reused before the file grows."""
+        try:
+            with self._env.begin() as txn:
+                stats = [txn.stat(db) for db in (*self._dbs.values(), self._meta)]
+                stats.append(self._env.stat())
+        except lmdb.Error as exc:
+            _raise_storage(exc, f"reading {self.path}")
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        return (pages + 2) * stats[-1]["psize"]  # + LMDB's two meta pages
+
     def read_txn_for_copy(self) -> ReadTxn:
         """A read transaction outside any `with` block, to copy this exact state later,
         possibly from another thread (one thread at a time); end it with abort().

@@ -11,7 +11,9 @@ LMDB is committed without fsync (gcs_ha/consensus/recovery.py): while a replica 
 such an LMDB: its meta pages are zeroed, so nothing in it can be read, and the boot id in its
 state changes as a reboot would change the machine's. The replica must then rebuild LMDB from
 its snapshot and journal. A clean LMDB (stopped cleanly, synced) is left as it is.
-`simulate_power_loss` does both to a replica's data dir.
+Snapshot files being written or received when the power went are cut to half their length
+(`tear_snapshot_temp_files`); the snapshot itself is synced before it is renamed into place.
+`simulate_power_loss` does all of it to a replica's data dir.
 
 Run them only on a replica that is stopped (its process dead).
 
@@ -124,15 +126,39 @@ def lose_unsynced_lmdb(lmdb_dir: Path) -> bool:
     return True
 
 
+# Snapshot files still being written (snapshotter) or received (pysyncobj's serializer):
+# nothing synced them yet, so a power loss may leave any prefix of them.
+SNAPSHOT_TEMP_SUFFIXES = (".writing", ".1.tmp")
+
+
+def tear_snapshot_temp_files(dump: Path) -> int:
+    """Cut every snapshot file in progress next to the dump `dump` to half its length, the
+    worst a power loss leaves of a file never synced; returns how many. The dump itself is
+    synced before it is renamed into place (and the directory after), so it is kept whole;
+    a temp name that is a hard link to the dump (the snapshotter's no-op rename) is its
+    inode, not a file in progress, and is left alone."""
+    torn = 0
+    dump_inode = dump.stat().st_ino if dump.exists() else None
+    for suffix in SNAPSHOT_TEMP_SUFFIXES:
+        temp = dump.with_name(dump.name + suffix)
+        if not temp.exists() or temp.stat().st_ino == dump_inode:
+            continue
+        os.truncate(temp, temp.stat().st_size // 2)
+        torn += 1
+    return torn
+
+
 @dataclass(frozen=True)
 class PowerLossReport:
     journal: DropReport
     lmdb_damaged: bool
+    snapshot_files_torn: int = 0
 
 
 def simulate_power_loss(data_dir: Path) -> PowerLossReport:
     """A power loss of the stopped replica whose data dir is `data_dir`: the journal's
     unsynced data dropped (needs GCS_HA_CRASH_SIM=1, see `drop_unsynced`), a dirty LMDB
-    damaged."""
+    damaged, snapshot files in progress torn."""
     journal = drop_unsynced(data_dir / "raft" / "journal")
-    return PowerLossReport(journal, lose_unsynced_lmdb(data_dir / "lmdb"))
+    torn = tear_snapshot_temp_files(data_dir / "raft" / "snapshot")
+    return PowerLossReport(journal, lose_unsynced_lmdb(data_dir / "lmdb"), torn)

@@ -3,12 +3,14 @@
 A secure 3-replica ProcessCluster whose replicas dial their Raft peers through the relay
 (gcs_ha.drill.relay, GCS_HA_RAFT_DIAL). Writes go through Ray's InternalKV protocol.
 - The leader cut off from both peers: the other two elect a leader that acknowledges
-  writes; the old one stops serving (it steps down after the 1.5 s leader fallback) and
+  writes; the old one stops serving (it steps down after the 0.6 s leader fallback) and
   acknowledges nothing sent to it; after heal it follows and every replica has the same
   tables. Writes it was sent while isolated were never applied anywhere.
 - One follower cut off: the majority keeps serving; after heal the follower catches up.
-- A read sent to the isolated leader after the new leader acknowledged a newer value
-  never returns the old one (ReadIndex: it cannot confirm its leadership any more).
+- The isolated leader answers manager reads until it steps down, one election timeout
+  after the cut (check-quorum), and none after; a KV read sent to it after the new leader
+  acknowledged a newer value never returns the old one (ReadIndex: it cannot confirm its
+  leadership any more).
 Ports: gRPC 127.0.0.1:13100-13102 / 13150-13152 / 13300-13302, Raft 13110-13112 /
 13160-13162 / 13310-13312, relay 13120-13128 / 13170-13178 / 13320-13328.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,11 +27,12 @@ import grpc
 import pytest
 
 from gcs_ha.consensus._pysyncobj import RAFT_DIAL_ENV
+from gcs_ha.consensus.config import RaftTiming
 from gcs_ha.drill.relay import RaftLinkRelay
 from gcs_ha.errors import GcsHaError
 from gcs_ha.proto import admin_pb2
-from gcs_ha.proto.ray import gcs_service_pb2 as kv_pb
-from gcs_ha.proto.ray import gcs_service_pb2_grpc as kv_grpc
+from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
+from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
 from gcs_ha.server.status import RAY_OK
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.kvload import KvClient, Op, Outcome
@@ -38,6 +42,7 @@ pytestmark = pytest.mark.slow
 NAMESPACE = b"partition"
 START_S = 30.0  # a fresh cluster elects a leader (the shared machine can be slow)
 ELECTION_S = 10.0  # a new leader after a cut: in practice under 2 s
+STEP_DOWN_SLACK_S = 0.3  # a cut-off leader's last read after its fallback: ticks, the ROLE frame
 SETTLE_S = 30.0
 
 
@@ -76,8 +81,8 @@ def put_all(cluster: ProcessCluster, replicas: Sequence[int], keys: Sequence[byt
 def put_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) -> bool:
     """Put `key` on replica i itself (no leader discovery); True if it was acknowledged."""
     with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
-        stub = kv_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = kv_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
+        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
         try:
             reply = stub.InternalKVPut(request, timeout=timeout_s)
         except grpc.RpcError:
@@ -88,8 +93,8 @@ def put_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) 
 def get_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) -> bytes | None:
     """Get `key` from replica i itself; None when the call failed."""
     with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
-        stub = kv_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = kv_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key)
+        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key)
         try:
             reply = stub.InternalKVGet(request, timeout=timeout_s)
         except grpc.RpcError:
@@ -207,13 +212,39 @@ def test_cut_off_follower_does_not_stop_the_majority(tmp_path: Path) -> None:
         assert {b"before", b"after", *(b"during-%d" % n for n in range(20))} <= stored.keys()
 
 
-def test_isolated_leader_never_answers_a_stale_read(tmp_path: Path) -> None:
+def node_reads_answered(cluster: ProcessCluster, i: int, seconds: float) -> list[float]:
+    """Ask replica i itself for the node table (a manager read, answered from memory)
+    again and again for `seconds`; the times, from the start, of the answers it gave."""
+    answered = []
+    start = time.monotonic()
+    with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
+        stub = gcs_grpc.NodeInfoGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+        while time.monotonic() - start < seconds:
+            try:
+                reply = stub.GetAllNodeInfo(gcs_pb.GetAllNodeInfoRequest(), timeout=0.2)
+            except grpc.RpcError:
+                continue
+            if reply.status.code == RAY_OK:
+                answered.append(time.monotonic() - start)
+    return answered
+
+
+def test_isolated_leader_stops_answering_within_one_election_timeout(tmp_path: Path) -> None:
+    """Check-quorum: cut off, the old leader answers manager reads from memory until it
+    steps down, one election timeout (`leader_fallback_s`) after the cut, and none later
+    (with the old 1.5 s fallback it answered for 1.5 s). A KV read sent to it after the
+    new leader acknowledged a newer value never returns the old one (ReadIndex)."""
     with relayed_cluster(tmp_path, 13300) as (cluster, relay):
         old = cluster.wait_for_leader(START_S)
         others = [i for i in range(3) if i != old]
         assert acked(put_all(cluster, range(3), [b"k"]))  # value b"k"
+        assert node_reads_answered(cluster, old, 0.3), "the leader answers no read"
 
         relay.isolate(old)
+        answered = node_reads_answered(cluster, old, 2.5)
+        bound = RaftTiming().leader_fallback_s + STEP_DOWN_SLACK_S
+        assert answered, "no read answered right after the cut"
+        assert max(answered) <= bound, f"answered {max(answered):.2f} s after the cut"
         cluster.wait_for_leader(ELECTION_S, exclude=[old])
 
         async def overwrite() -> Op:
@@ -223,8 +254,7 @@ def test_isolated_leader_never_answers_a_stale_read(tmp_path: Path) -> None:
                 return await client.put(b"k", b"newer")
 
         assert asyncio.run(overwrite()).outcome is Outcome.OK
-        # The old leader still believes it leads for up to 1.5 s after the cut; whatever
-        # it answers now, it is not the value the new leader already replaced.
+        # Whatever the old leader answers now, it is not the value the new leader replaced.
         assert get_directly(cluster, old, b"k", timeout_s=10.0) in (None, b"newer")
         relay.heal()
         wait_follows(cluster, old)

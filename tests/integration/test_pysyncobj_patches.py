@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pysyncobj.serializer
 import pytest
 from pysyncobj.transport import TCPTransport
 from pysyncobj_harness import (
@@ -33,7 +34,11 @@ from pysyncobj_harness import (
 
 from gcs_ha.consensus import _pysyncobj as P
 from gcs_ha.consensus.config import RaftTiming
+from gcs_ha.consensus.snapshotter import Snapshotter
+from gcs_ha.consensus.state_machine import LmdbStateMachine
 from gcs_ha.errors import ConfigError, InvalidRequestError
+from gcs_ha.storage.lmdb_env import LmdbEnv
+from gcs_ha.storage.store_client import KV_TABLE
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -147,7 +152,7 @@ def test_make_conf_is_our_recommended_settings() -> None:
     assert conf.connectionTimeout >= 1e6 and conf.connectionRetryTime == 0.5
     assert conf.tcp_keepalive == P.TCP_KEEPALIVE
     assert (conf.raftMinTimeout, conf.raftMaxTimeout, conf.appendEntriesPeriod) == (0.3, 0.6, 0.05)
-    assert conf.leaderFallbackTimeout == 1.5 and conf.autoTickPeriod == 0.01
+    assert conf.leaderFallbackTimeout == 0.6 and conf.autoTickPeriod == 0.01
     assert conf.dynamicMembershipChange and not conf.commandsWaitLeader
     assert 2 * conf.appendEntriesBatchSizeBytes < P.MAX_FRAME_BYTES
 
@@ -658,7 +663,7 @@ def test_leader_gone_delays_give_each_survivor_its_own_slot() -> None:
 
 
 def test_repeated_leader_deaths_each_elect_without_a_split_vote() -> None:
-    """leader_gone, four times over: the leader's process dies, a survivor leads within 1 s
+    """leader_gone, four times over: the leader's process dies, a survivor leads within 2 s
     (a split vote would fall back to the 3-4 s election timeout), and the dead one comes
     back empty at its address and catches up before the next death."""
     with Cluster() as cluster:
@@ -672,8 +677,8 @@ def test_repeated_leader_deaths_each_elect_without_a_split_vote() -> None:
             cluster.nodes.remove(leader)
             leader.destroy_synchronous()
             survivors = [n for n in nodes if n is not leader]
-            elected = wait_for(lambda s=survivors: leader_of(s), 1.0)
-            assert elected is not None, f"death {round_ + 1}: no leader within 1 s"
+            elected = wait_for(lambda s=survivors: leader_of(s), 2.0)
+            assert elected is not None, f"death {round_ + 1}: no leader within 2 s"
             addr = leader.selfNode.address
             back = cluster.start(Counter, addr, [a for a in addrs if a != addr], base_conf(**conf))
             nodes = [*survivors, back]
@@ -700,6 +705,64 @@ def test_a_joiner_never_unseats_the_leader(patched: bool) -> None:
         assert wait_for(lambda: joiner.raftLastApplied > 1, 10), "the joiner never caught up"
         unseated = leader.raftCurrentTerm != term or not leader._isLeader()
     assert unseated != patched
+
+
+def received(path: Path, data: bytes, batch: int = 1000) -> bool:
+    """Feed `data` to a fresh pysyncobj Serializer for dump `path` in chunks, as a leader's
+    snapshot arrives; whether the last chunk reported the dump replaced."""
+    serializer = pysyncobj.serializer.Serializer(str(path), batch, False, None, None, None)
+    chunks = [data[i : i + batch] for i in range(0, len(data), batch)]
+    done = False
+    for n, chunk in enumerate(chunks):
+        done = serializer.setTransmissionData((chunk, n == 0, n == len(chunks) - 1))
+    return bool(done)
+
+
+def a_snapshot(tmp_path: Path) -> bytes:
+    """The bytes of a real gcs-ha snapshot (header, LMDB image, digest)."""
+    lmdb = tmp_path / "source-lmdb"
+    env = LmdbEnv(lmdb, sync=False)
+    with env.write() as txn:
+        for i in range(50):
+            txn.put(KV_TABLE, b"k%d" % i, b"v" * 100)
+        txn.set_applied_index(50)
+    sm = LmdbStateMachine(env, lambda what, exc: None)
+    dump = tmp_path / "source.dump"
+    snap = Snapshotter(sm, lmdb, dump, lambda: env, str)
+    snap.serialize(str(dump) + ".tmp", ((b"", 50, 1), (b"", 49, 1), []))
+    snap.wait()
+    snap.check()
+    env.close()
+    return dump.read_bytes()
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_a_received_snapshot_is_synced_and_checked_before_it_replaces_the_dump(
+    patched: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durable_snapshot_receive: the received file and the directory of its rename are
+    fsynced, and a damaged snapshot (one image byte flipped in transit) is dropped
+    unacknowledged, the current dump kept (off: no fsync at all, and the damaged file
+    replaces the dump and is reported as received)."""
+    good = a_snapshot(tmp_path)
+    damaged = bytearray(good)
+    damaged[-100] ^= 0xFF
+    dump = tmp_path / "dump"
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with P.patch_enabled("durable_snapshot_receive", patched):
+        assert received(dump, good)
+        assert dump.read_bytes() == good
+        assert (len(synced) >= 2) == patched  # the file, then its directory
+        assert received(dump, bytes(damaged)) != patched
+    assert dump.read_bytes() == (good if patched else bytes(damaged))
+    assert not Path(str(dump) + ".1.tmp").exists()
 
 
 # ----------------------------------------------------------------------------- untrusted

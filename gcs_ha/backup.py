@@ -1,0 +1,187 @@
+"""Backups of a running cluster (`gcs-ha snapshot save`) and new clusters seeded from one
+(`gcs-ha snapshot restore`).
+
+A backup is one file:
+
+    b"GCSHABAK" | u32 format version (1) | u32 header length | u64 image length
+    | header (JSON) | LMDB image
+
+The header names the cluster it came from, the Raft index its image holds (every write
+acknowledged before the backup began is at or below it), when it was taken, the SHA-256
+of the image, and a fingerprint of the cluster secret (a one-way hash, "" for an insecure
+cluster). `save` writes `<file>.partial`, checks it, fsyncs it and renames it into place,
+so a file with the final name is always complete.
+
+`restore_data_dir` turns a backup into the data dir of one replica of a *new* cluster:
+the image becomes its LMDB with the Raft index set back to 0 (the new cluster's log
+starts at 1) and the old membership removed (replicas register themselves at start);
+Ray's tables, the internal KV and Ray's cluster id are kept. Every replica of the new
+cluster is restored from the same file, then started as usual. A restored cluster must
+have a new cluster name and, when secured, a new secret: with the old secret its
+replicas could talk Raft with the old cluster's and be overwritten by its log without
+anyone noticing.
+
+Errors raised: CorruptDataError (not a backup, truncated, checksum mismatch), ConfigError
+(the same cluster name or secret as the backup's, a data dir that is not empty).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gcs_ha.admin_auth import admin_key, key_fingerprint
+from gcs_ha.consensus import recovery
+from gcs_ha.consensus.snapshot import fsync_dir, image_sha256
+from gcs_ha.datadir import DataDir, Identity
+from gcs_ha.errors import ConfigError, CorruptDataError
+from gcs_ha.storage.lmdb_env import LmdbEnv
+from gcs_ha.storage.store_client import MEMBERS_TABLE
+
+MAGIC = b"GCSHABAK"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sIIQ")
+
+
+@dataclass(frozen=True)
+class BackupHeader:
+    """What a backup holds."""
+
+    cluster_name: str
+    applied_index: int
+    created_unix: float
+    source_node: str
+    secret_fingerprint: str
+    image_length: int = 0
+    image_sha256: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BackupHeader:
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError) as exc:
+            raise CorruptDataError(f"unreadable backup header: {exc}") from exc
+
+
+def write_backup(path: Path, header: BackupHeader, image: Iterable[bytes]) -> BackupHeader:
+    """Write `image` (chunks) under `header` to `path` atomically; returns the header as
+    written (length and digest filled in). CorruptDataError if the digest the header
+    already carries does not match the image received."""
+    partial = path.with_name(path.name + ".partial")
+    digest, length = hashlib.sha256(), 0
+    with open(partial, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 0))
+        for chunk in image:
+            digest.update(chunk)
+            length += len(chunk)
+            f.write(chunk)
+        if header.image_sha256 and header.image_sha256 != digest.hexdigest():
+            partial.unlink()
+            raise CorruptDataError(f"backup {path}: the image received does not match its digest")
+        final = BackupHeader(**{**asdict(header), "image_length": length,
+                                "image_sha256": digest.hexdigest()})  # fmt: skip
+        body = final.to_json()
+        f.write(body)  # the header goes last on disk, then is moved first below
+    _move_header_first(partial, body, length)
+    os.replace(partial, path)
+    fsync_dir(path.parent)
+    return final
+
+
+def _move_header_first(partial: Path, body: bytes, length: int) -> None:
+    """Rewrite `partial` (prefix, image, header) as prefix, header, image; fsynced."""
+    tmp = partial.with_name(partial.name + ".2")
+    with open(partial, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(body), length))
+        dst.write(body)
+        src.seek(_PREFIX.size)
+        remaining = length
+        while remaining:
+            chunk = src.read(min(remaining, 1 << 20))
+            dst.write(chunk)
+            remaining -= len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, partial)
+
+
+def read_backup(path: Path) -> tuple[BackupHeader, int]:
+    """The header of a backup and the offset of its image, the image checked against its
+    digest (CorruptDataError otherwise)."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) != _PREFIX.size:
+                raise CorruptDataError(f"{path}: not a gcs-ha backup (too short)")
+            magic, version, length, image_length = _PREFIX.unpack(prefix)
+            if magic != MAGIC or version != FORMAT_VERSION:
+                raise CorruptDataError(f"{path}: not a gcs-ha backup (format {FORMAT_VERSION})")
+            header = BackupHeader.from_json(f.read(length))
+            offset = _PREFIX.size + length
+            if path.stat().st_size != offset + image_length or image_length != header.image_length:
+                raise CorruptDataError(f"{path}: truncated backup")
+            if image_sha256(f, offset, image_length) != header.image_sha256:
+                raise CorruptDataError(f"{path}: backup checksum mismatch")
+    except OSError as exc:
+        raise CorruptDataError(f"cannot read backup {path}: {exc}") from exc
+    return header, offset
+
+
+def restore_data_dir(
+    backup: Path,
+    data_dir: Path,
+    identity: Identity,
+    secret: bytes | None,
+    map_size: int,
+) -> BackupHeader:
+    """Seed `data_dir` (absent or empty) as a replica of a new cluster from `backup`."""
+    header, offset = read_backup(backup)
+    if identity.cluster_name == header.cluster_name:
+        raise ConfigError(
+            f"the backup is of cluster {header.cluster_name!r}: a restored cluster needs a "
+            "new --cluster-name, so that it can never be taken for the old one"
+        )
+    new_fingerprint = key_fingerprint(None if secret is None else admin_key(secret))
+    if header.secret_fingerprint and new_fingerprint == header.secret_fingerprint:
+        raise ConfigError(
+            "the new cluster's secret is the backed-up cluster's: use a new secret, or its "
+            "replicas could join the old cluster's Raft and be overwritten by it"
+        )
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise ConfigError(f"data dir {data_dir} is not empty: restore into a new one")
+    with DataDir.open(data_dir, identity.node_id, identity.cluster_name):
+        lmdb_dir = data_dir / "lmdb"
+        image = data_dir / "lmdb.image"
+        _copy_range(backup, offset, header.image_length, image)
+        lmdb_dir.mkdir()
+        LmdbEnv.install_image(lmdb_dir, image)
+        image.unlink()
+        env = recovery.open_for_writing(lmdb_dir, data_dir / "raft" / "snapshot", map_size)
+        with env.write() as txn:
+            for key, _ in list(txn.scan(MEMBERS_TABLE)):
+                txn.delete(MEMBERS_TABLE, key)
+            txn.set_applied_index(0)
+        recovery.close_cleanly(env)
+    return header
+
+
+def _copy_range(src_path: Path, offset: int, length: int, out: Path) -> None:
+    with open(src_path, "rb") as src, open(out, "wb") as dst:
+        src.seek(offset)
+        remaining = length
+        while remaining:
+            chunk = src.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise CorruptDataError(f"{src_path}: image shorter than its header says")
+            dst.write(chunk)
+            remaining -= len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())

@@ -1,0 +1,84 @@
+"""`gcs-ha snapshot save` and `gcs-ha snapshot restore`: backups of a running cluster, and
+new clusters seeded from one (gcs_ha.backup has the file format and the rules)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from gcs_ha.addresses import check_address
+from gcs_ha.admin_client import AdminClient, call_on_leader
+from gcs_ha.backup import BackupHeader, restore_data_dir, write_backup
+from gcs_ha.cli_support import friendly_errors, secret_file_option
+from gcs_ha.datadir import Identity
+from gcs_ha.names import check_name
+from gcs_ha.secret import load_admin_key, load_secret
+from gcs_ha.storage_options import parse_size_option
+
+
+@click.group()
+def snapshot() -> None:
+    """Back up a running cluster; seed a new cluster from a backup."""
+
+
+@snapshot.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
+@secret_file_option
+@friendly_errors
+def save(file: Path, address: str, secret_file: Path | None) -> None:
+    """Write a consistent, checksummed backup of the cluster at ADDRESS to FILE, taken on
+    the leader while the cluster serves: it holds every write acknowledged before it
+    began. Needs the cluster secret."""
+    check_address(address)
+    key = load_admin_key(secret_file, os.environ)
+
+    def take(client: AdminClient) -> BackupHeader:
+        header, chunks = client.backup()
+        return write_backup(file, BackupHeader.from_json(header), chunks)
+
+    header = call_on_leader(address, take, key=key)
+    click.echo(
+        f"backup of cluster {header.cluster_name!r} at Raft index {header.applied_index} "
+        f"from {header.source_node}: {file} ({header.image_length} bytes of tables, "
+        f"sha256 {header.image_sha256[:16]}...)"
+    )
+
+
+@snapshot.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--node-id", required=True, help="The new replica's node id.")
+@click.option("--cluster-name", required=True, help="The new cluster's name (not the old one).")
+@click.option(
+    "--map-size",
+    callback=parse_size_option,
+    default="8GiB",
+    show_default=True,
+    help="As for `start`.",
+)
+@secret_file_option
+@friendly_errors
+def restore(
+    *,
+    file: Path,
+    data_dir: Path,
+    node_id: str,
+    cluster_name: str,
+    map_size: int,
+    secret_file: Path | None,
+) -> None:
+    """Seed DATA_DIR (new or empty) as replica NODE_ID of a new cluster from the backup
+    FILE. Restore every replica of the new cluster from the same file, then start them
+    with `gcs-ha start` as usual, with the new cluster name and a new secret (given here
+    too, so that it can be checked against the old one)."""
+    check_name("node id", node_id)
+    check_name("cluster name", cluster_name)
+    secret = load_secret(secret_file, os.environ)
+    header = restore_data_dir(file, data_dir, Identity(node_id, cluster_name), secret, map_size)
+    click.echo(
+        f"{data_dir}: replica {node_id} of cluster {cluster_name!r}, seeded from the backup "
+        f"of {header.cluster_name!r} at Raft index {header.applied_index}"
+    )

@@ -1,0 +1,104 @@
+"""A full disk never wedges the cluster: three replicas whose data dirs are small tmpfs
+mounts are filled through Ray's InternalKV protocol. The leader refuses the write it has no
+room for with RESOURCE_EXHAUSTED before proposing it; reads and deletes keep working, and
+writes are accepted again once keys are deleted; no replica exits and the replicas agree.
+
+Needs root (it mounts tmpfs); skipped otherwise. Ports: gRPC 127.0.0.1:13800-13802, Raft
+13810-13812.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
+from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
+from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing.cluster import ProcessCluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+DISK = "48m"  # each replica's tmpfs
+VALUE = os.urandom(256 * 1024)
+NAMESPACE = b"capacity"
+ARGS = ("--disk-reserve", "8MiB", "--compaction-bytes", "4MiB")
+
+
+@contextlib.contextmanager
+def small_disks(dirs: list[Path]) -> Iterator[None]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting tmpfs needs root")
+    mounted: list[Path] = []
+    try:
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(d)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount tmpfs here: {done.stderr.strip()}")
+            mounted.append(d)
+        yield
+    finally:
+        for d in reversed(mounted):
+            subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def kv(cluster: ProcessCluster, i: int) -> gcs_grpc.InternalKVGcsServiceStub:
+    channel = grpc.insecure_channel(cluster.gcs_address(i))
+    return gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def put(stub: gcs_grpc.InternalKVGcsServiceStub, n: int) -> grpc.StatusCode:
+    request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=b"f%d" % n, value=VALUE)
+    try:
+        reply = stub.InternalKVPut(request, timeout=30)
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    assert reply.status.code == RAY_OK, reply.status.message
+    return grpc.StatusCode.OK
+
+
+def test_a_full_disk_refuses_writes_and_keeps_serving(tmp_path: Path) -> None:
+    dirs = [tmp_path / f"r{i}" for i in range(3)]  # ProcessCluster's data dirs
+    with small_disks(dirs), ProcessCluster(3, tmp_path, 13800, 13810, extra_args=ARGS) as cluster:
+        assert [cluster.data_dir(i) for i in range(3)] == dirs
+        cluster.start()
+        leader = cluster.wait_for_leader(30)
+        stub = kv(cluster, leader)
+        stored = 0
+        while (code := put(stub, stored)) is grpc.StatusCode.OK:
+            stored += 1
+            assert stored < 400, "never refused"
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert stored >= 10
+        assert put(stub, stored) is grpc.StatusCode.RESOURCE_EXHAUSTED  # still full
+
+        got = stub.InternalKVGet(
+            gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=b"f0"), timeout=10
+        )
+        assert got.value == VALUE
+        for n in range(stored // 2):
+            deleted = stub.InternalKVDel(
+                gcs_pb.InternalKVDelRequest(namespace=NAMESPACE, key=b"f%d" % n), timeout=30
+            )
+            assert deleted.status.code == RAY_OK and deleted.deleted_num == 1
+        wait_until(lambda: put(stub, stored) is grpc.StatusCode.OK, 10, "writes never came back")
+
+        assert all(cluster.is_running(i) for i in range(3)), "a replica exited"
+        assert cluster.serving_leader() == leader
+
+        def agree() -> bool:
+            return len({cluster.digest(i) for i in range(3)}) == 1
+
+        wait_until(agree, 30, "the replicas do not agree")
