@@ -45,7 +45,7 @@ from gcs_ha.ray_tls import load_ray_tls
 from gcs_ha.secret import decide_security, load_admin_key, load_secret
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
-from gcs_ha.snapshot_commands import snapshot
+from gcs_ha.snapshot_commands import recover, snapshot
 from gcs_ha.storage_options import storage_options, with_storage
 from gcs_ha.up import resolve_layout, run_up
 
@@ -390,6 +390,7 @@ bench.add_command(bench_kv)
 bench.add_command(bench_actors)
 cli.add_command(drill)
 cli.add_command(snapshot)
+cli.add_command(recover)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """`gcs-ha snapshot save` and `gcs-ha snapshot restore`: backups of a running cluster, and
-new clusters seeded from one (gcs_ha.backup has the file format and the rules)."""
+new clusters seeded from one (gcs_ha.backup has the file format and the rules); `gcs-ha
+recover`: one surviving replica made a cluster of one after a lost quorum
+(gcs_ha.consensus.force_new_cluster)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from gcs_ha.addresses import check_address
 from gcs_ha.admin_client import AdminClient, call_on_leader
 from gcs_ha.backup import BackupHeader, restore_data_dir, write_backup
 from gcs_ha.cli_support import friendly_errors, secret_file_option
-from gcs_ha.datadir import Identity
+from gcs_ha.consensus.force_new_cluster import force_new_cluster
+from gcs_ha.datadir import DataDir, Identity, read_identity
+from gcs_ha.errors import ConfigError
 from gcs_ha.names import check_name
 from gcs_ha.secret import load_admin_key, load_secret
 from gcs_ha.storage_options import parse_size_option
@@ -81,4 +85,39 @@ def restore(
     click.echo(
         f"{data_dir}: replica {node_id} of cluster {cluster_name!r}, seeded from the backup "
         f"of {header.cluster_name!r} at Raft index {header.applied_index}"
+    )
+
+
+@click.command()
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--map-size",
+    callback=parse_size_option,
+    default="8GiB",
+    show_default=True,
+    help="As for `start`.",
+)
+@click.option("--yes", is_flag=True, help="Do it (without it, nothing changes).")
+@friendly_errors
+def recover(data_dir: Path, map_size: int, yes: bool) -> None:
+    """LAST RESORT after losing a quorum for good: turn the stopped replica in DATA_DIR
+    into a cluster of one member, then start it as before and add new replicas with
+    `gcs-ha join`. Writes the dead majority committed that never reached this replica
+    are lost. Never run it while a majority of the old cluster may come back."""
+    identity = read_identity(data_dir)
+    if identity is None:
+        raise ConfigError(f"{data_dir} is not a gcs-ha data dir (no identity.json)")
+    if not yes:
+        raise ConfigError(
+            f"this makes {identity.node_id} a cluster of one, dropping the other members "
+            "(docs/operations.md, 'Lost quorum'); run again with --yes"
+        )
+    with DataDir.open(data_dir, identity.node_id, identity.cluster_name):
+        done = force_new_cluster(data_dir, identity.node_id, map_size)
+    dropped = ", ".join(done.removed) or "none"
+    click.echo(
+        f"{done.node_id} ({done.raft_address}) is now the only member of "
+        f"{identity.cluster_name!r} at Raft index {done.index}, term {done.term}; "
+        f"{done.replayed} journal entries replayed; members dropped: {dropped}. Start it "
+        "as before (its --peer flags no longer count), then `gcs-ha join` new replicas."
     )

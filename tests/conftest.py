@@ -2,8 +2,9 @@
 
 `./dev test` (and CI) runs everything else; before each release, `./dev test --release`
 runs the whole suite, the release tests included (today: Ray's own GCS fault-tolerance
-tests ported to gcs-ha, tests/ray_conformance, about 2 minutes), and `./dev test
---release tests/ray_conformance` runs them alone.
+tests ported to gcs-ha, tests/ray_conformance, about 2 minutes; backup/restore and lost
+quorum with real Ray, tests/e2e/test_real_ray_recovery.py, about 1 minute), and `./dev
+test --release tests/ray_conformance` runs them alone.
 """
 
 from __future__ import annotations
