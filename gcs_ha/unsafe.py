@@ -7,6 +7,9 @@ They are read from the environment of a replica process at start and logged loud
 | variable                          | what it breaks                                      |
 |-----------------------------------|-----------------------------------------------------|
 | GCS_HA_UNSAFE_SKIP_FSYNC=1        | the Raft journal never fsyncs (consensus/journal.py) |
+| GCS_HA_UNSAFE_FAIL_FSYNC_FILE=F   | the journal's fsyncs fail with EIO while file F     |
+|                                   | exists: a failing disk, on one replica at a chosen  |
+|                                   | moment (consensus/journal.py)                       |
 | GCS_HA_UNSAFE_FOLLOWER_READS=1    | a follower answers InternalKVGet from its own LMDB  |
 |                                   | instead of forwarding it to the leader: reads can   |
 |                                   | miss acknowledged writes (not linearizable)         |

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 CRASH_SIM_ENV = "GCS_HA_CRASH_SIM"
 UNSAFE_SKIP_FSYNC_ENV = "GCS_HA_UNSAFE_SKIP_FSYNC"
+UNSAFE_FAIL_FSYNC_FILE_ENV = "GCS_HA_UNSAFE_FAIL_FSYNC_FILE"
 
 Entry = tuple[bytes, int, int]  # (command, Raft index, Raft term), as pysyncobj stores them
 
@@ -220,6 +221,14 @@ class DurableJournal:
         self._meta_path = meta_path(self._path)
         self._crash_sim = _env_flag(CRASH_SIM_ENV)
         self._skip_fsync = _env_flag(UNSAFE_SKIP_FSYNC_ENV)
+        self._fail_fsync_file = os.environ.get(UNSAFE_FAIL_FSYNC_FILE_ENV) or None
+        if self._fail_fsync_file:
+            logger.warning(
+                "!!! %s=%s: the journal's fsyncs fail (EIO) while that file exists. For "
+                "tests only. !!!",
+                UNSAFE_FAIL_FSYNC_FILE_ENV,
+                self._fail_fsync_file,
+            )
         if self._skip_fsync:
             logger.warning(
                 "!!! %s=1: journal %s will NEVER fsync. A power loss can lose acknowledged "
@@ -475,6 +484,8 @@ class DurableJournal:
         """fsync/fdatasync unless the unsafe switch is on; True if it really synced."""
         if self._skip_fsync:
             return False
+        if self._fail_fsync_file and os.path.exists(self._fail_fsync_file):
+            raise OSError(errno.EIO, f"fsync failure injected by {UNSAFE_FAIL_FSYNC_FILE_ENV}")
         if data_only:
             os.fdatasync(fd)
         else:

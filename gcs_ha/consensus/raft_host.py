@@ -106,10 +106,21 @@ class RaftHost:
         self._endpoint.attach(node.poller)
         self._endpoint.send(frame(Kind.READY, body=node.status().to_json()))
         while not self._stopping:
-            node.tick()
-            self._endpoint.flush()
+            self._tick(self._parts)
         self._shutdown(self._parts)
         return 0
+
+    def _tick(self, parts: _Parts) -> None:
+        """One tick. A journal write that failed inside it (a follower appending what its
+        leader sent, with the disk full or failing) raises out of pysyncobj: that is the
+        fatal journal failure, exit 70, like one found after the tick."""
+        try:
+            parts.node.tick()
+        except Exception as exc:
+            if parts.journal.failure is not None and not self._stopping:
+                fatal("the Raft journal failed", exc)
+            raise
+        self._endpoint.flush()
 
     # -- start and stop ---------------------------------------------------------------
 

@@ -1,7 +1,13 @@
-"""A full disk never wedges the cluster: three replicas whose data dirs are small tmpfs
-mounts are filled through Ray's InternalKV protocol. The leader refuses the write it has no
-room for with RESOURCE_EXHAUSTED before proposing it; reads and deletes keep working, and
-writes are accepted again once keys are deleted; no replica exits and the replicas agree.
+"""A full disk never wedges the cluster. Three replicas whose data dirs are small tmpfs
+mounts:
+- filled through Ray's InternalKV protocol: the leader refuses the write it has no room
+  for with RESOURCE_EXHAUSTED before proposing it; reads and deletes keep working, and
+  writes are accepted again once keys are deleted; no replica exits, the replicas agree;
+- a follower's disk filled behind gcs-ha's back (another process): the journal write
+  that then fails stops it with exit code 70, and the others go on; once space is back
+  it starts again and catches up (no crash loop). (The leader's own disk cannot be made
+  to fail that way: the guard refuses the puts, and deletes reuse LMDB's free pages; its
+  failing fsync is in test_fail_stop.py.)
 
 Needs root (it mounts tmpfs); skipped otherwise. Ports: gRPC 127.0.0.1:13800-13802, Raft
 13810-13812.
@@ -18,6 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gcs_ha.errors import GcsHaError
 from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
 from gcs_ha.server.status import RAY_OK
@@ -102,3 +109,47 @@ def test_a_full_disk_refuses_writes_and_keeps_serving(tmp_path: Path) -> None:
             return len({cluster.digest(i) for i in range(3)}) == 1
 
         wait_until(agree, 30, "the replicas do not agree")
+
+
+def fill_up(directory: Path) -> Path:
+    """Write zeros into `directory` until its file system is full (another process's
+    data); the file, to remove later."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (2**20, 4096):
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * size)
+    return filler
+
+
+def agree(cluster: ProcessCluster) -> bool:
+    """Whether every replica answers with one digest."""
+    try:
+        return len({cluster.digest(i) for i in range(3)}) == 1
+    except GcsHaError:
+        return False  # one is still starting
+
+
+def exit_code(cluster: ProcessCluster, i: int, timeout: float = 30) -> int:
+    proc = cluster.process(i)
+    assert proc is not None
+    return int(wait_until(proc.poll, timeout, f"r{i} did not stop"))
+
+
+def test_a_follower_whose_disk_fills_stops_with_exit_70(tmp_path: Path) -> None:
+    dirs = [tmp_path / f"r{i}" for i in range(3)]
+    with small_disks(dirs), ProcessCluster(3, tmp_path, 13800, 13810, extra_args=ARGS) as cluster:
+        cluster.start()
+        leader = cluster.wait_for_leader(30)
+        follower = next(i for i in range(3) if i != leader)
+        stub = kv(cluster, leader)
+        assert put(stub, 0) is grpc.StatusCode.OK
+
+        filler = fill_up(dirs[follower])  # a follower's journal write fails: it stops
+        for n in range(1, 4):
+            assert put(stub, n) is grpc.StatusCode.OK  # the other two are a majority
+        assert exit_code(cluster, follower) == 70
+        filler.unlink()
+        cluster.start(follower)  # space is back: it starts and catches up
+        wait_until(lambda: agree(cluster), 30, "no catch-up")
