@@ -37,7 +37,7 @@ from pathlib import Path
 
 from gcs_ha.admin_auth import admin_key, key_fingerprint
 from gcs_ha.consensus import recovery
-from gcs_ha.consensus.snapshot import fsync_dir, image_sha256
+from gcs_ha.consensus.snapshot import copy_range, fsync_dir, image_sha256
 from gcs_ha.datadir import DataDir, Identity
 from gcs_ha.errors import ConfigError, CorruptDataError
 from gcs_ha.storage.lmdb_env import LmdbEnv
@@ -160,7 +160,8 @@ def restore_data_dir(
     with DataDir.open(data_dir, identity.node_id, identity.cluster_name):
         lmdb_dir = data_dir / "lmdb"
         image = data_dir / "lmdb.image"
-        _copy_range(backup, offset, header.image_length, image)
+        if copy_range(backup, offset, header.image_length, image) != header.image_sha256:
+            raise CorruptDataError(f"{backup}: changed while it was being restored")
         lmdb_dir.mkdir()
         LmdbEnv.install_image(lmdb_dir, image)
         image.unlink()
@@ -171,17 +172,3 @@ def restore_data_dir(
             txn.set_applied_index(0)
         recovery.close_cleanly(env)
     return header
-
-
-def _copy_range(src_path: Path, offset: int, length: int, out: Path) -> None:
-    with open(src_path, "rb") as src, open(out, "wb") as dst:
-        src.seek(offset)
-        remaining = length
-        while remaining:
-            chunk = src.read(min(remaining, 1 << 20))
-            if not chunk:
-                raise CorruptDataError(f"{src_path}: image shorter than its header says")
-            dst.write(chunk)
-            remaining -= len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())

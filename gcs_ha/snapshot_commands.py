@@ -21,6 +21,14 @@ from gcs_ha.names import check_name
 from gcs_ha.secret import load_admin_key, load_secret
 from gcs_ha.storage_options import parse_size_option
 
+map_size_option = click.option(
+    "--map-size",
+    callback=parse_size_option,
+    default="8GiB",
+    show_default=True,
+    help="As for `start`.",
+)
+
 
 @click.group()
 def snapshot() -> None:
@@ -56,13 +64,7 @@ def save(file: Path, address: str, secret_file: Path | None) -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--node-id", required=True, help="The new replica's node id.")
 @click.option("--cluster-name", required=True, help="The new cluster's name (not the old one).")
-@click.option(
-    "--map-size",
-    callback=parse_size_option,
-    default="8GiB",
-    show_default=True,
-    help="As for `start`.",
-)
+@map_size_option
 @secret_file_option
 @friendly_errors
 def restore(
@@ -90,13 +92,7 @@ def restore(
 
 @click.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--map-size",
-    callback=parse_size_option,
-    default="8GiB",
-    show_default=True,
-    help="As for `start`.",
-)
+@map_size_option
 @click.option("--yes", is_flag=True, help="Do it (without it, nothing changes).")
 @friendly_errors
 def recover(data_dir: Path, map_size: int, yes: bool) -> None:

@@ -150,24 +150,30 @@ def verify_snapshot(path: Path) -> SnapshotHeader:
     return header
 
 
-def extract_image(path: Path, header: SnapshotHeader, offset: int, out: Path) -> None:
-    """Copy the LMDB image of a snapshot into its own file (fsynced), checking its digest
-    (CorruptDataError, and `out` removed, when it does not match)."""
+def copy_range(path: Path, offset: int, length: int, out: Path) -> str:
+    """Copy `length` bytes of `path` from `offset` into `out` (fsynced); their SHA-256."""
     digest = hashlib.sha256()
     with open(path, "rb") as src, open(out, "wb") as dst:
         src.seek(offset)
-        remaining = header.image_length
+        remaining = length
         while remaining:
             chunk = src.read(min(remaining, 1 << 20))
             if not chunk:
-                raise CorruptDataError(f"snapshot {path}: image shorter than its header says")
+                raise CorruptDataError(f"{path}: image shorter than its header says")
             digest.update(chunk)
             dst.write(chunk)
             remaining -= len(chunk)
         dst.flush()
         os.fsync(dst.fileno())
+    return digest.hexdigest()
+
+
+def extract_image(path: Path, header: SnapshotHeader, offset: int, out: Path) -> None:
+    """Copy the LMDB image of a snapshot into its own file (fsynced), checking its digest
+    (CorruptDataError, and `out` removed, when it does not match)."""
+    found = copy_range(path, offset, header.image_length, out)
     try:
-        _check_digest(path, header, digest.hexdigest())
+        _check_digest(path, header, found)
     except CorruptDataError:
         out.unlink(missing_ok=True)
         raise
