@@ -29,6 +29,7 @@ import click
 from gcs_ha import __version__
 from gcs_ha.addresses import check_address
 from gcs_ha.admin_auth import admin_key
+from gcs_ha.admin_client import call_on_leader
 from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
@@ -305,13 +306,33 @@ def leave_command(
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per call.")
 @friendly_errors
 def status(address: str, as_json: bool, timeout: float) -> None:
-    """Show every member of the cluster and the leader."""
+    """Show every member of the cluster and the leader. Exit code: 0 a leader serves and
+    every member answered; 3 no leader serves (no quorum?); 4 a leader serves but some
+    member did not answer; 1 ADDRESS did not answer; 2 bad input."""
     check_address(address)
     view = gather_status(address, timeout)
     if as_json:
         click.echo(json.dumps(view.to_json(), indent=2))
     else:
         click.echo(render_table(view))
+    sys.exit(view.health())
+
+
+@cli.command(name="transfer-leader")
+@click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
+@click.option("--to", "target", help="The member to lead (default: any caught-up follower).")
+@secret_file_option
+@friendly_errors
+def transfer_leader(address: str, target: str | None, secret_file: Path | None) -> None:
+    """Hand leadership to another member (before maintenance of the leader's machine).
+    Needs the cluster secret."""
+    check_address(address)
+    if target is not None:
+        check_name("node id", target)
+    key = load_admin_key(secret_file, os.environ)
+    call_on_leader(address, lambda client: client.transfer_leadership(target or ""), key=key)
+    view = gather_status(address)
+    click.echo(f"leader: {view.leader or 'none'}")
 
 
 def render_table(view: ClusterView) -> str:

@@ -29,6 +29,10 @@ from gcs_ha.proto import admin_pb2
 log = logging.getLogger(__name__)
 
 
+# `gcs-ha status` exit codes (1 and 2 are the CLI's: unreachable address, bad input).
+HEALTHY, NO_LEADER, DEGRADED = 0, 3, 4
+
+
 @dataclass(frozen=True)
 class MemberView:
     """One member as `gcs-ha status` shows it; numbers are None when it did not answer."""
@@ -57,6 +61,13 @@ class ClusterView:
 
     def leader_gcs_address(self) -> str | None:
         return next((m.gcs_address for m in self.members if m.id == self.leader), None)
+
+    def health(self) -> int:
+        """`gcs-ha status`'s exit code: HEALTHY (a leader serves and answered, every member
+        answered), DEGRADED (a leader serves; some member did not answer) or NO_LEADER."""
+        if not any(m.serving for m in self.members):
+            return NO_LEADER
+        return HEALTHY if all(m.reachable for m in self.members) else DEGRADED
 
     def leader_reachable(self) -> bool:
         """Whether the leader answered itself (else `leader` is what followers believe)."""

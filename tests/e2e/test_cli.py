@@ -499,3 +499,39 @@ def test_listen_on_every_interface_and_advertise_one(
             ray_address(f"127.0.0.1:{ports[0] + 5}", node_ip="127.0.0.13")
     finally:
         terminate_all([proc], 10.0)
+
+
+@pytest.mark.slow
+def test_transfer_leader_and_status_exit_codes(tmp_path: Path, ports: tuple[int, int]) -> None:
+    """`transfer-leader --to` moves leadership there (with the secret; without it,
+    refused); `status` exits 0 healthy, 4 with a member down, 3 without a leader."""
+    with ProcessCluster(3, tmp_path, ports[0], ports[1]) as cluster:
+        cluster.start()
+        leader = cluster.wait_for_leader(timeout=60)
+        for i in range(3):
+            cluster.wait_for_members(3, i)
+        address = f"--address={cluster.gcs_address(leader)}"
+        assert run_cli("status", address).returncode == 0
+
+        target = (leader + 1) % 3
+        unsigned = run_cli("transfer-leader", address, f"--to={cluster.node_id(target)}")
+        assert unsigned.returncode == 1 and "secret" in unsigned.stderr
+        moved = run_cli(
+            "transfer-leader", address, f"--to={cluster.node_id(target)}",
+            f"--secret-file={cluster.secret_file}",
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        assert moved.stdout.strip() == f"leader: {cluster.node_id(target)}"
+        assert cluster.wait_for_leader(timeout=30) == target
+
+        others = [i for i in range(3) if i != target]
+        cluster.kill(others[0])
+        degraded = run_cli("status", f"--address={cluster.gcs_address(target)}", "--timeout=1")
+        assert degraded.returncode == 4, degraded.stdout
+        cluster.kill(others[1])
+
+        def leaderless() -> bool | None:
+            got = run_cli("status", f"--address={cluster.gcs_address(target)}", "--timeout=1")
+            return got.returncode == 3 or None
+
+        wait_until(leaderless, 30, "status never reported the lost quorum")
