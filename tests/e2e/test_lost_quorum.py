@@ -32,8 +32,18 @@ def kv(address: str) -> gcs_grpc.InternalKVGcsServiceStub:
 
 
 def put(stub: gcs_grpc.InternalKVGcsServiceStub, key: bytes) -> None:
+    """Put key = key, sent again after UNAVAILABLE (an election under load)."""
     request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
-    assert stub.InternalKVPut(request, timeout=30).status.code == RAY_OK
+
+    def once() -> bool:
+        try:
+            return bool(stub.InternalKVPut(request, timeout=30).status.code == RAY_OK)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                raise
+            return False
+
+    wait_until(once, 30, f"{key!r} never acknowledged")
 
 
 def recover(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -46,11 +56,11 @@ def recover(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
 def test_a_survivor_becomes_a_cluster_of_one_that_others_join(tmp_path: Path) -> None:
     with ProcessCluster(3, tmp_path, 18100, 18110) as cluster:
         cluster.start()
-        survivor = cluster.wait_for_leader(30)
-        stub = kv(cluster.gcs_address(survivor))
+        stub = kv(cluster.gcs_address(cluster.wait_for_leader(30)))
         keys = [b"k%d" % n for n in range(200)]
         for key in keys:
             put(stub, key)
+        survivor = cluster.wait_for_leader(30)  # the leader now has every write it acked
         for i in range(3):
             cluster.kill(i)
             if i != survivor:
