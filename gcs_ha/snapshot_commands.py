@@ -93,9 +93,13 @@ def restore(
 @click.command()
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @map_size_option
+@click.option(
+    "--raft-address",
+    help="Its Raft HOST:PORT; needed only if it never registered (stopped at first start).",
+)
 @click.option("--yes", is_flag=True, help="Do it (without it, nothing changes).")
 @friendly_errors
-def recover(data_dir: Path, map_size: int, yes: bool) -> None:
+def recover(data_dir: Path, map_size: int, raft_address: str | None, yes: bool) -> None:
     """LAST RESORT after losing a quorum for good: turn the stopped replica in DATA_DIR
     into a cluster of one member, then start it as before and add new replicas with
     `gcs-ha join`. Writes the dead majority committed that never reached this replica
@@ -109,7 +113,9 @@ def recover(data_dir: Path, map_size: int, yes: bool) -> None:
             "(docs/operations.md, 'Lost quorum'); run again with --yes"
         )
     with DataDir.open(data_dir, identity.node_id, identity.cluster_name):
-        done = force_new_cluster(data_dir, identity.node_id, map_size)
+        if raft_address is not None:
+            check_address(raft_address)
+        done = force_new_cluster(data_dir, identity.node_id, map_size, raft_address)
     dropped = ", ".join(done.removed) or "none"
     click.echo(
         f"{done.node_id} ({done.raft_address}) is now the only member of "

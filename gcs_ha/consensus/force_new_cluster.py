@@ -56,9 +56,13 @@ class Recovered:
     removed: tuple[str, ...]  # the members dropped
 
 
-def force_new_cluster(data_dir: Path, node_id: str, map_size: int = 8 << 30) -> Recovered:
+def force_new_cluster(
+    data_dir: Path, node_id: str, map_size: int = 8 << 30, raft_address: str | None = None
+) -> Recovered:
     """Turn replica `node_id`'s data dir into a one-member cluster (module docstring). The
-    caller holds the data dir's lock (gcs_ha.datadir): the replica must not run."""
+    caller holds the data dir's lock (gcs_ha.datadir): the replica must not run.
+    `raft_address`: its Raft address, needed only when it never registered itself in the
+    members table (it stopped right after its first start)."""
     raft_dir, dump = data_dir / "raft", data_dir / "raft" / "snapshot"
     env = recovery.open_for_writing(data_dir / "lmdb", dump, map_size)
     try:
@@ -67,7 +71,7 @@ def force_new_cluster(data_dir: Path, node_id: str, map_size: int = 8 << 30) -> 
             replayed, index, term = _replay(env, journal)
         finally:
             journal.close()
-        address, removed = _alone(env, node_id, index)
+        address, removed = _alone(env, node_id, index, raft_address)
         _write_snapshot(env, dump, index, term, address)
     finally:
         recovery.close_cleanly(env)
@@ -75,8 +79,7 @@ def force_new_cluster(data_dir: Path, node_id: str, map_size: int = 8 << 30) -> 
         path.unlink()
     fsync_dir(raft_dir)
     logger.warning(
-        "%s is now a cluster of one at index %d, term %d (%d journal entries replayed; "
-        "dropped %s)",
+        "%s is now a cluster of one at index %d, term %d (%d journal entries replayed; dropped %s)",
         node_id,
         index,
         term,
@@ -116,18 +119,27 @@ def _entry_data(command: bytes) -> bytes | None:
     return bytes(args[0]) if args else None
 
 
-def _alone(env: LmdbEnv, node_id: str, index: int) -> tuple[str, tuple[str, ...]]:
-    """Drop every other member from the members table; this replica's Raft address."""
+def _alone(
+    env: LmdbEnv, node_id: str, index: int, given: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """Drop every other member from the members table; this replica's Raft address (the
+    registered one, else `given`; ConfigError when neither or when they differ)."""
     with env.write() as txn:
         members = {key.decode(): json.loads(value) for key, value in txn.scan(MEMBERS_TABLE)}
-        if node_id not in members:
-            raise ConfigError(f"{node_id} is not in its own members table: cannot recover it")
+        registered = str(members[node_id]["raft_address"]) if node_id in members else None
+        if registered is None and given is None:
+            raise ConfigError(
+                f"{node_id} never registered in its members table (it stopped right after "
+                "its first start): give --raft-address, the one it is started with"
+            )
+        if registered is not None and given is not None and given != registered:
+            raise ConfigError(f"{node_id} is registered with Raft address {registered}")
         removed = tuple(sorted(m for m in members if m != node_id))
         for member in removed:
             txn.delete(MEMBERS_TABLE, member.encode())
         txn.set_applied_index(index)
     env.sync()
-    return str(members[node_id]["raft_address"]), removed
+    return registered or str(given), removed
 
 
 def _write_snapshot(env: LmdbEnv, dump: Path, index: int, term: int, address: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,13 +68,21 @@ def kv(cluster: ProcessCluster, i: int) -> gcs_grpc.InternalKVGcsServiceStub:
 
 
 def put(stub: gcs_grpc.InternalKVGcsServiceStub, n: int) -> grpc.StatusCode:
+    """Put key n: OK or the refusal's code; sent again after UNAVAILABLE (an election
+    under load) for up to 30 s."""
     request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=b"f%d" % n, value=VALUE)
-    try:
-        reply = stub.InternalKVPut(request, timeout=30)
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    assert reply.status.code == RAY_OK, reply.status.message
-    return grpc.StatusCode.OK
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            reply = stub.InternalKVPut(request, timeout=30)
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            if code is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            return code
+        assert reply.status.code == RAY_OK, reply.status.message
+        return grpc.StatusCode.OK
 
 
 def test_a_full_disk_refuses_writes_and_keeps_serving(tmp_path: Path) -> None:

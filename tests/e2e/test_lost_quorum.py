@@ -56,6 +56,8 @@ def recover(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
 def test_a_survivor_becomes_a_cluster_of_one_that_others_join(tmp_path: Path) -> None:
     with ProcessCluster(3, tmp_path, 18100, 18110) as cluster:
         cluster.start()
+        for i in range(3):  # a cluster that has run: every replica registered itself
+            cluster.wait_for_members(3, i)
         stub = kv(cluster.gcs_address(cluster.wait_for_leader(30)))
         keys = [b"k%d" % n for n in range(200)]
         for key in keys:
