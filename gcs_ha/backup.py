@@ -72,45 +72,27 @@ class BackupHeader:
 
 
 def write_backup(path: Path, header: BackupHeader, image: Iterable[bytes]) -> BackupHeader:
-    """Write `image` (chunks) under `header` to `path` atomically; returns the header as
-    written (length and digest filled in). CorruptDataError if the digest the header
-    already carries does not match the image received."""
+    """Write `header` (its image's length and digest known) and then `image` (chunks) to
+    `path` atomically: to `<path>.partial`, checked against the header, fsynced, renamed.
+    CorruptDataError, and nothing left behind, if the image does not match."""
     partial = path.with_name(path.name + ".partial")
+    body = header.to_json()
     digest, length = hashlib.sha256(), 0
     with open(partial, "wb") as f:
-        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 0))
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(body), header.image_length))
+        f.write(body)
         for chunk in image:
             digest.update(chunk)
             length += len(chunk)
             f.write(chunk)
-        if header.image_sha256 and header.image_sha256 != digest.hexdigest():
-            partial.unlink()
-            raise CorruptDataError(f"backup {path}: the image received does not match its digest")
-        final = BackupHeader(**{**asdict(header), "image_length": length,
-                                "image_sha256": digest.hexdigest()})  # fmt: skip
-        body = final.to_json()
-        f.write(body)  # the header goes last on disk, then is moved first below
-    _move_header_first(partial, body, length)
+        f.flush()
+        os.fsync(f.fileno())
+    if (length, digest.hexdigest()) != (header.image_length, header.image_sha256):
+        partial.unlink()
+        raise CorruptDataError(f"backup {path}: the image received does not match its header")
     os.replace(partial, path)
     fsync_dir(path.parent)
-    return final
-
-
-def _move_header_first(partial: Path, body: bytes, length: int) -> None:
-    """Rewrite `partial` (prefix, image, header) as prefix, header, image; fsynced."""
-    tmp = partial.with_name(partial.name + ".2")
-    with open(partial, "rb") as src, open(tmp, "wb") as dst:
-        dst.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(body), length))
-        dst.write(body)
-        src.seek(_PREFIX.size)
-        remaining = length
-        while remaining:
-            chunk = src.read(min(remaining, 1 << 20))
-            dst.write(chunk)
-            remaining -= len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, partial)
+    return header
 
 
 def read_backup(path: Path) -> tuple[BackupHeader, int]:

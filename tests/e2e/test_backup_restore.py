@@ -21,6 +21,7 @@ from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
 from gcs_ha.secret import generate_secret_file
 from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -59,12 +60,7 @@ class Writer(threading.Thread):
 
 
 def get(address: str, key: bytes) -> bytes | None:
-    with grpc.insecure_channel(address) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        reply = stub.InternalKVGet(
-            gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key), timeout=10
-        )
-    return bytes(reply.value) if reply.status.code == RAY_OK else None
+    return kv_calls.get(address, NAMESPACE, key)
 
 
 def test_a_backup_under_load_seeds_a_new_cluster(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from gcs_ha.proto import admin_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
 from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.kvload import KvClient, Op, Outcome
 
@@ -80,26 +81,13 @@ def put_all(cluster: ProcessCluster, replicas: Sequence[int], keys: Sequence[byt
 
 def put_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) -> bool:
     """Put `key` on replica i itself (no leader discovery); True if it was acknowledged."""
-    with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
-        try:
-            reply = stub.InternalKVPut(request, timeout=timeout_s)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status.code == RAY_OK)
+    outcome = kv_calls.put(cluster.gcs_address(i), NAMESPACE, key, key, timeout_s=timeout_s)
+    return outcome[0] is grpc.StatusCode.OK
 
 
 def get_directly(cluster: ProcessCluster, i: int, key: bytes, timeout_s: float) -> bytes | None:
     """Get `key` from replica i itself; None when the call failed."""
-    with grpc.insecure_channel(cluster.gcs_address(i)) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key)
-        try:
-            reply = stub.InternalKVGet(request, timeout=timeout_s)
-        except grpc.RpcError:
-            return None
-        return bytes(reply.value) if reply.status.code == RAY_OK else None
+    return kv_calls.get(cluster.gcs_address(i), NAMESPACE, key, timeout_s=timeout_s)
 
 
 def read_all(cluster: ProcessCluster) -> dict[bytes, bytes]:

@@ -13,9 +13,7 @@ import grpc
 import pytest
 
 from gcs_ha.consensus.journal import UNSAFE_FAIL_FSYNC_FILE_ENV
-from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
-from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
-from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -24,20 +22,11 @@ NAMESPACE = b"failstop"
 
 
 def put(address: str, key: bytes) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
-        try:
-            return bool(stub.InternalKVPut(request, timeout=10).status.code == RAY_OK)
-        except grpc.RpcError:
-            return False
+    return kv_calls.put(address, NAMESPACE, key, key, timeout_s=10)[0] is grpc.StatusCode.OK
 
 
-def get(address: str, key: bytes) -> bytes:
-    with grpc.insecure_channel(address) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key)
-        return bytes(stub.InternalKVGet(request, timeout=10).value)
+def get(address: str, key: bytes) -> bytes | None:
+    return kv_calls.get(address, NAMESPACE, key)
 
 
 def test_a_leader_whose_fsync_fails_exits_70_and_another_leads(tmp_path: Path) -> None:

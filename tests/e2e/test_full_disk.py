@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +25,7 @@ import grpc
 import pytest
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
-from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
-from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -62,27 +59,9 @@ def small_disks(dirs: list[Path]) -> Iterator[None]:
             subprocess.run(["umount", "-l", str(d)], check=False)
 
 
-def kv(cluster: ProcessCluster, i: int) -> gcs_grpc.InternalKVGcsServiceStub:
-    channel = grpc.insecure_channel(cluster.gcs_address(i))
-    return gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-def put(stub: gcs_grpc.InternalKVGcsServiceStub, n: int) -> grpc.StatusCode:
-    """Put key n: OK or the refusal's code; sent again after UNAVAILABLE (an election
-    under load) for up to 30 s."""
-    request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=b"f%d" % n, value=VALUE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            reply = stub.InternalKVPut(request, timeout=30)
-        except grpc.RpcError as exc:
-            code: grpc.StatusCode = exc.code()
-            if code is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            return code
-        assert reply.status.code == RAY_OK, reply.status.message
-        return grpc.StatusCode.OK
+def put(address: str, n: int) -> grpc.StatusCode:
+    """Put key n: OK or the refusal's code (sent again after UNAVAILABLE: an election)."""
+    return kv_calls.put(address, NAMESPACE, b"f%d" % n, VALUE, retry_s=30)[0]
 
 
 def test_a_full_disk_refuses_writes_and_keeps_serving(tmp_path: Path) -> None:
@@ -91,25 +70,19 @@ def test_a_full_disk_refuses_writes_and_keeps_serving(tmp_path: Path) -> None:
         assert [cluster.data_dir(i) for i in range(3)] == dirs
         cluster.start()
         leader = cluster.wait_for_leader(30)
-        stub = kv(cluster, leader)
+        address = cluster.gcs_address(leader)
         stored = 0
-        while (code := put(stub, stored)) is grpc.StatusCode.OK:
+        while (code := put(address, stored)) is grpc.StatusCode.OK:
             stored += 1
             assert stored < 400, "never refused"
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert stored >= 10
-        assert put(stub, stored) is grpc.StatusCode.RESOURCE_EXHAUSTED  # still full
+        assert put(address, stored) is grpc.StatusCode.RESOURCE_EXHAUSTED  # still full
 
-        got = stub.InternalKVGet(
-            gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=b"f0"), timeout=10
-        )
-        assert got.value == VALUE
+        assert kv_calls.get(address, NAMESPACE, b"f0") == VALUE
         for n in range(stored // 2):
-            deleted = stub.InternalKVDel(
-                gcs_pb.InternalKVDelRequest(namespace=NAMESPACE, key=b"f%d" % n), timeout=30
-            )
-            assert deleted.status.code == RAY_OK and deleted.deleted_num == 1
-        wait_until(lambda: put(stub, stored) is grpc.StatusCode.OK, 10, "writes never came back")
+            assert kv_calls.delete(address, NAMESPACE, b"f%d" % n) == 1
+        wait_until(lambda: put(address, stored) is grpc.StatusCode.OK, 10, "writes never came back")
 
         assert all(cluster.is_running(i) for i in range(3)), "a replica exited"
         assert cluster.serving_leader() == leader
@@ -152,12 +125,12 @@ def test_a_follower_whose_disk_fills_stops_with_exit_70(tmp_path: Path) -> None:
         cluster.start()
         leader = cluster.wait_for_leader(30)
         follower = next(i for i in range(3) if i != leader)
-        stub = kv(cluster, leader)
-        assert put(stub, 0) is grpc.StatusCode.OK
+        address = cluster.gcs_address(leader)
+        assert put(address, 0) is grpc.StatusCode.OK
 
         filler = fill_up(dirs[follower])  # a follower's journal write fails: it stops
         for n in range(1, 4):
-            assert put(stub, n) is grpc.StatusCode.OK  # the other two are a majority
+            assert put(address, n) is grpc.StatusCode.OK  # the other two are a majority
         assert exit_code(cluster, follower) == 70
         filler.unlink()
         cluster.start(follower)  # space is back: it starts and catches up

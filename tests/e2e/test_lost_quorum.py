@@ -16,9 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
-from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
-from gcs_ha.server.status import RAY_OK
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 from gcs_ha.testing.powerloss import lose_unsynced_lmdb
 
@@ -27,23 +25,9 @@ pytestmark = pytest.mark.slow
 NAMESPACE = b"quorum"
 
 
-def kv(address: str) -> gcs_grpc.InternalKVGcsServiceStub:
-    return gcs_grpc.InternalKVGcsServiceStub(grpc.insecure_channel(address))  # type: ignore[no-untyped-call]
-
-
-def put(stub: gcs_grpc.InternalKVGcsServiceStub, key: bytes) -> None:
+def put(address: str, key: bytes) -> None:
     """Put key = key, sent again after UNAVAILABLE (an election under load)."""
-    request = gcs_pb.InternalKVPutRequest(namespace=NAMESPACE, key=key, value=key)
-
-    def once() -> bool:
-        try:
-            return bool(stub.InternalKVPut(request, timeout=30).status.code == RAY_OK)
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                raise
-            return False
-
-    wait_until(once, 30, f"{key!r} never acknowledged")
+    assert kv_calls.put(address, NAMESPACE, key, key, retry_s=30) == (grpc.StatusCode.OK, "")
 
 
 def recover(data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -58,10 +42,10 @@ def test_a_survivor_becomes_a_cluster_of_one_that_others_join(tmp_path: Path) ->
         cluster.start()
         for i in range(3):  # a cluster that has run: every replica registered itself
             cluster.wait_for_members(3, i)
-        stub = kv(cluster.gcs_address(cluster.wait_for_leader(30)))
+        address = cluster.gcs_address(cluster.wait_for_leader(30))
         keys = [b"k%d" % n for n in range(200)]
         for key in keys:
-            put(stub, key)
+            put(address, key)
         survivor = cluster.wait_for_leader(30)  # the leader now has every write it acked
         for i in range(3):
             cluster.kill(i)
@@ -90,18 +74,15 @@ def test_a_survivor_becomes_a_cluster_of_one_that_others_join(tmp_path: Path) ->
 
         cluster.start(survivor)  # the same command, --peer naming the dead replicas
         assert cluster.wait_for_leader(30) == survivor
-        stub = kv(cluster.gcs_address(survivor))
+        address = cluster.gcs_address(survivor)
         for key in keys:
-            got = stub.InternalKVGet(
-                gcs_pb.InternalKVGetRequest(namespace=NAMESPACE, key=key), timeout=10
-            )
-            assert got.value == key
-        put(stub, b"after")
+            assert kv_calls.get(address, NAMESPACE, key) == key
+        put(address, b"after")
 
         cluster.members = {survivor}
         joined = [cluster.join_replica(via=survivor) for _ in range(2)]
         cluster.wait_for_members(3, survivor, timeout=60)
-        put(stub, b"with-three")
+        put(address, b"with-three")
 
         def agree() -> bool:
             return len({cluster.digest(i) for i in (survivor, *joined)}) == 1

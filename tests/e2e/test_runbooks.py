@@ -19,8 +19,7 @@ import grpc
 import pytest
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
-from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
+from gcs_ha.testing import kv_calls
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -30,14 +29,8 @@ VALUE = os.urandom(256 * 1024)
 
 def put(cluster: ProcessCluster, n: int) -> tuple[grpc.StatusCode, str]:
     """Put key n through the serving leader: (gRPC code, details)."""
-    with grpc.insecure_channel(cluster.gcs_address(cluster.wait_for_leader(30))) as channel:
-        stub = gcs_grpc.InternalKVGcsServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = gcs_pb.InternalKVPutRequest(namespace=b"rb", key=b"k%d" % n, value=VALUE)
-        try:
-            stub.InternalKVPut(request, timeout=30)
-        except grpc.RpcError as exc:
-            return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
+    address = cluster.gcs_address(cluster.wait_for_leader(30))
+    return kv_calls.put(address, b"rb", b"k%d" % n, VALUE)
 
 
 def agree(cluster: ProcessCluster) -> bool:

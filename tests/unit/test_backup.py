@@ -3,6 +3,7 @@ from one (new identity, Raft index back to 0, the old membership gone, the table
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def a_backup(tmp_path: Path) -> Path:
     env.close()
     data = image.getvalue()
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
-    header = BackupHeader("prod", 77, 0.0, "r0", key_fingerprint(admin_key(OLD_SECRET)))
+    fingerprint = key_fingerprint(admin_key(OLD_SECRET))
+    digest = hashlib.sha256(data).hexdigest()  # the leader sends them in the header
+    header = BackupHeader("prod", 77, 0.0, "r0", fingerprint, len(data), digest)
     path = tmp_path / "backup"
     written = write_backup(path, header, chunks)
     assert written.image_length == len(data) and len(written.image_sha256) == 64
