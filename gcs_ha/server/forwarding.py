@@ -29,16 +29,16 @@ gets UNAVAILABLE at once). A forwarded unary call is never run twice by this rep
   the NOT_APPLIED trailing metadata, server/status.py), is held and routed again;
 - one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
   was lost with the leader) is replayed after a new hold, once per leader it was lost
-  with (a long poll can outlive one failover), when a second run cannot
-  change what others see (server/replays.py: reads, writes keyed by their caller's own
-  id, task events); any other goes back to the caller as UNAVAILABLE. The replay waits
-  for the routing to name another leader (at most `LOST_WAIT_S`, then the same one is
-  tried): sent at once, it went to the dead leader's address again, was lost again, and
-  the caller got UNAVAILABLE after all. Replaying those
-  could apply them twice (an InternalKVDel run again after another client's put deletes
-  that put, and answers as if nothing had happened): `gcs-ha drill` found exactly this.
-  The caller decides; Ray's clients send such calls again themselves at their next
-  connection check (up to 1 s, every other call of theirs waiting meanwhile).
+  with (a long poll can outlive one failover), when a second run cannot change what
+  others see (server/replays.py: reads, writes keyed by their caller's own id, task
+  events). The replay waits for the routing to name another leader (at most
+  `LOST_WAIT_S`, then the same one is tried): sent at once, it went to the dead leader's
+  address again and was lost again. Any other call goes back to the caller as
+  UNAVAILABLE: replaying it could apply it twice (an InternalKVDel run again after
+  another client's put deletes that put, and answers as if nothing had happened: `gcs-ha
+  drill` found exactly this). The caller decides; Ray's clients send such calls again
+  themselves at their next connection check (up to 1 s, every other call of theirs
+  waiting meanwhile).
 Every other status of a forwarded call goes back to the caller as is.
 Our own refusals carry NOT_APPLIED too, so a client knows it may send the call again.
 The admin service, gRPC health and anything that is not one of Ray's GCS services pass
