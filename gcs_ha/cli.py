@@ -125,9 +125,12 @@ def _run_replica(
     listen: str | None,
     after_start: Callable[[ReplicaProcess], Awaitable[None]] | None = None,
     supervisor_pid: int | None = None,
+    *,
+    http_address: str | None = None,
 ) -> None:
     """Run the replica process in the foreground; exits with its exit code. `listen`:
-    where the gRPC port binds (None: the advertised --gcs-address)."""
+    where the gRPC port binds (None: the advertised --gcs-address); `http_address`:
+    where the HTTP listener binds (None: no listener)."""
     ray_auth, ray_tls = load_ray_auth(os.environ), load_ray_tls(os.environ)
     if ray_auth.enabled:
         log.info("Ray token authentication is on: Ray's calls without the token are refused")
@@ -140,6 +143,7 @@ def _run_replica(
         ray_auth=ray_auth,
         ray_tls=ray_tls,
         listen=listen,
+        http_address=http_address,
     )
     code = run_front_end(process.run())
     sys.exit(code)
@@ -167,6 +171,11 @@ def replica_options(fn: F) -> F:
                 "--listen",
                 help="HOST:PORT the gRPC port binds, when not --gcs-address (e.g. "
                 "0.0.0.0:6379: every interface, --gcs-address being the one to use).",
+            ),
+            click.option(
+                "--http-address",
+                help="HOST:PORT of the HTTP listener: /metrics (Prometheus), /livez, "
+                "/readyz, /leader, /status (default: none).",
             ),
             secret_file_option,
             click.option(
@@ -196,6 +205,7 @@ def start(
     raft_address: str,
     gcs_address: str,
     listen: str | None,
+    http_address: str | None,
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
@@ -219,7 +229,12 @@ def start(
         storage=storage,
     )
     _setup_logging(log_level, node_id)
-    _run_replica(config, _listen(listen), supervisor_pid=supervisor_pid)
+    _run_replica(
+        config,
+        _listen(listen),
+        supervisor_pid=supervisor_pid,
+        http_address=_listen(http_address),
+    )
 
 
 @cli.command()
@@ -234,6 +249,7 @@ def join(
     raft_address: str,
     gcs_address: str,
     listen: str | None,
+    http_address: str | None,
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
@@ -265,7 +281,12 @@ def join(
 
     if already:
         log.info("%s is already a member of %r: restarting it", node_id, cluster.cluster_name)
-    _run_replica(config, listen, after_start=None if already else add)
+    _run_replica(
+        config,
+        listen,
+        after_start=None if already else add,
+        http_address=_listen(http_address),
+    )
 
 
 def _listen(listen: str | None) -> str | None:

@@ -1,7 +1,8 @@
 """`gcs-ha up`: a local N-replica cluster in the foreground, for development.
 
 Each replica is its own `gcs-ha start` process (replica i: node id r<i>, data dir
-DIR/r<i>, gRPC port P+i, Raft port R+i). Addresses, by default: Raft on 127.0.0.1; gRPC
+DIR/r<i>, gRPC port P+i, Raft port R+i, HTTP port (metrics, probes, /status)
+R+(R-P)+i: 8379 with the default ports). Addresses, by default: Raft on 127.0.0.1; gRPC
 listening on every interface (0.0.0.0, as Ray's own head node does) and advertised at
 this machine's IP as Ray computes it (addresses.ray_node_ip), because Ray rewrites
 127.0.0.1 in any GCS address it is given to that IP: what `up` prints then works as is
@@ -77,6 +78,15 @@ class UpLayout:
 
     def raft_address(self, i: int) -> str:
         return join_address(self.host or "127.0.0.1", self.raft_port + i)
+
+    @property
+    def http_port(self) -> int:
+        """Replica i's HTTP listener (metrics, probes, /status) is on http_port + i."""
+        return self.raft_port + (self.raft_port - self.port)
+
+    def http_address(self, i: int) -> str:
+        """Where replica i's HTTP listener binds: as its gRPC port does."""
+        return join_address(self.host or "0.0.0.0", self.http_port + i)
 
     def replica_dir(self, i: int) -> Path:
         return self.data_dir / self.node_id(i)
@@ -173,9 +183,10 @@ def _check_ports(layout: UpLayout) -> None:
         raise ConfigError("--replicas must be at least 1")
     gcs = set(range(layout.port, layout.port + layout.replicas))
     raft = set(range(layout.raft_port, layout.raft_port + layout.replicas))
-    if gcs & raft:
+    http = set(range(layout.http_port, layout.http_port + layout.replicas))
+    if gcs & raft or (gcs | raft) & http:
         raise ConfigError("--port and --raft-port ranges overlap; pick ports further apart")
-    if max(gcs | raft) > 65535:
+    if max(gcs | raft | http) > 65535:
         raise ConfigError("ports beyond 65535: lower --port / --raft-port")
 
 
@@ -288,7 +299,10 @@ class Supervisor:
             secret_file=lay.secret_path,
             log_level=self.log_level,
             supervisor_pid=os.getpid(),
-            extra=_listen_option(lay.listen_address(i)),
+            extra=[
+                *_listen_option(lay.listen_address(i)),
+                f"--http-address={lay.http_address(i)}",
+            ],
         )
         self._procs[i] = spawn(cmd, lay.log_path(i))
         self._reported.discard(i)
@@ -296,7 +310,8 @@ class Supervisor:
         self._say(
             f"{lay.node_id(i)}: pid {self._procs[i].pid}, gRPC {lay.gcs_address(i)}"
             + (f" (listening on {listen})" if listen else "")
-            + f", Raft {lay.raft_address(i)}, log {lay.log_path(i)}"
+            + f", Raft {lay.raft_address(i)}, HTTP {lay.http_address(i)} (/status, /metrics)"
+            + f", log {lay.log_path(i)}"
         )
 
     def _tick(self) -> None:

@@ -48,6 +48,33 @@ class ReplicaStatusInfo:
     members: tuple[MemberInfo, ...] = ()
     # Leader only: raft address of each follower -> its match index.
     match_index: dict[str, int] = field(default_factory=dict)
+    # Seconds since the consensus process last reported (it does every 50 ms when well).
+    status_age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoreUse:
+    """This replica's store, measured now: LMDB's pages in use and its map size, the
+    data file's allocated bytes, free bytes on the data dir's disk, and the writes the
+    capacity guard refused so far (StoreFullError)."""
+
+    map_used: int
+    map_size: int
+    data_file: int
+    disk_free: int
+    writes_refused: int
+
+
+@dataclass(frozen=True)
+class ProposalCounts:
+    """The front end's proposals so far: requests proposed (in `entries`: one log entry
+    carries a batch), requests that failed (not leader, lost leadership, refused...), and
+    requests waiting (queued or in flight)."""
+
+    requests: int
+    entries: int
+    failed: int
+    pending: int
 
 
 class LeadershipListener(Protocol):
@@ -104,6 +131,17 @@ class Replica(Protocol):
 
     async def compact(self) -> int:
         """Snapshot now; returns the Raft index the snapshot covers."""
+        ...
+
+    def store_use(self) -> StoreUse:
+        """The store's size and room (capacity.py measures it; at most REFRESH_S old)."""
+        ...
+
+    def proposal_counts(self) -> ProposalCounts: ...
+
+    async def consensus_metrics(self) -> bytes:
+        """The consensus layer's own metrics, in Prometheus's text format
+        (UnavailableError when it cannot answer)."""
         ...
 
     async def backup_image(self, out: Path) -> int:

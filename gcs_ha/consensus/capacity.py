@@ -97,6 +97,10 @@ class CapacityGuard:
             "accepted again once space is freed"
         )
 
+    def measure(self) -> Room:
+        """The room measured last, measured again when older than REFRESH_S."""
+        return self._measure()
+
     def _measure(self) -> Room:
         now = time.monotonic()
         if self._room is None or now - self._measured_at >= REFRESH_S:

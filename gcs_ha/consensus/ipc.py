@@ -8,7 +8,8 @@ in order. A frame is a fixed header and a body:
 `id` names a request of the front end; its completion comes back in a DONE frame with the
 same id. Bodies: a log entry as is (PROPOSE), a Raft address (ADD_NODE, REMOVE_NODE,
 TRANSFER), JSON (CONFIG, READY, START_FAILED, STATUS), a `Completions` protobuf (DONE),
-`ROLE_BODY` (ROLE), nothing (READ, COMPACT, STOP, PING, ENV_REPLACED).
+`ROLE_BODY` (ROLE), Prometheus's text format (METRICS_TEXT), nothing (READ, COMPACT, STOP,
+PING, METRICS, ENV_REPLACED).
 
 Errors: CorruptDataError from `FrameReader.feed` for a frame that announces more than
 MAX_BODY_BYTES or an unknown kind (the stream cannot be trusted after it: close it).
@@ -42,12 +43,14 @@ class Kind(IntEnum):
     COMPACT = 7  # snapshot now and compact the log
     STOP = 8  # stop cleanly and exit
     PING = 9  # the front end's loop is alive
+    METRICS = 10  # send this process's metrics (answered by METRICS_TEXT, same id)
     READY = 64  # started (JSON: the node's first status)
     START_FAILED = 65  # could not start (JSON: error class name and message); exits next
     DONE = 66  # completions (raft_ipc.Completions)
     ROLE = 67  # the Raft role changed (ROLE_BODY), sent the moment it happens
     STATUS = 68  # a status snapshot (JSON), every STATUS_PERIOD_S
     ENV_REPLACED = 69  # LMDB was replaced by a snapshot image: reopen it
+    METRICS_TEXT = 70  # the metrics asked for by METRICS (Prometheus text format)
 
 
 _KINDS: Final = frozenset(int(k) for k in Kind)

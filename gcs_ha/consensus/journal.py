@@ -30,9 +30,10 @@ import json
 import logging
 import os
 import struct
+import time
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn, overload
 
@@ -216,8 +217,10 @@ class DurableJournal:
     Entries are also kept in memory (a list), so reads never touch the disk.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, observe_fsync: Callable[[float], None] | None = None) -> None:
+        """`observe_fsync(seconds)` is told how long each real fsync took (metrics)."""
         self._path = Path(path)
+        self._observe_fsync = observe_fsync
         self._meta_path = meta_path(self._path)
         self._crash_sim = _env_flag(CRASH_SIM_ENV)
         self._skip_fsync = _env_flag(UNSAFE_SKIP_FSYNC_ENV)
@@ -486,10 +489,13 @@ class DurableJournal:
             return False
         if self._fail_fsync_file and os.path.exists(self._fail_fsync_file):
             raise OSError(errno.EIO, f"fsync failure injected by {UNSAFE_FAIL_FSYNC_FILE_ENV}")
+        started = time.perf_counter()
         if data_only:
             os.fdatasync(fd)
         else:
             os.fsync(fd)
+        if self._observe_fsync is not None:
+            self._observe_fsync(time.perf_counter() - started)
         return True
 
     def _rewrite(self, entries: Iterable[Entry]) -> None:

@@ -79,6 +79,7 @@ class GroupCommitProposer:
         self._held = False
         self.entries_proposed = 0
         self.requests_proposed = 0
+        self.requests_failed = 0  # completed with an error, or failed while queued
 
     async def submit(self, request: pb.Request) -> pb.Result:
         """Propose `request`; returns its Result once applied on this replica."""
@@ -110,6 +111,11 @@ class GroupCommitProposer:
         """Entries proposed and not completed yet."""
         return len(self._inflight)
 
+    @property
+    def pending_requests(self) -> int:
+        """Requests queued or in flight."""
+        return len(self._queue) + sum(len(b.requests) for b in self._batches.values())
+
     def hold(self) -> None:
         """Stop proposing new entries (requests queue up) until `release()`; entries in
         flight complete as usual. Used to let a follower catch up before a leadership
@@ -126,12 +132,12 @@ class GroupCommitProposer:
         have committed), those still queued with `queued_error` (they were never proposed;
         defaults to `error`)."""
         for _, future in self._queue:
-            _fail(future, queued_error or error)
+            self.requests_failed += _fail(future, queued_error or error)
         self._queue.clear()
         self._queued_bytes = 0
         for batch in self._batches.values():
             for future, _ in batch.futures:
-                _fail(future, error)
+                self.requests_failed += _fail(future, error)
         self._batches.clear()
         self._inflight.clear()
         self._held = False
@@ -171,11 +177,13 @@ class GroupCommitProposer:
         self._inflight.discard(batch_id)
         batch = self._batches.pop(batch_id, None)
         if batch is not None:
-            _resolve(batch, results, error)
+            self.requests_failed += _resolve(batch, results, error)
         self._pump()
 
 
-def _resolve(batch: _Batch, results: list[pb.Result] | None, error: GcsHaError | None) -> None:
+def _resolve(batch: _Batch, results: list[pb.Result] | None, error: GcsHaError | None) -> int:
+    """Complete the batch's requests; returns how many failed."""
+    failed = 0
     for future, position in batch.futures:
         if future.done():
             continue
@@ -185,8 +193,14 @@ def _resolve(batch: _Batch, results: list[pb.Result] | None, error: GcsHaError |
             future.set_exception(UnknownOutcomeError("the entry was applied without results"))
         else:
             future.set_result(results[position])
+            continue
+        failed += 1
+    return failed
 
 
-def _fail(future: asyncio.Future[pb.Result], error: GcsHaError) -> None:
-    if not future.done():
-        future.set_exception(error)
+def _fail(future: asyncio.Future[pb.Result], error: GcsHaError) -> int:
+    """Fail `future` unless done; 1 if it was failed here."""
+    if future.done():
+        return 0
+    future.set_exception(error)
+    return 1

@@ -33,6 +33,7 @@ from gcs_ha.consensus import ipc, recovery
 from gcs_ha.consensus.config import ReplicaConfig, config_from_doc
 from gcs_ha.consensus.ipc import Kind, Reason, frame
 from gcs_ha.consensus.journal import DurableJournal
+from gcs_ha.consensus.metrics import ConsensusMetrics
 from gcs_ha.consensus.raft_endpoint import Endpoint
 from gcs_ha.consensus.raft_node import RaftNode
 from gcs_ha.consensus.read_index import ReadIndex
@@ -89,6 +90,7 @@ class RaftHost:
         self._compaction_min_bytes = 0
         self._stopping = False
         self._status_due = 0.0
+        self._metrics = ConsensusMetrics()
 
     def run(self, configure_logging: Callable[[str, str], None]) -> int:
         """Read the config, start, serve until STOP or EOF, stop cleanly. Exit code."""
@@ -133,8 +135,14 @@ class RaftHost:
         _check_dump(dump)
         env = recovery.open_for_writing(lmdb_dir, dump, config.map_size_bytes)
         try:
-            sm = LmdbStateMachine(env, fatal)
-            journal = DurableJournal(raft_dir / "journal")
+            metrics = self._metrics
+            sm = LmdbStateMachine(
+                env,
+                fatal,
+                observe_apply=metrics.observe_apply,
+                observe_commit=metrics.observe_commit,
+            )
+            journal = DurableJournal(raft_dir / "journal", metrics.observe_fsync)
         except BaseException:
             env.close()
             raise
@@ -148,7 +156,10 @@ class RaftHost:
             ps.TCPNode,
             on_installed=lambda: self._endpoint.send(frame(Kind.ENV_REPLACED)),
             on_fatal=fatal,
+            observe_save=metrics.observe_snapshot_save,
+            observe_install=metrics.observe_snapshot_apply,
         )
+        metrics.watch_journal(lambda: journal.size_bytes)
         try:
             conf = _conf(config, journal, dump, snapshotter, self._on_state_changed)
             node = RaftNode(sm, config.raft_address, list(config.peers), conf)
@@ -170,6 +181,7 @@ class RaftHost:
         parts.snapshotter.wait()
         parts.sm.commit()
         recovery.close_cleanly(parts.sm.env)
+        self._metrics.close()
         self._endpoint.close()
         logger.info("consensus stopped")
 
@@ -179,29 +191,34 @@ class RaftHost:
         parts = self._parts
         if parts is None:
             return
-        node = parts.node
         try:
-            if kind == Kind.PROPOSE:
-                node.propose(body, self._completer(request_id))
-            elif kind == Kind.READ:
-                self._register_read(node, request_id)
-            elif kind == Kind.ADD_NODE:
-                node.add_node(body.decode(), self._completer(request_id))
-            elif kind == Kind.REMOVE_NODE:
-                node.remove_node(body.decode(), self._completer(request_id))
-            elif kind == Kind.TRANSFER:
-                node.transfer_leadership(body.decode() or None, self._completer(request_id))
-            elif kind == Kind.COMPACT:
-                self._start_compaction(parts, request_id)
-            elif kind == Kind.STOP:
-                self._stopping = True
-            elif kind != Kind.PING:
-                logger.warning("ignoring an unexpected %s frame", kind.name)
+            self._handle(parts, kind, request_id, body)
         except GcsHaError as exc:  # e.g. an entry too large for the log
             self._complete(request_id, Reason.REFUSED, str(exc))
         except Exception as exc:
             logger.exception("%s request %d failed", kind.name, request_id)
             self._complete(request_id, Reason.FAILED, repr(exc))
+
+    def _handle(self, parts: _Parts, kind: Kind, request_id: int, body: bytes) -> None:
+        node = parts.node
+        if kind == Kind.PROPOSE:
+            node.propose(body, self._completer(request_id))
+        elif kind == Kind.READ:
+            self._register_read(node, request_id)
+        elif kind == Kind.ADD_NODE:
+            node.add_node(body.decode(), self._completer(request_id))
+        elif kind == Kind.REMOVE_NODE:
+            node.remove_node(body.decode(), self._completer(request_id))
+        elif kind == Kind.TRANSFER:
+            node.transfer_leadership(body.decode() or None, self._completer(request_id))
+        elif kind == Kind.COMPACT:
+            self._start_compaction(parts, request_id)
+        elif kind == Kind.METRICS:
+            self._endpoint.send(frame(Kind.METRICS_TEXT, request_id, self._metrics.text()))
+        elif kind == Kind.STOP:
+            self._stopping = True
+        elif kind != Kind.PING:
+            logger.warning("ignoring an unexpected %s frame", kind.name)
 
     def _on_front_end_gone(self) -> None:
         if not self._stopping:

@@ -5,7 +5,8 @@
 CONFIG frame and waits for READY, or raises the error of START_FAILED. From then on every
 request is a frame with an id, completed by the consensus process in a DONE frame; role
 changes (ROLE), status (STATUS) and a new LMDB generation (ENV_REPLACED) arrive in the
-order they happened there, and are handed to the callbacks on this loop.
+order they happened there, and are handed to the callbacks on this loop; METRICS_TEXT
+answers `metrics_text()`.
 
 Lifetimes are tied: the consensus process dies with this one (it asked the kernel), and
 when its stream ends without `stop()` every waiting request fails with UnavailableError
@@ -94,6 +95,7 @@ class RaftLink:
         self._proc: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._waiting: dict[int, tuple[_Convert, Done]] = {}
+        self._metrics_waiting: dict[int, asyncio.Future[bytes]] = {}
         self._ids = itertools.count(1)
         self._ready: asyncio.Future[RaftStatus] | None = None
         self._status = RaftStatus()
@@ -172,6 +174,20 @@ class RaftLink:
         """Snapshot now; `done(snapshot index, error)`."""
         self._request(Kind.COMPACT, b"", _value, done)
 
+    async def metrics_text(self) -> bytes:
+        """The consensus process's metrics (Prometheus text format); UnavailableError
+        when it is not running."""
+        if self._closed or self._transport is None:
+            raise UnavailableError("the consensus process is not running")
+        request_id = next(self._ids)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._metrics_waiting[request_id] = future
+        self._write(frame(Kind.METRICS, request_id))
+        try:
+            return await future
+        finally:
+            self._metrics_waiting.pop(request_id, None)
+
     # -- state, as last reported ------------------------------------------------------
 
     @property
@@ -210,6 +226,10 @@ class RaftLink:
             self._on_state_changed(old, new, term)
         elif kind == Kind.ENV_REPLACED:
             self._on_env_replaced()
+        elif kind == Kind.METRICS_TEXT:
+            future = self._metrics_waiting.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(body)
         elif kind == Kind.READY:
             self._resolve_ready(RaftStatus.from_json(body), None)
         elif kind == Kind.START_FAILED:
@@ -258,6 +278,10 @@ class RaftLink:
             ready.set_result(status)
 
     def _fail_waiting(self, error: GcsHaError) -> None:
+        metrics, self._metrics_waiting = self._metrics_waiting, {}
+        for future in metrics.values():
+            if not future.done():
+                future.set_exception(error)
         waiting, self._waiting = self._waiting, {}
         for _, done in waiting.values():
             with contextlib.suppress(Exception):

@@ -19,11 +19,18 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from gcs_ha import unsafe
-from gcs_ha.consensus.api import LeadershipListener, MemberInfo, ReplicaStatusInfo
+from gcs_ha.consensus.api import (
+    LeadershipListener,
+    MemberInfo,
+    ProposalCounts,
+    ReplicaStatusInfo,
+    StoreUse,
+)
 from gcs_ha.consensus.capacity import CapacityGuard
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
@@ -159,6 +166,7 @@ class RaftReplica:
             cluster_name=self.config.cluster_name,
             members=members,
             match_index=dict(raft.match_index),
+            status_age_s=max(0.0, time.monotonic() - raft.taken_at) if raft.taken_at else 0.0,
         )
 
     def members(self) -> list[MemberInfo]:
@@ -201,6 +209,28 @@ class RaftReplica:
 
     def digest(self) -> tuple[int, str]:
         return self._require_env().digest()
+
+    def store_use(self) -> StoreUse:
+        room = self.capacity.measure()
+        return StoreUse(
+            map_used=room.map_used,
+            map_size=room.map_size,
+            data_file=room.data_file,
+            disk_free=room.disk_free,
+            writes_refused=self.capacity.refused,
+        )
+
+    def proposal_counts(self) -> ProposalCounts:
+        proposer = self._proposer
+        return ProposalCounts(
+            requests=proposer.requests_proposed,
+            entries=proposer.entries_proposed,
+            failed=proposer.requests_failed,
+            pending=proposer.pending_requests,
+        )
+
+    async def consensus_metrics(self) -> bytes:
+        return await self._link.metrics_text()
 
     async def backup_image(self, out: Path) -> int:
         if not self.is_serving():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from gcs_ha.consensus.snapshot import (
     read_header,
     write_header,
 )
-from gcs_ha.consensus.state_machine import FatalHandler, LmdbStateMachine
+from gcs_ha.consensus.state_machine import FatalHandler, LmdbStateMachine, Observe, ignore_duration
 from gcs_ha.storage.lmdb_env import LmdbEnv, ReadTxn
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,13 @@ class Snapshotter:
         *,
         on_installed: OnInstalled = lambda: None,
         on_fatal: FatalHandler | None = None,
+        observe_save: Observe = ignore_duration,
+        observe_install: Observe = ignore_duration,
     ) -> None:
+        """`observe_save` / `observe_install`: told how long each snapshot written /
+        installed took, in seconds (metrics)."""
+        self._observe_save = observe_save
+        self._observe_install = observe_install
         self._sm = sm
         self._lmdb_dir = lmdb_dir
         self._dump = dump_path
@@ -163,6 +170,7 @@ class Snapshotter:
     def _write(self, env: LmdbEnv, txn: ReadTxn, fields: tuple[Any, ...]) -> None:
         last, previous, cluster, applied = fields
         private = self._dump.with_name(self._dump.name + ".writing")
+        started = time.perf_counter()
         try:
             with open(private, "w+b") as f:
                 write_header(f, SnapshotHeader(last, previous, cluster, applied, 0))
@@ -179,6 +187,7 @@ class Snapshotter:
             fsync_dir(self._dump.parent)
             self.last_snapshot_index = last[1]
             state = SUCCESS
+            self._observe_save(time.perf_counter() - started)
             logger.info("snapshot at index %d written (%d bytes of LMDB)", last[1], length)
         except Exception:
             logger.exception("snapshot at index %d failed", last[1])
@@ -189,6 +198,7 @@ class Snapshotter:
             self._state = state
 
     def _install(self, path: Path, header: SnapshotHeader, offset: int) -> None:
+        started = time.perf_counter()
         image = self._lmdb_dir.with_name(self._lmdb_dir.name + ".image")
         extract_image(path, header, offset, image)
         self._sm.commit()
@@ -197,6 +207,7 @@ class Snapshotter:
         self._sm.replace_env(self._open_env())
         image.unlink(missing_ok=True)
         self._on_installed()
+        self._observe_install(time.perf_counter() - started)
         logger.info(
             "installed snapshot at index %d (LMDB applied %d)",
             header.last[1],

@@ -15,6 +15,7 @@ that saw its write acknowledged can read it back, from any process reading this 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from gcs_ha.consensus import envelope
@@ -25,6 +26,12 @@ from gcs_ha.storage.lmdb_env import LmdbEnv, WriteTxn
 logger = logging.getLogger(__name__)
 
 FatalHandler = Callable[[str, BaseException], None]
+Observe = Callable[[float], None]
+
+
+def ignore_duration(_seconds: float) -> None:
+    """The default observer: durations not recorded."""
+    return None
 
 
 class LmdbStateMachine:
@@ -34,9 +41,20 @@ class LmdbStateMachine:
     a replica that cannot apply an entry must not go on and diverge.
     """
 
-    def __init__(self, env: LmdbEnv, on_fatal: FatalHandler) -> None:
+    def __init__(
+        self,
+        env: LmdbEnv,
+        on_fatal: FatalHandler,
+        *,
+        observe_apply: Observe = ignore_duration,
+        observe_commit: Observe = ignore_duration,
+    ) -> None:
+        """`observe_apply` / `observe_commit` are told how long each apply (one entry)
+        and each commit took, in seconds (metrics; timing never changes what is applied)."""
         self._env = env
         self._on_fatal = on_fatal
+        self._observe_apply = observe_apply
+        self._observe_commit = observe_commit
         self._txn: WriteTxn | None = None
         self._applied = env.applied_index()
 
@@ -54,6 +72,7 @@ class LmdbStateMachine:
         the entry is already in LMDB (a journal replay after a restart)."""
         if index <= self._applied:
             return None
+        started = time.perf_counter()
         try:
             entry = envelope.decode(data)
             txn = self._open_txn()
@@ -64,6 +83,7 @@ class LmdbStateMachine:
             self._on_fatal(f"cannot apply log entry {index}", exc)
             return None
         self._applied = index
+        self._observe_apply(time.perf_counter() - started)
         return results
 
     def sync(self) -> None:
@@ -78,10 +98,12 @@ class LmdbStateMachine:
         txn, self._txn = self._txn, None
         if txn is None:
             return
+        started = time.perf_counter()
         try:
             txn.commit()
         except Exception as exc:
             self._on_fatal("cannot commit applied entries to LMDB", exc)
+        self._observe_commit(time.perf_counter() - started)
 
     def replace_env(self, env: LmdbEnv) -> None:
         """Switch to another environment (after a snapshot was installed)."""

@@ -57,6 +57,7 @@ then UNAVAILABLE (never CANCELLED, which Ray's clients would not retry).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -234,9 +235,13 @@ class Forwarder:
     def __init__(self, node_id: str, channels: LeaderChannel) -> None:
         self._marker = (FORWARDED_BY_KEY, node_id)
         self.channels = channels
+        # Calls forwarded, by method: each attempt (a replay counts again).
+        self.forwarded: collections.Counter[str] = collections.Counter()
 
     def handler(self, kind: Kind, method: str, address: str) -> Handler:
         """A handler forwarding one call of `method` to `address`."""
+        if kind is not Kind.UNARY_UNARY:  # a unary call is counted by try_unary
+            self.forwarded[method] += 1
         if kind is Kind.UNARY_UNARY:
             return grpc.unary_unary_rpc_method_handler(
                 functools.partial(self.unary_unary, method, address)
@@ -266,6 +271,7 @@ class Forwarder:
         self, channel: grpc.aio.Channel, method: str, request: bytes, context: Context
     ) -> bytes:
         """Forward one unary call; the leader's error is raised, not relayed."""
+        self.forwarded[method] += 1
         call = channel.unary_unary(method, None, None)(request, **self._call_args(context))
         with _closed_channel_as_error():
             reply = cast(bytes, await call)

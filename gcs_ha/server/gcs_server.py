@@ -65,6 +65,7 @@ from gcs_ha.server.forwarding import (
     RoutingState,
     outbound_marker,
 )
+from gcs_ha.server.leader_history import LeaderHistory
 from gcs_ha.server.parse_guard import ParseGuardInterceptor
 from gcs_ha.server.token_auth import TokenAuthInterceptor
 from gcs_ha.storage.store_client import StoreClient
@@ -98,6 +99,8 @@ class LeaderView:
         self.leader_node_id: str | None = None
         self.is_self = False
         self.address: str | None = None  # the leader's GCS address when it is another replica
+        self.term = 0
+        self.has_quorum = False  # this replica hears from a majority (Raft's view)
         self.closed = False
         self._changed = asyncio.Event()
 
@@ -108,6 +111,8 @@ class LeaderView:
         except GcsHaError:
             status = None
         seen = _leader_of(status)
+        self.term = status.term if status is not None else self.term
+        self.has_quorum = status is not None and status.has_quorum
         changed = seen != (self.leader_node_id, self.is_self, self.address)
         self.leader_node_id, self.is_self, self.address = seen
         return changed
@@ -186,6 +191,7 @@ class GcsServer:
         self.ray_tls = ray_tls
         self.cluster_id = cid.ClusterId()
         self.view = LeaderView(replica)
+        self.leader_history = LeaderHistory()
         self._node_id = node_id
         self._poll_s = poll_s
         self._channels = LeaderChannel(ray_tls)
@@ -199,9 +205,8 @@ class GcsServer:
         answers_locally: Callable[[str], bool] = self.cluster_id.answers_locally
         if unsafe.follower_reads():
             answers_locally = _with_local_kv_get(answers_locally)
-        forwarding = ForwardingInterceptor(
-            state, Forwarder(node_id, self._channels), answers_locally, hold_s
-        )
+        self.forwarder = Forwarder(node_id, self._channels)
+        forwarding = ForwardingInterceptor(state, self.forwarder, answers_locally, hold_s)
         # Server interceptors, outermost first: give them to grpc.aio.server(...).
         token: list[Interceptor] = (
             [TokenAuthInterceptor(self.ray_auth)] if self.ray_auth.enabled else []
@@ -249,6 +254,22 @@ class GcsServer:
 
     def is_serving(self) -> bool:
         return self._serving_term is not None
+
+    def can_answer(self) -> bool:
+        """Whether Ray's calls get answered here (the health service's
+        "gcs-ha.forwarding", the HTTP listener's /readyz): this replica serves, or it
+        hears from a majority and forwards to a leader its channel reaches. A follower
+        cut off from the majority keeps its last leader's name (pysyncobj stands for no
+        election while it reaches nobody): it is not ready, even if that leader is
+        alive."""
+        if self._stopped:
+            return False
+        if self.is_serving():
+            return True
+        address = self.view.address
+        return (
+            address is not None and self.view.has_quorum and self._channels.reachable(address)
+        )
 
     @property
     def serving_term(self) -> int | None:
@@ -370,8 +391,7 @@ class GcsServer:
     # -- following the leader ----------------------------------------------------------
 
     def _update_forwarding_health(self) -> None:
-        can_answer = self.is_serving() or self.view.address is not None
-        self._health.set(HEALTH_FORWARDING, can_answer and not self._stopped)
+        self._health.set(HEALTH_FORWARDING, self.can_answer())
 
     async def _watch_leader(self) -> None:
         while True:
@@ -383,16 +403,18 @@ class GcsServer:
             await asyncio.sleep(self._poll_s)
 
     def _follow_leader(self) -> None:
-        if self.view.refresh():
-            log.info("GCS leader: %s", self.view.leader_node_id or "none")
-            if self.view.address != self._channels.address:
+        view = self.view
+        changed = view.refresh()
+        self.leader_history.observe(view.leader_node_id if view.has_quorum else None, view.term)
+        if changed:
+            log.info("GCS leader: %s", view.leader_node_id or "none")
+            if view.address != self._channels.address:
                 self._channels.retire()
-            self._update_forwarding_health()
         address = self.view.address
         if address is not None:
             self._channels.get(address)  # connect early; notice a dead leader early
-            self._channels.reachable(address)
             self._maybe_fetch_cluster_id(address)
+        self._update_forwarding_health()
 
     def _maybe_fetch_cluster_id(self, address: str) -> None:
         """A follower that does not know the cluster id yet asks the leader (at most one

@@ -2,8 +2,9 @@
 
 `ReplicaProcess.run` does, in order:
   1. open and lock the data dir (gcs_ha.datadir: identity check, exclusive lock);
-  2. create the gRPC server and bind its port (a port in use fails here, before Raft
-     starts; SO_REUSEPORT is off so two replicas can never share a port);
+  2. create the gRPC server and bind its port, and the HTTP listener's with
+     `http_address` (http_endpoint.py: metrics, probes, status); a port in use fails
+     here, before Raft starts (SO_REUSEPORT is off so two replicas can never share one);
   3. start the replica (RaftReplica: loads LMDB and the Raft log, joins its peers);
   4. mount the services of `SERVICES` on the server and their managers on the
      `GcsServer` (gcs_server.py), which follows leadership from then on (promotes and
@@ -50,6 +51,8 @@ from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.server.gcs_server import GcsServer
+from gcs_ha.server.http_endpoint import HttpEndpoint
+from gcs_ha.server.metrics import ReplicaMetrics
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +141,14 @@ class ReplicaProcess:
         ray_auth: RayAuth | None = None,
         ray_tls: RayTls | None = None,
         listen: str | None = None,
+        http_address: str | None = None,
     ) -> None:
         """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
         `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls);
-        `listen`: where the gRPC port binds (None: the advertised gcs_address)."""
+        `listen`: where the gRPC port binds (None: the advertised gcs_address);
+        `http_address`: where the HTTP listener binds (http_endpoint.py; None: none)."""
         self._listen = listen
+        self._http_address = http_address
         self.config = config
         self._ray_auth = ray_auth
         self._ray_tls = ray_tls
@@ -180,11 +186,18 @@ class ReplicaProcess:
             gcs = GcsServer(
                 replica, health, cfg.node_id, ray_auth=self._ray_auth, ray_tls=self._ray_tls
             )
-            server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=gcs.interceptors)
+            metrics = ReplicaMetrics(replica, gcs)
+            server = grpc.aio.server(
+                options=GRPC_SERVER_OPTIONS, interceptors=[metrics.rpc, *gcs.interceptors]
+            )
             _bind(server, self._listen or cfg.gcs_address, self._ray_tls)
+            http = HttpEndpoint(replica, gcs, metrics)
+            if self._http_address is not None:
+                await http.start(self._http_address)
             try:
                 await replica.start()
             except BaseException:
+                await http.stop()
                 await _stop_quietly(replica)
                 raise
             try:
@@ -192,6 +205,8 @@ class ReplicaProcess:
                 services = Services(replica, health, self.request_stop, gcs, admin)
                 await self._serve(server, services)
             finally:
+                await http.stop()
+                metrics.close()
                 await replica.stop()
         log.info("stopped")
         return self._exit_code

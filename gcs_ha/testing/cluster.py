@@ -61,8 +61,11 @@ class ProcessCluster:
         log_level: str = "info",
         extra_args: Sequence[str] = (),
         replica_env: Callable[[int], Mapping[str, str]] | None = None,
+        http_port: int | None = None,
     ) -> None:
-        """`replica_env(i)`: extra environment variables for replica i's process."""
+        """`replica_env(i)`: extra environment variables for replica i's process;
+        `http_port`: replica i serves its HTTP listener on http_port + i (None: none)."""
+        self.http_port = http_port
         self.base_dir = base_dir.absolute()
         self.host = host
         self.gcs_port = gcs_port
@@ -88,6 +91,14 @@ class ProcessCluster:
 
     def raft_address(self, i: int) -> str:
         return f"{self.host}:{self.raft_port + i}"
+
+    def http_address(self, i: int) -> str:
+        """Replica i's HTTP listener (needs `http_port`)."""
+        assert self.http_port is not None, "started without http_port"
+        return f"{self.host}:{self.http_port + i}"
+
+    def _http_args(self, i: int) -> list[str]:
+        return [] if self.http_port is None else [f"--http-address={self.http_address(i)}"]
 
     def data_dir(self, i: int) -> Path:
         return self.base_dir / self.node_id(i)
@@ -121,7 +132,7 @@ class ProcessCluster:
             cluster_name=self.cluster_name,
             secret_file=self.secret_file,
             log_level=self.log_level,
-            extra=self.extra_args,
+            extra=[*self.extra_args, *self._http_args(i)],
         )
         return self._spawn(i, cmd)
 
@@ -155,7 +166,7 @@ class ProcessCluster:
             f"--log-level={self.log_level}",
         ]
         cmd.append(f"--secret-file={self.secret_file}" if self.secret_file else "--insecure")
-        self._spawn(i, cmd)
+        self._spawn(i, [*cmd, *self._http_args(i)])
         self.members.add(i)
 
     def _spawn(self, i: int, cmd: list[str]) -> Process:

@@ -1,0 +1,149 @@
+"""A replica's HTTP listener (`--http-address`): metrics, probes, leader and status.
+
+| path       | answers                                                                  |
+|------------|--------------------------------------------------------------------------|
+| `/metrics` | Prometheus text: both processes of the replica (metrics.py)              |
+| `/livez`   | 200 while this process answers and its consensus process reported within |
+|            | STALE_AFTER_S; else 503 (restart it)                                     |
+| `/readyz`  | 200 when Ray's calls are answered here (this replica serves, or forwards |
+|            | to a known leader: the gRPC health service's "gcs-ha.forwarding"); 503   |
+| `/leader`  | JSON: the leader this replica knows, its term and GCS address; 503 when  |
+|            | none is known                                                            |
+| `/status`  | JSON: this replica's status, recent leader changes, the store's use      |
+
+Everything here is readable by anyone who reaches the port, like the admin Status call
+(docs/security.md): addresses, roles, positions and sizes, nothing secret, and nothing
+here changes anything. Bind it where your monitoring reaches it. Served by aiohttp on
+the replica's event loop; a port that cannot be bound is a ConfigError at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gcs_ha.addresses import split_address
+from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo
+from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.server.gcs_server import GcsServer
+from gcs_ha.server.metrics import ReplicaMetrics
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 30.0  # a consensus process silent this long is wedged: not live
+
+
+class HttpEndpoint:
+    """The listener; `start(address)` binds it, `stop()` closes it."""
+
+    def __init__(self, replica: Replica, gcs: GcsServer, metrics: ReplicaMetrics) -> None:
+        self._replica = replica
+        self._gcs = gcs
+        self._metrics = metrics
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/metrics", self._get_metrics),
+                web.get("/livez", self._get_livez),
+                web.get("/readyz", self._get_readyz),
+                web.get("/leader", self._get_leader),
+                web.get("/status", self._get_status),
+            ]
+        )
+        self.app = app
+
+    async def start(self, address: str) -> None:
+        """Serve on `address` (HOST:PORT); ConfigError when it cannot be bound."""
+        host, port = split_address(address)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(f"cannot listen on {address} (--http-address): {exc}") from exc
+        self._runner = runner
+        log.info("HTTP listener (metrics, probes, status) on %s", address)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _get_metrics(self, _request: web.Request) -> web.Response:
+        body = await self._metrics.text()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _get_livez(self, _request: web.Request) -> web.Response:
+        age = self._status().status_age_s
+        if age > STALE_AFTER_S:
+            return _text(503, f"the consensus process has not reported for {age:.0f} s\n")
+        return _text(200, "ok\n")
+
+    async def _get_readyz(self, _request: web.Request) -> web.Response:
+        if self._gcs.can_answer():
+            return _text(200, "ok\n")
+        return _text(503, "no GCS leader is known here yet\n")
+
+    async def _get_leader(self, _request: web.Request) -> web.Response:
+        doc = leader_doc(self._status())
+        return web.json_response(doc, status=200 if doc["leader"] else 503)
+
+    async def _get_status(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.status_doc())
+
+    # -- documents -----------------------------------------------------------------------
+
+    def status_doc(self) -> dict[str, Any]:
+        """What /status answers (JSON)."""
+        status = self._status()
+        doc: dict[str, Any] = {
+            "replica": status_dict(status),
+            "leader": leader_doc(status),
+            "serving": self._gcs.is_serving(),
+            "ready": self._gcs.can_answer(),
+            "leader_changes": [dataclasses.asdict(c) for c in self._gcs.leader_history.recent()],
+            "time": time.time(),
+        }
+        try:
+            doc["store"] = dataclasses.asdict(self._replica.store_use())
+        except (GcsHaError, OSError) as exc:
+            doc["store"] = {"error": str(exc)}
+        return doc
+
+    def _status(self) -> ReplicaStatusInfo:
+        return self._replica.status()
+
+
+def status_dict(status: ReplicaStatusInfo) -> dict[str, Any]:
+    """A replica's status as plain JSON types."""
+    doc = dataclasses.asdict(status)
+    doc["members"] = [dataclasses.asdict(m) for m in status.members]
+    return doc
+
+
+def leader_doc(status: ReplicaStatusInfo) -> dict[str, Any]:
+    """The leader as this replica knows it (its status, not the routing's poll): none
+    while it does not hear from a majority (it may name a leader long dead)."""
+    is_self = status.role == ROLE_LEADER
+    leader = status.node_id if is_self else status.leader_node_id
+    leader = leader if status.has_quorum else None
+    address = next((m.gcs_address for m in status.members if m.node_id == leader), None)
+    return {
+        "leader": leader,
+        "gcs_address": address or None,
+        "term": status.term,
+        "is_self": is_self,
+    }
+
+
+def _text(status: int, body: str) -> web.Response:
+    return web.Response(status=status, text=body)
