@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gcs_ha import table
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.bench.common import CLUSTER_NAME, GCS_PORT_OFFSET, HOST, ProcessSet, run_dir
 from gcs_ha.errors import GcsHaError, UnavailableError
@@ -286,12 +287,12 @@ def summarize(results: list[KillResult]) -> dict[str, Any]:
 
 def render(summary: dict[str, Any]) -> str:
     """The human-readable report of `gcs-ha bench failover`."""
-    lines = ["KILL  KILLED  NEW LEADER  TERM  SERVING S  FIRST ACK S"]
-    for n, r in enumerate(summary["results"], 1):
-        lines.append(
-            f"{n:>4}  {r['killed']:>6}  {r['new_leader'] or '-':>10}  {r['term'] or '-':>4}"
-            f"  {_fmt(r['serving_s']):>9}  {_fmt(r['first_ack_s']):>11}"
-        )
+    header = ("KILL", "KILLED", "NEW LEADER", "TERM", "SERVING S", "FIRST ACK S")
+    rows = [
+        (n, r["killed"], r["new_leader"], r["term"], _fmt(r["serving_s"]), _fmt(r["first_ack_s"]))
+        for n, r in enumerate(summary["results"], 1)
+    ]
+    lines = [table.render_table(rows, header=header, left=0)]
     for key, label in (("first_ack_s", "first ack"), ("new_leader_serving_s", "serving")):
         s = summary[key]
         if s:
