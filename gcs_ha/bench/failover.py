@@ -31,6 +31,7 @@ from gcs_ha.admin_client import AdminClient
 from gcs_ha.bench.common import CLUSTER_NAME, GCS_PORT_OFFSET, HOST, ProcessSet, run_dir
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import Process, spawn
+from gcs_ha.progress import QUIET, Steps
 from gcs_ha.proto import admin_pb2
 from gcs_ha.secret import generate_secret_file
 
@@ -125,8 +126,9 @@ class _Runners:
             return None
 
 
-def run_failover_bench(config: FailoverBenchConfig) -> dict[str, Any]:
-    """Kill the leader `config.kills` times; returns per-kill results and their summary."""
+def run_failover_bench(config: FailoverBenchConfig, steps: Steps = QUIET) -> dict[str, Any]:
+    """Kill the leader `config.kills` times; returns per-kill results and their summary.
+    `steps` hears of each kill."""
     procs = ProcessSet()
     with run_dir(config.data_dir, config.keep) as base:
         try:
@@ -135,7 +137,12 @@ def run_failover_bench(config: FailoverBenchConfig) -> dict[str, Any]:
             runners = _Runners(base, config.base_port, config, procs)
             for i in range(REPLICAS):
                 runners.start(i)
-            return summarize([_one_kill(runners, config) for _ in range(config.kills)])
+            results = []
+            for k in range(config.kills):
+                steps.begin(f"kill {k + 1}: waiting for a steady cluster")
+                results.append(_one_kill(runners, config))
+                steps.advance()
+            return summarize(results)
         finally:
             procs.close()
 
