@@ -96,7 +96,8 @@ def progress_option(func: F) -> F:
     return click.option(
         "--progress/--no-progress",
         default=None,
-        help="Show progress with an ETA on stderr (default: when stderr is a terminal).",
+        help="Show progress with an ETA on stderr (default: when stderr is a terminal "
+        "and -v is not given).",
     )(func)
 
 
