@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gcs_ha import __version__
+from gcs_ha import __version__, table
 from gcs_ha.addresses import check_address
 from gcs_ha.admin_auth import admin_key
 from gcs_ha.admin_client import call_on_leader
@@ -358,21 +358,17 @@ def transfer_leader(address: str, target: str | None, secret_file: Path | None) 
 
 def render_table(view: ClusterView) -> str:
     """The member table of `gcs-ha status`, then the leader line."""
-    header = ("ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "GCS ADDRESS", "RAFT ADDRESS")
-    rows: list[tuple[str, ...]] = [(*header, "SERVING")]
+    header = ("ID", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "GCS ADDRESS", "RAFT ADDRESS",
+              "SERVING")  # fmt: skip
+    rows: list[tuple[object, ...]] = []
     for m in view.members:
-        values = (m.id or "?", m.role, m.term, m.commit_index, m.applied_index, m.lag)
-        cells = ["-" if v is None else str(v) for v in values]
         serving = "unreachable" if not m.reachable else ("yes" if m.serving else "no")
-        rows.append((*cells, m.gcs_address or "-", m.raft_address, serving))
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
+        rows.append((m.id or "?", m.role, m.term, m.commit_index, m.applied_index, m.lag,
+                     m.gcs_address or None, m.raft_address, serving))  # fmt: skip
     leader = f"{view.leader} ({view.leader_gcs_address() or '?'})" if view.leader else "none"
     if view.leader and not view.leader_reachable():
         leader += ", according to its followers: it did not answer"
-    return "\n".join([*lines, f"leader: {leader}"])
+    return f"{table.render_table(rows, header=header)}\nleader: {leader}"
 
 
 @cli.command()

@@ -58,6 +58,7 @@ from gcs_ha.bench.actors_systems import (
 )
 from gcs_ha.errors import ConfigError, UnavailableError
 from gcs_ha.processes import Process
+from gcs_ha.progress import QUIET, Steps
 from gcs_ha.testing.sessions import kill_sessions
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,22 @@ class ActorsBenchConfig:
         return ops + (["register", "memory"] if self.memory_actors else [])
 
 
-def run_actors_bench(config: ActorsBenchConfig) -> list[dict[str, Any]]:
+def step_count(config: ActorsBenchConfig) -> int:
+    """How many steps (rows) a run measures (`steps` hears of each)."""
+    return len(config.systems) * len(config.expected_ops())
+
+
+def run_actors_bench(config: ActorsBenchConfig, steps: Steps = QUIET) -> list[dict[str, Any]]:
     """Every system, one after the other; returns the rows (ratios added)."""
     config.check()
     rows: list[dict[str, Any]] = []
     with _run_dirs(config.data_dir, config.keep) as (base, temp, failed):
         for name in config.systems:
+            steps.begin(f"{name}: starting")
             with start_system(name, base / name, config.base_port, config.num_cpus, temp) as sut:
                 log.info("%s up, GCS at %s", name, sut.address)
-                measured = measure(sut, config, base / name)
+                measured = measure(sut, config, base / name, steps)
+            steps.advance(len(config.expected_ops()) - len(measured))  # the steps a failure skipped
             rows += measured
             failed += [row for row in measured if "error" in row]
     return add_ratios(rows)
@@ -154,7 +162,9 @@ def driver_command(address: str, config: ActorsBenchConfig) -> list[str]:
     ]
 
 
-def measure(sut: ActorSystem, config: ActorsBenchConfig, base: Path) -> list[dict[str, Any]]:
+def measure(
+    sut: ActorSystem, config: ActorsBenchConfig, base: Path, steps: Steps = QUIET
+) -> list[dict[str, Any]]:
     """Run the driver against `sut`; its rows, with the memory ones taken here."""
     log_path = base / "logs" / "driver.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +178,7 @@ def measure(sut: ActorSystem, config: ActorsBenchConfig, base: Path) -> list[dic
             env={**os.environ, **RAY_ENV},
         )
     try:
-        rows = _follow(proc, sut, config, log_path)
+        rows = _follow(proc, sut, config, log_path, steps)
     finally:
         kill_sessions([proc.pid])
         proc.wait()
@@ -180,7 +190,7 @@ def measure(sut: ActorSystem, config: ActorsBenchConfig, base: Path) -> list[dic
 
 
 def _follow(
-    proc: Process, sut: ActorSystem, config: ActorsBenchConfig, log_path: Path
+    proc: Process, sut: ActorSystem, config: ActorsBenchConfig, log_path: Path, steps: Steps
 ) -> list[dict[str, Any]]:
     """React to the driver's events until it says `done` (or exits). For gcs-ha, each
     row also gets `elections` and its CPU per op by replica role (`_StepMeter`)."""
@@ -193,6 +203,7 @@ def _follow(
         new: list[dict[str, Any]] = []
         if kind == "ready":
             meter.restart()
+            _begin_next(steps, sut.name, config, 0)
         elif kind == "result":
             new = [_rate_row(sut.name, event)]
         elif kind == "memory_ready":
@@ -207,6 +218,7 @@ def _follow(
             meter.restart()
             _tell(proc, f"go {config.memory_batch or config.memory_actors}")
         elif kind == "memory_submitted" and probe is not None:
+            steps.begin(f"{sut.name}: register, {event['count']:,} of {config.memory_actors:,}")
             try:
                 new = _memory_step(proc, probe, event, config)
             except UnavailableError as exc:  # record it, go on with the next system
@@ -218,9 +230,18 @@ def _follow(
         for row in new:
             log.info("%s", row)
         rows += new
+        steps.advance(len(new))
         if new and "error" in new[-1]:
             break
+        if new:
+            _begin_next(steps, sut.name, config, len(rows))
     return rows
+
+
+def _begin_next(steps: Steps, system: str, config: ActorsBenchConfig, done: int) -> None:
+    ops = config.expected_ops()
+    if done < len(ops):
+        steps.begin(f"{system}: {ops[done]}")
 
 
 class _StepMeter:

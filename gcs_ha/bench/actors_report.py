@@ -8,8 +8,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha import table
 from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
-from gcs_ha.bench.stats import text_table
 
 BASE = "ray-memory"
 RATIO = "vs_ray_memory"
@@ -62,7 +62,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     """The human-readable table. The last columns: CPU ms per actor or group of the
     leader's front end, its consensus process and one follower (gcs-ha only)."""
     header = ("SYSTEM", "OP", "COUNT", "SECONDS", "PER S", "RSS MIB", "VS RAY", *ROLE_TITLES)
-    lines: list[tuple[str, ...]] = [header]
+    lines: list[tuple[str, ...]] = []
     for r in rows:
         rate = next((r[k] for k in RATES if k in r), None)
         ratio = r.get(RATIO)
@@ -78,7 +78,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 *role_cells(r),
             )
         )
-    return text_table(lines, left=2)
+    return table.render_table(lines, header=header, left=2)
 
 
 def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:

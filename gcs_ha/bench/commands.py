@@ -13,6 +13,7 @@ import click
 
 from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
 from gcs_ha.errors import GcsHaError
+from gcs_ha.progress import for_command, progress_option
 
 
 def _int_list(_ctx: Any, _param: Any, value: str) -> tuple[int, ...]:
@@ -68,6 +69,7 @@ def _setup_logging(verbose: bool) -> None:
     help="Raft port of r0; r<i> uses BASE+i, its gRPC port BASE+50+i.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@progress_option
 def storage(
     *,
     as_json: bool,
@@ -83,12 +85,18 @@ def storage(
     keep: bool,
     base_port: int,
     verbose: bool,
+    progress: bool | None,
 ) -> None:
     """Acknowledged writes/s and latency of the replicated store, and raw LMDB on the same
     disk. The leader (r0) runs in this process; the other replicas are `gcs-ha start`
     processes."""
     from gcs_ha.bench.stats import median_points, render_table  # noqa: PLC0415
-    from gcs_ha.bench.storage import StorageBenchConfig, headline, run_storage_bench  # noqa: PLC0415
+    from gcs_ha.bench.storage import (  # noqa: PLC0415
+        StorageBenchConfig,
+        headline,
+        point_count,
+        run_storage_bench,
+    )
 
     _setup_logging(verbose)
     config = StorageBenchConfig(
@@ -103,8 +111,12 @@ def storage(
         keep=keep,
         lmdb=not no_lmdb,
     )
+    points = point_count(config) * repeat
+    bar = for_command(progress, "bench storage", points, unit="points",
+                      planned_s=points * (warmup + duration), verbose=verbose)  # fmt: skip
     try:
-        runs = [run_storage_bench(config) for _ in range(repeat)]
+        with bar as steps:
+            runs = [run_storage_bench(config, steps) for _ in range(repeat)]
     except GcsHaError as exc:
         raise click.ClickException(str(exc)) from None
     rows = runs[0] if repeat == 1 else median_points(runs)
@@ -149,6 +161,7 @@ def storage(
     help="Raft port of r0; r<i> uses BASE+i, its gRPC port BASE+50+i.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@progress_option
 def failover(
     *,
     as_json: bool,
@@ -160,6 +173,7 @@ def failover(
     keep: bool,
     base_port: int,
     verbose: bool,
+    progress: bool | None,
 ) -> None:
     """Time from kill -9 of the leader to the first write acknowledged by the new leader,
     over KILLS kills of a 3-replica cluster of separate processes."""
@@ -176,7 +190,8 @@ def failover(
         keep=keep,
     )
     try:
-        summary = run_failover_bench(config)
+        with for_command(progress, "bench failover", kills, unit="kills", verbose=verbose) as steps:
+            summary = run_failover_bench(config, steps)
     except GcsHaError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary, indent=2) if as_json else render(summary))
@@ -259,6 +274,7 @@ def _systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
 )
 @run_dir_options("the data and every log")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@progress_option
 def actors(
     *,
     as_json: bool,
@@ -274,12 +290,13 @@ def actors(
     data_dir: Path | None,
     keep: bool,
     verbose: bool,
+    progress: bool | None,
 ) -> None:
     """Actor creation, placement group create/remove rates and the GCS's memory with
     MEMORY_ACTORS actors registered, through a real Ray cluster: a normal Ray head (its
     own in-memory gcs_server) against gcs-ha replicas with a `gcs-ha ray-head`, each
     started fresh on 127.0.0.5 by this command."""
-    from gcs_ha.bench.actors import ActorsBenchConfig, run_actors_bench  # noqa: PLC0415
+    from gcs_ha.bench.actors import ActorsBenchConfig, run_actors_bench, step_count  # noqa: PLC0415
     from gcs_ha.bench.actors_report import median_rows, memory_lines, render_table  # noqa: PLC0415
 
     _setup_logging(verbose)
@@ -295,7 +312,9 @@ def actors(
         data_dir=data_dir,
         keep=keep,
     )
-    runs = run_repeated(lambda: run_actors_bench(config), repeat)
+    total = step_count(config) * repeat
+    with for_command(progress, "bench actors", total, unit="steps", verbose=verbose) as steps:
+        runs = run_repeated(lambda: run_actors_bench(config, steps), repeat)
     rows = runs[0] if repeat == 1 else median_rows(runs)
     click.echo(json.dumps(rows, indent=2) if as_json else render_table(rows))
     for line in memory_lines(rows):

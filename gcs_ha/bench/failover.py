@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gcs_ha import table
 from gcs_ha.admin_client import AdminClient
 from gcs_ha.bench.common import CLUSTER_NAME, GCS_PORT_OFFSET, HOST, ProcessSet, run_dir
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import Process, spawn
+from gcs_ha.progress import QUIET, Steps
 from gcs_ha.proto import admin_pb2
 from gcs_ha.secret import generate_secret_file
 
@@ -124,8 +126,9 @@ class _Runners:
             return None
 
 
-def run_failover_bench(config: FailoverBenchConfig) -> dict[str, Any]:
-    """Kill the leader `config.kills` times; returns per-kill results and their summary."""
+def run_failover_bench(config: FailoverBenchConfig, steps: Steps = QUIET) -> dict[str, Any]:
+    """Kill the leader `config.kills` times; returns per-kill results and their summary.
+    `steps` hears of each kill."""
     procs = ProcessSet()
     with run_dir(config.data_dir, config.keep) as base:
         try:
@@ -134,7 +137,12 @@ def run_failover_bench(config: FailoverBenchConfig) -> dict[str, Any]:
             runners = _Runners(base, config.base_port, config, procs)
             for i in range(REPLICAS):
                 runners.start(i)
-            return summarize([_one_kill(runners, config) for _ in range(config.kills)])
+            results = []
+            for k in range(config.kills):
+                steps.begin(f"kill {k + 1}: waiting for a steady cluster")
+                results.append(_one_kill(runners, config))
+                steps.advance()
+            return summarize(results)
         finally:
             procs.close()
 
@@ -286,12 +294,12 @@ def summarize(results: list[KillResult]) -> dict[str, Any]:
 
 def render(summary: dict[str, Any]) -> str:
     """The human-readable report of `gcs-ha bench failover`."""
-    lines = ["KILL  KILLED  NEW LEADER  TERM  SERVING S  FIRST ACK S"]
-    for n, r in enumerate(summary["results"], 1):
-        lines.append(
-            f"{n:>4}  {r['killed']:>6}  {r['new_leader'] or '-':>10}  {r['term'] or '-':>4}"
-            f"  {_fmt(r['serving_s']):>9}  {_fmt(r['first_ack_s']):>11}"
-        )
+    header = ("KILL", "KILLED", "NEW LEADER", "TERM", "SERVING S", "FIRST ACK S")
+    rows = [
+        (n, r["killed"], r["new_leader"], r["term"], _fmt(r["serving_s"]), _fmt(r["first_ack_s"]))
+        for n, r in enumerate(summary["results"], 1)
+    ]
+    lines = [table.render_table(rows, header=header, left=0)]
     for key, label in (("first_ack_s", "first ack"), ("new_leader_serving_s", "serving")):
         s = summary[key]
         if s:

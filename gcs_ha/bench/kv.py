@@ -51,6 +51,7 @@ from gcs_ha.bench.kv_systems import (
 )
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import Process, terminate_all
+from gcs_ha.progress import QUIET, Steps, for_command, progress_option
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,21 @@ class KvBenchConfig:
     keep: bool = False
 
 
-def run_kv_bench(config: KvBenchConfig) -> list[dict[str, Any]]:
+def point_count(config: KvBenchConfig) -> int:
+    """How many points (rows) a run measures (`steps` hears of each)."""
+    return len(config.systems) * len(config.ops) * len(config.clients)
+
+
+def run_kv_bench(config: KvBenchConfig, steps: Steps = QUIET) -> list[dict[str, Any]]:
     """Every system, one after the other; returns the rows (ratios added)."""
     check_available(config.systems)
     rows: list[dict[str, Any]] = []
     with _run_dir(config.data_dir, config.keep) as base:
         for system in config.systems:
+            steps.begin(f"{system}: starting")
             with start_system(system, base / system, config.base_port, config.redis_fsync) as sut:
                 log.info("%s serving at %s", system, sut.address)
-                rows += measure(sut, config, base / system)
+                rows += measure(sut, config, base / system, steps)
     return add_ratios(rows)
 
 
@@ -118,7 +125,9 @@ def client_command(address: str, config: KvBenchConfig) -> list[str]:
     ]
 
 
-def measure(sut: RunningSystem, config: KvBenchConfig, base: Path) -> list[dict[str, Any]]:
+def measure(
+    sut: RunningSystem, config: KvBenchConfig, base: Path, steps: Steps = QUIET
+) -> list[dict[str, Any]]:
     """Run the load generator against `sut`; its points, with the servers' CPU use."""
     log_path = base / "logs" / "kv_client.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +139,7 @@ def measure(sut: RunningSystem, config: KvBenchConfig, base: Path) -> list[dict[
             stderr=err,
         )
     try:
-        rows = _follow(proc, sut)
+        rows = _follow(proc, sut, steps)
     finally:
         terminate_all([proc], 5.0)
     if proc.returncode != 0 or len(rows) != len(config.ops) * len(config.clients):
@@ -140,7 +149,7 @@ def measure(sut: RunningSystem, config: KvBenchConfig, base: Path) -> list[dict[
     return rows
 
 
-def _follow(proc: Process, sut: RunningSystem) -> list[dict[str, Any]]:
+def _follow(proc: Process, sut: RunningSystem, steps: Steps) -> list[dict[str, Any]]:
     """Read the load generator's events until it exits; sample CPU at window edges."""
     rows: list[dict[str, Any]] = []
     cpu_at_start: dict[str, float] = {}
@@ -151,6 +160,8 @@ def _follow(proc: Process, sut: RunningSystem) -> list[dict[str, Any]]:
     for event in _events(proc, sut):
         kind = event.pop("event")
         if kind == "window_start":
+            clients = event["clients"]
+            steps.begin(f"{sut.name}: {event['op']}, {clients} client{'s' * (clients != 1)}")
             cpu_at_start = thread_cpu(pids)
             roles_at = sut.roles.sample() if sut.roles else {}
         elif kind == "window_end":
@@ -165,6 +176,7 @@ def _follow(proc: Process, sut: RunningSystem) -> list[dict[str, Any]]:
                 row.update(sut.roles.per_op(roles_at, roles_used, event["ops"]))
             rows.append(row)
             log.info("%s", row)
+            steps.advance()
     return rows
 
 
@@ -258,6 +270,7 @@ def _csv_choice(choices: Sequence[str]) -> Any:
 )
 @run_dir_options("the data and server logs")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@progress_option
 def kv(
     *,
     as_json: bool,
@@ -273,6 +286,7 @@ def kv(
     data_dir: Path | None,
     keep: bool,
     verbose: bool,
+    progress: bool | None,
 ) -> None:
     """InternalKVPut/Get through Ray's own client stubs: Ray's gcs_server (in memory, on
     Redis) against gcs-ha with 1 and 3 durable replicas, all started by this command.
@@ -295,7 +309,11 @@ def kv(
         data_dir=data_dir,
         keep=keep,
     )
-    runs = run_repeated(lambda: run_kv_bench(config), repeat)
+    points = point_count(config) * repeat
+    bar = for_command(progress, "bench kv", points, unit="points",
+                      planned_s=points * (warmup + duration), verbose=verbose)  # fmt: skip
+    with bar as steps:
+        runs = run_repeated(lambda: run_kv_bench(config, steps), repeat)
     rows = runs[0] if repeat == 1 else add_ratios(median_rows(runs))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

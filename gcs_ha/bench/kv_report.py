@@ -9,8 +9,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from gcs_ha import table
 from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
-from gcs_ha.bench.stats import text_table
 
 KEY = ("system", "op", "clients")
 RATIO_BASES = (("ray-redis", "vs_ray_redis"), ("ray-memory", "vs_ray_memory"))
@@ -53,7 +53,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     front end, of its consensus process, and of one follower (gcs-ha only)."""
     header = ("SYSTEM", "OP", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "ERR", "SRV CORES",
               "SRV CPU MS/OP", "CLI CORES", *ROLE_TITLES)  # fmt: skip
-    lines: list[tuple[str, ...]] = [header]
+    lines: list[tuple[str, ...]] = []
     for r in rows:
         lines.append(
             (
@@ -70,7 +70,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
                 *role_cells(r),
             )
         )
-    return text_table(lines, left=2)
+    return table.render_table(lines, header=header, left=2)
 
 
 def _ms(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Benchmark results: one record per measured point, percentiles, and the text table.
+"""Benchmark results: one record per measured point, percentiles, and the storage table.
 
 A `Point` is what `gcs-ha bench storage --json` prints for each system x writers
 combination; `extra` carries per-system details (group-commit counters, batch size).
@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gcs_ha import table
 from gcs_ha.bench.cpu import ROLE_TITLES, role_cells
 
 
@@ -108,7 +109,7 @@ def render_table(rows: Iterable[dict[str, Any]]) -> str:
     one follower."""
     header = ("SYSTEM", "REPLICAS", "WRITERS", "WRITES/S", "P50 MS", "P99 MS", "REQ/ENTRY",
               *ROLE_TITLES)  # fmt: skip
-    lines: list[tuple[str, ...]] = [header]
+    lines: list[tuple[str, ...]] = []
     for r in rows:
         per_entry = r.get("requests_per_entry")
         lines.append(
@@ -123,17 +124,4 @@ def render_table(rows: Iterable[dict[str, Any]]) -> str:
                 *role_cells(r),
             )
         )
-    return text_table(lines, left=1)
-
-
-def text_table(lines: Sequence[Sequence[str]], left: int) -> str:
-    """Rows of cells (the header first) as aligned columns, two spaces apart: the first
-    `left` columns left-aligned, the others right-aligned."""
-    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if c < left else cell.rjust(w)
-            for c, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in lines
-    )
+    return table.render_table(lines, header=header, left=1)

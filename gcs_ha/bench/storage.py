@@ -31,6 +31,7 @@ from gcs_ha.bench.stats import Point, point_from_latencies
 from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.replica import RaftReplica
 from gcs_ha.errors import GcsHaError
+from gcs_ha.progress import QUIET, Steps
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.storage.store_client import KV_TABLE
 
@@ -65,31 +66,41 @@ class _Window:
     errors: int = 0
 
 
-def run_storage_bench(config: StorageBenchConfig) -> list[dict[str, Any]]:
+def point_count(config: StorageBenchConfig) -> int:
+    """How many points a run measures (`steps` hears of each)."""
+    return len(config.replicas) * len(config.writers) + (2 if config.lmdb else 0)
+
+
+def run_storage_bench(config: StorageBenchConfig, steps: Steps = QUIET) -> list[dict[str, Any]]:
     """Run every point; returns their JSON records. Stops every process it started."""
     procs = ProcessSet()
     with run_dir(config.data_dir, config.keep) as base:
         try:
-            return _run_all(config, base, procs)
+            return _run_all(config, base, procs, steps)
         finally:
             procs.close()
 
 
-def _run_all(config: StorageBenchConfig, base: Path, procs: ProcessSet) -> list[dict[str, Any]]:
+def _run_all(
+    config: StorageBenchConfig, base: Path, procs: ProcessSet, steps: Steps
+) -> list[dict[str, Any]]:
     points: list[Point] = []
     for n in config.replicas:
         # The leader's front end is this process: the replica process's event loop.
-        points += run_front_end(_bench_cluster(config, base / f"gcs-ha-{n}", n, procs))
+        steps.begin(f"gcs-ha-{n}: starting the cluster")
+        points += run_front_end(_bench_cluster(config, base / f"gcs-ha-{n}", n, procs, steps))
     if config.lmdb:
         value = os.urandom(config.value_bytes)
         for batch in (1, config.lmdb_batch):
             path = base / f"lmdb-{batch}"
+            steps.begin(f"lmdb, {batch} put(s) per transaction")
             points.append(run_lmdb(path, batch, config.duration_s, config.warmup_s, value))
+            steps.advance()
     return [p.to_json() for p in points]
 
 
 async def _bench_cluster(
-    config: StorageBenchConfig, base: Path, n: int, procs: ProcessSet
+    config: StorageBenchConfig, base: Path, n: int, procs: ProcessSet, steps: Steps
 ) -> list[Point]:
     """Start an n-replica cluster and measure every writer count on it."""
     value = os.urandom(config.value_bytes)
@@ -98,9 +109,11 @@ async def _bench_cluster(
     async with cluster as replica:
         roles = cluster.role_cpu()
         for writers in config.writers:
+            steps.begin(f"gcs-ha-{n}: {writers} writer{'s' * (writers != 1)}")
             point = await measure_writers(replica, n, writers, value, config, roles=roles)
             log.info("%s", point.to_json())
             points.append(point)
+            steps.advance()
     return points
 
 

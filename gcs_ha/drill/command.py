@@ -12,13 +12,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gcs_ha.drill.faults import FAULT_KINDS
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.progress import for_command, progress_option
 from gcs_ha.secret import load_admin_key
+
+if TYPE_CHECKING:
+    from gcs_ha.drill.runner import DrillConfig
+    from gcs_ha.progress_bar import WorkProgress
 
 
 def _admin_key(address: str | None, secret_file: Path | None) -> bytes | None:
@@ -106,6 +111,7 @@ def _kinds(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
     help="With --address: the cluster secret file (else $GCS_HA_SECRET), for the digests.",
 )  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log what the drill does.")
+@progress_option
 def drill(
     *,
     replicas: int,
@@ -130,6 +136,7 @@ def drill(
     resume_cmd: str | None,
     secret_file: Path | None,
     verbose: bool,
+    progress: bool | None,
 ) -> None:
     """Start a local cluster, run a client load through Ray's KV protocol, inject faults
     (kill -9, pauses, partitions, power loss, membership churn) and check the history:
@@ -168,11 +175,10 @@ def drill(
         admin_key=_admin_key(address, secret_file),
     )
 
-    def progress(line: str) -> None:
-        click.echo(line, err=True)
-
+    steps = _progress(config, progress, verbose)
     try:
-        result = run(config, progress=progress)
+        with steps:
+            result = run(config, steps)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except GcsHaError as exc:
@@ -182,9 +188,18 @@ def drill(
         render.write_html(result, report_dir / "report.html")
         (report_dir / "report.json").write_text(json.dumps(report.to_json(result), indent=2))
         (report_dir / "summary.txt").write_text(render.summary_text(result))
-        progress(f"report written to {report_dir}/report.html")
+        steps.note(f"report written to {report_dir}/report.html")
     if as_json:
         click.echo(json.dumps(report.to_json(result), indent=2))
     else:
         click.echo(render.summary_text(result))
     sys.exit(0 if result.passed else 1)
+
+
+
+def _progress(config: DrillConfig, flag: bool | None, verbose: bool) -> WorkProgress:
+    """The progress bar: faults done of --faults, or seconds of --duration."""
+    if config.duration_s is None:
+        return for_command(flag, "drill", config.faults, unit="faults", verbose=verbose)
+    duration = config.duration_s
+    return for_command(flag, "drill", duration, unit="s", planned_s=duration, verbose=verbose)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from textwrap import indent
 from typing import Any
 
 from gcs_ha.drill.report import (
@@ -24,6 +25,7 @@ from gcs_ha.drill.report import (
 )
 from gcs_ha.drill.result import DrillResult
 from gcs_ha.drill.timeline import timeline_svg
+from gcs_ha.table import render_table
 
 # -- formatting (from the JSON document) ---------------------------------------------------
 
@@ -133,24 +135,13 @@ def tables(doc: Mapping[str, Any]) -> list[Table]:
 
 
 def format_table(table: Table) -> str:
-    """Plain-text columns: numbers (columns after the first of a table with a header)
-    right-aligned, the rest left-aligned."""
-    lines = [table.header, *table.rows] if table.header else list(table.rows)
-    if not lines:
+    """The title, then the table indented (gcs_ha.table): with a header, a rule under it and
+    the columns after the first (numbers) right-aligned; without, every column left-aligned."""
+    if not table.header and not table.rows:
         return f"{table.title}: (none)"
-    widths = [
-        max(len(row[i]) for row in lines if i < len(row)) for i in range(max(map(len, lines)))
-    ]
-    out = [f"{table.title}:"]
-    for n, row in enumerate(lines):
-        cells = [
-            c.rjust(widths[i]) if i and table.header else c.ljust(widths[i])
-            for i, c in enumerate(row)
-        ]
-        out.append("  " + "  ".join(cells).rstrip())
-        if n == 0 and table.header:
-            out.append("  " + "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    left = 1 if table.header else None
+    text = render_table(table.rows, header=table.header, left=left, rule=True)
+    return f"{table.title}:\n" + indent(text, "  ")
 
 
 def describe_op(op: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """A drill on a local cluster: start it, load it, fault it, check everything.
 
-    result = run_local(DrillConfig(faults=10, seed=7), progress=print)
+    result = run_local(DrillConfig(faults=10, seed=7), steps=WorkProgress(...))
     print(report.summary_text(result))
 
 Steps: start `replicas` replicas (`gcs-ha start` processes, secure, Raft links through
@@ -21,7 +21,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,12 +35,12 @@ from gcs_ha.drill.remote import FaultCommands, RemoteCluster
 from gcs_ha.drill.result import DrillResult
 from gcs_ha.drill.workload import DrillLoad, WorkloadConfig, final_reads
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.progress import QUIET, Steps
 from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.kvload import BackgroundLoad
 from gcs_ha.unsafe import UNSAFE_FOLLOWER_READS_ENV
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -84,36 +84,38 @@ class DrillConfig:
             raise ConfigError("--faults and --duration must be positive")
 
 
-def run(config: DrillConfig, progress: Progress = log.info) -> DrillResult:
-    """A drill on a cluster of its own, or on the running cluster at `config.address`."""
+def run(config: DrillConfig, steps: Steps = QUIET) -> DrillResult:
+    """A drill on a cluster of its own, or on the running cluster at `config.address`.
+    `steps` hears of each fault (a unit, or with `duration_s` the seconds it took)."""
     config.validate()
     if config.address is None:
-        return run_local(config, progress)
+        return run_local(config, steps)
     cluster = RemoteCluster(config.address, config.commands, config.admin_key)
     names = ", ".join(cluster.node_id(i) for i in sorted(cluster.members))
-    progress(f"drilling the cluster at {config.address}: {names}")
+    steps.note(f"drilling the cluster at {config.address}: {names}")
     namespace = b"gcs-ha-drill-%d" % time.time_ns()  # a fresh key space for this run
-    return _drill(config, cluster, None, progress, namespace, config.commands.kinds())
+    return _drill(config, cluster, None, steps, namespace, config.commands.kinds())
 
 
-def run_local(config: DrillConfig, progress: Progress = log.info) -> DrillResult:
+def run_local(config: DrillConfig, steps: Steps = QUIET) -> DrillResult:
     """Run a whole drill on a cluster of its own (see the module docstring)."""
     config.validate()
     with _work_dir(config) as work, contextlib.ExitStack() as stack:
         links = _start_links(config, stack)
         cluster = stack.enter_context(_cluster(config, work, links))
-        progress(f"starting {config.replicas} replicas in {work}")
+        steps.note(f"starting {config.replicas} replicas in {work}")
+        steps.begin("starting the cluster")
         cluster.start()
         cluster.wait_for_leader(timeout=60)
         cluster.wait_for_members(config.replicas, cluster.wait_for_leader(), timeout=60)
-        return _drill(config, cluster, links, progress)
+        return _drill(config, cluster, links, steps)
 
 
 def _drill(  # noqa: PLR0917
     config: DrillConfig,
     cluster: Cluster,
     links: Links | None,
-    progress: Progress,
+    steps: Steps,
     namespace: bytes = b"drill",
     possible: Collection[FaultKind] | None = None,
 ) -> DrillResult:
@@ -132,17 +134,19 @@ def _drill(  # noqa: PLR0917
     drill_load = DrillLoad(workload)
     load = BackgroundLoad(drill_load).start()
     started = time.monotonic()
-    loop = _FaultLoop(config, nemesis, kinds, load, progress)
+    loop = _FaultLoop(config, nemesis, kinds, load, steps)
     faults, notes = loop.faults, loop.notes
     try:
+        steps.begin("warming up the load")
         load.wait_acks(config.warmup_acks, timeout=60)  # counted from 0: a fresh load
-        progress(f"load running ({config.clients} clients); injecting faults")
+        steps.note(f"load running ({config.clients} clients); injecting faults")
         loop.run()
         time.sleep(config.quiet_s)
     finally:
         history = load.stop()
     ended = time.monotonic()
-    progress(f"load stopped: {len(history)} operations; checking")
+    steps.note(f"load stopped: {len(history)} operations; checking")
+    steps.begin("checking the history and the replicas")
     try:
         nemesis.settle()
     except GcsHaError as exc:
@@ -177,16 +181,21 @@ class _FaultLoop:
     nemesis: Nemesis
     kinds: list[FaultKind]
     load: BackgroundLoad
-    progress: Progress
+    steps: Steps
     faults: list[Fault] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    mark: float = 0.0  # when `steps` last heard of progress
 
     def run(self) -> None:
         cfg = self.config
-        end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+        self.steps.restart_clock()  # the ETA leaves out the start of the cluster and the load
+        self.steps.begin("load running")
+        self.mark = time.monotonic()
+        end = None if cfg.duration_s is None else self.mark + cfg.duration_s
         if not self.kinds or (not cfg.faults and end is None):
             self.notes.append("no faults injected (none of the kinds is possible here)")
             time.sleep(max(0.0, (end or 0.0) - time.monotonic()))
+            self._tick()
             return
         while (not cfg.faults or len(self.faults) < cfg.faults) and (
             end is None or time.monotonic() < end
@@ -197,13 +206,21 @@ class _FaultLoop:
                 )
                 return
             time.sleep(cfg.quiet_s)
+            self._tick()
+
+    def _tick(self) -> None:
+        """Tell `steps`: a fault is done, or (with duration_s) how long since the last tick."""
+        now = time.monotonic()
+        self.steps.advance(1.0 if self.config.duration_s is None else now - self.mark)
+        self.mark = now
 
     def _one(self) -> bool:
         kind = self.nemesis.rng.choice(self.kinds)
+        self.steps.begin(f"fault {len(self.faults) + 1}: {kind}")
         fault = self.nemesis.inject(kind)
         self.faults.append(fault)
         settle = _settle(self.nemesis, self.notes)
-        self.progress(
+        self.steps.note(
             f"fault {len(self.faults)}: {kind} {fault.detail or fault.error}; "
             f"whole again after {settle:.1f} s"
         )

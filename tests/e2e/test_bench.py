@@ -49,6 +49,7 @@ def test_storage_json_shape(tmp_path: Path) -> None:
         "--base-port=26500",
     )
     assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr  # no bar into a pipe
     rows = json.loads(result.stdout)
     systems = [(r["system"], r["replicas"], r["writers"]) for r in rows]
     assert systems == [

@@ -45,6 +45,8 @@ def drill(tmp_path: Path, *args: str, timeout: float = 400) -> tuple[int, dict[s
         result = json.loads(proc.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"no JSON (exit {proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    assert "\x1b" not in proc.stderr and "\r" not in proc.stderr  # no progress bar into a pipe
+    assert "load running" in proc.stderr  # but the notes, as plain lines
     return proc.returncode, result, proc.stderr
 
 

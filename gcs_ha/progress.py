@@ -1,0 +1,168 @@
+"""Progress with an ETA for the commands that run for minutes (`gcs-ha bench ...`,
+`gcs-ha drill`): what the work reports (`Steps`), the estimate (`Eta`), when to draw;
+the bar itself, drawn on stderr with rich, is gcs_ha/progress_bar.py (imported only
+when a command runs, so `gcs-ha --help` and `status` do not load rich's console).
+
+    with for_command(flag, "bench kv", total=12, unit="points") as steps:
+        steps.begin("ray-redis: put, 16 clients")   # what runs now
+        ...
+        steps.advance()                              # one unit done
+        steps.note("fault 1: kill-leader r0")        # a line that stays (above the bar)
+
+Shown only when asked (`--progress`) or, by default, when stderr is a terminal and the
+command is not verbose (-v: the log lines are the progress), so logs, CI and redirected
+output never hold a control character; stdout (the table, the JSON) is not touched either
+way. Off, `note` prints its line on stderr as it is and nothing else is printed. While the
+bar is up, log records of the handlers that write to stderr are printed above it instead
+of through it, and the bar is erased when the work ends (only the notes stay).
+
+The measuring code sees only `Steps` (begin, advance, restart_clock, note): `QUIET` when
+nobody watches.
+
+The ETA (`Eta`) is the average time per unit so far times the units left, less the time
+already spent on the unit under way, but never less than the units after it would take:
+rich's own estimate looks at the last 30 s only, and a benchmark point or a drill fault
+can take longer than that. Before the first unit is done it is the planned time when the
+caller knows one (the measuring windows of a benchmark), else unknown. Nothing here
+raises on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from gcs_ha.progress_bar import WorkProgress
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Steps(Protocol):
+    """What long work reports as it goes."""
+
+    def begin(self, what: str) -> None:
+        """What runs now (shown next to the bar)."""
+
+    def advance(self, units: float = 1.0) -> None:
+        """`units` more of the total are done."""
+
+    def restart_clock(self) -> None:
+        """The units start now: time spent before (setting up) is not in the estimate."""
+
+    def note(self, line: str) -> None:
+        """A line worth keeping (a fault injected, a phase ended)."""
+
+
+class _Quiet:
+    """Steps for nobody: notes go to the log (INFO), the rest nowhere."""
+
+    def begin(self, what: str) -> None:
+        pass
+
+    def advance(self, units: float = 1.0) -> None:
+        pass
+
+    def restart_clock(self) -> None:
+        pass
+
+    def note(self, line: str) -> None:
+        log.info("%s", line)
+
+
+QUIET: Steps = _Quiet()
+
+
+def want_progress(flag: bool | None, stream: TextIO | None = None) -> bool:
+    """--progress/--no-progress when given; else whether `stream` (stderr) is a terminal
+    (and not a dumb one)."""
+    if flag is not None:
+        return flag
+    stream = sys.stderr if stream is None else stream
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def progress_option(func: F) -> F:
+    """The --progress/--no-progress option (None when not given)."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show progress with an ETA on stderr (default: when stderr is a terminal "
+        "and -v is not given).",
+    )(func)
+
+
+def for_command(
+    flag: bool | None,
+    title: str,
+    total: float,
+    *,
+    unit: str = "",
+    planned_s: float | None = None,
+    verbose: bool = False,
+) -> WorkProgress:
+    """The progress of a command given its --progress/--no-progress `flag`: drawn when
+    want_progress(flag), even on a non-terminal when --progress was given. With
+    `verbose` (-v) it is off unless asked for: the log lines are the progress then, and
+    child processes that inherit stderr would write through the bar."""
+    from gcs_ha.progress_bar import WorkProgress  # noqa: PLC0415  (rich: only when used)
+
+    enabled = flag if flag is not None else not verbose and want_progress(None)
+    return WorkProgress(
+        title, total, unit=unit, planned_s=planned_s, enabled=enabled, force=bool(flag)
+    )
+
+
+@dataclass
+class Eta:
+    """The time left of `total` units of work (see the module docstring), on `clock`."""
+
+    total: float
+    planned_s: float | None = None
+    clock: Clock = time.monotonic
+    done: float = 0.0
+    started: float = field(init=False)
+    done_at: float = field(init=False, default=0.0)  # elapsed when `done` last grew
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def restart(self) -> None:
+        """Measure from now on, from nothing done (setting up is not a unit of the work)."""
+        self.started, self.done, self.done_at = self.clock(), 0.0, 0.0
+
+    def advance(self, units: float) -> None:
+        if units > 0:
+            self.done = min(self.total, self.done + units)
+            self.done_at = self.elapsed()
+
+    def remaining_s(self) -> float | None:
+        """Seconds left; None while nothing is done and nothing was planned."""
+        if self.done >= self.total:
+            return 0.0
+        if self.done <= 0:
+            return None if self.planned_s is None else max(0.0, self.planned_s - self.elapsed())
+        per_unit = self.done_at / self.done
+        left = self.total - self.done
+        in_unit = self.elapsed() - self.done_at
+        return max(per_unit * left - in_unit, per_unit * max(0.0, left - 1.0))
+
+
+def clock_text(seconds: float | None) -> str:
+    """h:mm:ss (rounded up to the second), or "?" when unknown."""
+    if seconds is None:
+        return "?"
+    whole = int(-(-seconds // 1))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
