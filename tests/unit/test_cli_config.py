@@ -193,3 +193,21 @@ def test_a_replica_started_by_up_or_a_test_never_inherits_option_variables(
     lines = set(log.read_text().splitlines())
     assert "GCS_HA_NODE_ID=given" in lines and "GCS_HA_RAFT_DIAL=kept" in lines
     assert not any(ln.startswith(("GCS_HA_LISTEN=", "GCS_HA_CONFIG=")) for ln in lines)
+
+
+def test_the_systemd_examples_give_a_whole_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/systemd: `gcs-ha start` with no flags, replica.env.example in its environment
+    (its GCS_HA_CONFIG pointed at gcs-ha.toml.example), has every option it needs."""
+    deploy = Path(__file__).parents[2] / "deploy" / "systemd"
+    for line in (deploy / "replica.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GCS_HA_CONFIG", str(deploy / "gcs-ha.toml.example"))
+    params = parse("start")
+    assert (params["node_id"], params["cluster_name"]) == ("r1", "prod-ray")
+    assert params["raft_address"] == "10.0.0.11:7379"
+    assert params["peers"] == tuple(f"10.0.0.1{i}:7379" for i in (1, 2, 3))
+    assert params["secret_file"] == Path("/etc/gcs-ha/cluster.secret")
+    service = (deploy / "gcs-ha.service").read_text()
+    assert "ExecStart=/opt/gcs-ha/venv/bin/gcs-ha start\n" in service
