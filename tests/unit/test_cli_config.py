@@ -21,7 +21,7 @@ REQUIRED = ["--node-id=r0", "--data-dir=d", "--raft-address=127.0.0.1:1", "--gcs
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in os.environ:
+    for name in list(os.environ):
         if name.startswith(cli_config.ENV_PREFIX) and name != "GCS_HA_SECRET":
             monkeypatch.delenv(name)
 
