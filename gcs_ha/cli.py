@@ -11,12 +11,14 @@
 A mistake of the user (bad flag, missing secret, unreachable address, a data dir of
 another node) ends with one line "Error: ..." on stderr and a non-zero exit: 2 for
 bad input (click usage errors and ConfigError), 1 for everything else.
+
+Every option (but bench's and drill's) can also come from an environment variable
+(GCS_HA_NODE_ID for --node-id) or a TOML file given with --config: gcs_ha.cli_config.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -34,12 +36,20 @@ from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
 from gcs_ha.bench.commands import storage as bench_storage
 from gcs_ha.bench.kv import kv as bench_kv
-from gcs_ha.cli_support import BadInput, friendly_errors, secret_file_option
+from gcs_ha.cli_config import configure
+from gcs_ha.cli_support import (
+    BadInput,
+    friendly_errors,
+    json_option,
+    report,
+    secret_file_option,
+)
 from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError
 from gcs_ha.names import check_name
+from gcs_ha.raft_options import timing_flags, timing_options, with_timing
 from gcs_ha.ray_auth import load_ray_auth
 from gcs_ha.ray_head import exec_ray_head
 from gcs_ha.ray_tls import load_ray_tls
@@ -47,7 +57,7 @@ from gcs_ha.secret import decide_security, load_admin_key, load_secret
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
 from gcs_ha.snapshot_commands import recover, snapshot
-from gcs_ha.storage_options import storage_options, with_storage
+from gcs_ha.storage_options import storage_flags, storage_options, with_storage
 from gcs_ha.up import resolve_layout, run_up
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,10 +98,11 @@ def build_config(
     secret_file: Path | None,
     insecure: bool,
     joining: bool,
-    storage: dict[str, int] | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> ReplicaConfig:
     """Check the replica options and turn them into a ReplicaConfig (ConfigError if bad).
-    `storage`: the options of gcs_ha.storage_options (their defaults when None)."""
+    `tuning`: the options of gcs_ha.storage_options and gcs_ha.raft_options (their
+    defaults when None)."""
     check_name("node id", node_id)
     check_name("cluster name", cluster_name)
     check_address(raft_address)
@@ -117,7 +128,7 @@ def build_config(
         cluster_name=cluster_name,
         joining=joining,
     )
-    return with_storage(config, storage) if storage else config
+    return with_timing(with_storage(config, tuning), tuning) if tuning else config
 
 
 def _run_replica(
@@ -185,6 +196,7 @@ def replica_options(fn: F) -> F:
             ),
             click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True),
             storage_options,
+            timing_options,
         ]
     ):
         fn = option(fn)
@@ -193,7 +205,12 @@ def replica_options(fn: F) -> F:
 
 @cli.command()
 @replica_options
-@click.option("--peer", "peers", multiple=True, help="Raft HOST:PORT of another member.")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    help="Raft HOST:PORT of another member (repeat it; in GCS_HA_PEER: separated by spaces).",
+)
 @click.option("--cluster-name", default="gcs-ha", show_default=True)
 @click.option("--join", "joining", is_flag=True, help="This replica joins a running cluster.")
 @click.option("--supervisor-pid", type=int, hidden=True)
@@ -213,7 +230,7 @@ def start(
     cluster_name: str,
     joining: bool,
     supervisor_pid: int | None,
-    **storage: int,
+    **tuning: Any,
 ) -> None:
     """Run one replica in the foreground until SIGTERM/SIGINT."""
     config = build_config(
@@ -226,7 +243,7 @@ def start(
         secret_file=secret_file,
         insecure=insecure,
         joining=joining,
-        storage=storage,
+        tuning=tuning,
     )
     _setup_logging(log_level, node_id)
     _run_replica(
@@ -253,7 +270,7 @@ def join(
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
-    **storage: int,
+    **tuning: Any,
 ) -> None:
     """Run a new replica in the foreground and add it to the cluster at ADDRESS."""
     check_address(address)
@@ -270,7 +287,7 @@ def join(
         secret_file=secret_file,
         insecure=insecure,
         joining=not already,
-        storage=storage,
+        tuning=tuning,
     )
     _setup_logging(log_level, node_id)
 
@@ -303,13 +320,16 @@ def _listen(listen: str | None) -> str | None:
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds.")
 @secret_file_option
+@json_option
 @friendly_errors
 def leave_command(
+    *,
     address: str,
     node_id: str | None,
     raft_address: str | None,
     timeout: float,
     secret_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Remove a member (moving leadership away first) and shut it down."""
     check_address(address)
@@ -318,12 +338,13 @@ def leave_command(
     if raft_address:
         check_address(raft_address)
     key = load_admin_key(secret_file, os.environ)
-    click.echo(leave(address, node_id, key, deadline_s=timeout, raft_address=raft_address))
+    removed = leave(address, node_id, key, deadline_s=timeout, raft_address=raft_address)
+    report(as_json, removed.to_json(), str(removed))
 
 
 @cli.command()
 @click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds per call.")
 @friendly_errors
 def status(address: str, as_json: bool, timeout: float) -> None:
@@ -332,10 +353,7 @@ def status(address: str, as_json: bool, timeout: float) -> None:
     member did not answer; 1 ADDRESS did not answer; 2 bad input."""
     check_address(address)
     view = gather_status(address, timeout)
-    if as_json:
-        click.echo(json.dumps(view.to_json(), indent=2))
-    else:
-        click.echo(render_table(view))
+    report(as_json, view.to_json(), render_table(view))
     sys.exit(view.health())
 
 
@@ -343,8 +361,11 @@ def status(address: str, as_json: bool, timeout: float) -> None:
 @click.option("--address", required=True, help="gRPC HOST:PORT of any member.")
 @click.option("--to", "target", help="The member to lead (default: any caught-up follower).")
 @secret_file_option
+@json_option
 @friendly_errors
-def transfer_leader(address: str, target: str | None, secret_file: Path | None) -> None:
+def transfer_leader(
+    address: str, target: str | None, secret_file: Path | None, as_json: bool
+) -> None:
     """Hand leadership to another member (before maintenance of the leader's machine).
     Needs the cluster secret."""
     check_address(address)
@@ -353,7 +374,7 @@ def transfer_leader(address: str, target: str | None, secret_file: Path | None) 
     key = load_admin_key(secret_file, os.environ)
     call_on_leader(address, lambda client: client.transfer_leadership(target or ""), key=key)
     view = gather_status(address)
-    click.echo(f"leader: {view.leader or 'none'}")
+    report(as_json, {"leader": view.leader}, f"leader: {view.leader or 'none'}")
 
 
 def render_table(view: ClusterView) -> str:
@@ -389,6 +410,8 @@ def render_table(view: ClusterView) -> str:
     "so Ray works with what `up` prints. E.g. 127.0.0.2 keeps everything on loopback.",
 )
 @click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True)
+@storage_options
+@timing_options
 @friendly_errors
 def up(
     *,
@@ -399,12 +422,17 @@ def up(
     cluster_name: str | None,
     host: str | None,
     log_level: str,
+    **tuning: Any,
 ) -> None:
-    """Run a local cluster of N replicas in the foreground (development)."""
+    """Run a local cluster of N replicas in the foreground (development). The storage
+    and timing options are every replica's."""
     if cluster_name is not None:
         check_name("cluster name", cluster_name)
     layout = resolve_layout(data_dir, replicas, port, raft_port, cluster_name, host=host)
-    sys.exit(run_up(layout, log_level, click.echo))
+    # Checked here once, rather than by each replica as it starts.
+    with_timing(with_storage(ReplicaConfig("x", data_dir, "", ""), tuning), tuning)
+    flags = storage_flags(tuning) + timing_flags(tuning)
+    sys.exit(run_up(layout, log_level, click.echo, replica_flags=flags))
 
 
 @cli.command(name="ray-head", context_settings={"ignore_unknown_options": True})
@@ -429,6 +457,7 @@ bench.add_command(bench_actors)
 cli.add_command(drill)
 cli.add_command(snapshot)
 cli.add_command(recover)
+configure(cli)  # every option also from GCS_HA_<OPTION> and --config FILE
 
 
 if __name__ == "__main__":

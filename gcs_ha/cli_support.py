@@ -1,7 +1,9 @@
-"""What every gcs-ha command shares: errors as one-line messages and exit codes."""
+"""What every gcs-ha command shares: errors as one-line messages and exit codes, and
+`--json` (one JSON object on stdout instead of the text; errors still on stderr)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -40,3 +42,13 @@ secret_file_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the cluster secret (else $GCS_HA_SECRET).",
 )
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (for scripts) instead."
+)
+
+
+def report(as_json: bool, doc: dict[str, Any], text: str) -> None:
+    """A command's result on stdout: `doc` as one JSON object, or `text`."""
+    click.echo(json.dumps(doc, indent=2) if as_json else text)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from gcs_ha.admin_client import AdminClient, call_on_leader, leader_address
 from gcs_ha.errors import (
@@ -230,6 +230,24 @@ def _is_member(address: str, node_id: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What `leave` did: the member removed (node id, or None if it never registered;
+    Raft address), whether it took the shutdown request, and why not."""
+
+    node_id: str | None
+    raft_address: str
+    shut_down: bool
+    note: str = ""
+
+    def __str__(self) -> str:
+        name = self.node_id or self.raft_address
+        return f"removed {name}" + (" and shut it down" if self.shut_down else f"; {self.note}")
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "message": str(self)}
+
+
 def leave(
     address: str,
     node_id: str | None,
@@ -237,8 +255,8 @@ def leave(
     deadline_s: float = 30.0,
     *,
     raft_address: str | None = None,
-) -> str:
-    """Remove a member and shut it down; returns a one-line report.
+) -> Removed:
+    """Remove a member and shut it down; returns what was done.
 
     The member is named by node id, or by Raft address (one that never registered, e.g.
     an interrupted join). It may be dead: the others remove it if they are a majority of
@@ -272,14 +290,17 @@ def leave(
             # member we asked did not know the leader yet. Move leadership and retry.
             if attempt == 2 or not member.node_id or _leader_id(via) != member.node_id:
                 raise
+    report = Removed(member.node_id or None, member.raft_address, shut_down=False)
     if not member.gcs_address:
-        return f"removed {name}; it never registered a gRPC address: stop it yourself if it runs"
+        note = "it never registered a gRPC address: stop it yourself if it runs"
+        return replace(report, note=note)
     try:
         with AdminClient(member.gcs_address, 5.0, key) as client:
             client.shutdown()
     except GcsHaError as exc:
-        return f"removed {name}; it did not take the shutdown request ({exc}): stop it yourself"
-    return f"removed {name} and shut it down"
+        note = f"it did not take the shutdown request ({exc}): stop it yourself"
+        return replace(report, note=note)
+    return replace(report, shut_down=True)
 
 
 def _find_member(

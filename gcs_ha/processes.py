@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from gcs_ha.secret import SECRET_ENV
@@ -58,15 +58,26 @@ def replica_command(
     return cmd + list(extra)
 
 
+_withheld = {SECRET_ENV}
+
+
+def withhold_from_replicas(names: Iterable[str]) -> None:
+    """Keep these environment variables of this process from the processes `spawn`
+    starts (gcs_ha.cli_config withholds the option variables, GCS_HA_NODE_ID...)."""
+    _withheld.update(names)
+
+
 def spawn(cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Process:
     """Start `cmd` in its own session, stdout and stderr appended to `log_path`; `env`
     is added to this process's environment.
 
-    GCS_HA_SECRET is removed from its environment: replicas started here get their
-    secret from --secret-file only.
+    GCS_HA_SECRET and the variables of `withhold_from_replicas` are removed from its
+    environment: replicas started here get their secret from --secret-file only, and
+    their settings from `cmd` and `env` (never the option variables or config file of
+    `gcs-ha up` or a test that started them).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    environment = {k: v for k, v in os.environ.items() if k not in _withheld}
     environment.update(env or {})
     environment["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "ab") as log:

@@ -1,9 +1,10 @@
 """The replica options that size its store: LMDB's map, log compaction, the disk reserve.
 
 Sizes are written as a number of bytes with an optional binary unit: `8GiB`, `512MiB`,
-`64M` (K/M/G/T and KiB/MiB/GiB/TiB both mean powers of 1024). `parse_size` raises
-ConfigError for anything else. `storage_options` adds the options to a click command;
-the command receives them as the ReplicaConfig fields they set.
+`64M` (K/M/G/T and KiB/MiB/GiB/TiB both mean powers of 1024), or a plain number of bytes
+(an integer in a config file). `parse_size` raises ConfigError for anything else; `SIZE`
+is the click type of such options. `storage_options` adds the options to a click
+command; the command receives them as the ReplicaConfig fields they set.
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * scale
 
 
-def parse_size_option(_ctx: click.Context, param: click.Parameter, value: Any) -> int:
-    """click callback: the option's text as bytes (a usage error naming it otherwise)."""
-    if isinstance(value, int):
-        return value
-    try:
-        return parse_size(str(value))
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
+class SizeType(click.ParamType):  # type: ignore[type-arg, unused-ignore]  # generic in click 8.5
+    """A size option: text as `parse_size` reads it, or an int (bytes)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_size(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
 
 
 def _mib(n: int) -> str:
@@ -55,7 +63,7 @@ def storage_options(fn: F) -> F:
         click.option(
             "--map-size",
             "map_size_bytes",
-            callback=parse_size_option,
+            type=SIZE,
             default=_mib(_DEFAULTS.map_size_bytes),
             show_default=True,
             help="The most the store can hold (LMDB's map; a sparse file). Same on every "
@@ -72,7 +80,7 @@ def storage_options(fn: F) -> F:
         click.option(
             "--compaction-bytes",
             "compaction_min_bytes",
-            callback=parse_size_option,
+            type=SIZE,
             default=_mib(_DEFAULTS.compaction_min_bytes),
             show_default=True,
             help="...or once the log holds this much (it is also kept in memory).",
@@ -80,7 +88,7 @@ def storage_options(fn: F) -> F:
         click.option(
             "--disk-reserve",
             "disk_reserve_bytes",
-            callback=parse_size_option,
+            type=SIZE,
             default=_mib(_DEFAULTS.disk_reserve_bytes),
             show_default=True,
             help="Free disk the leader keeps: a write that would leave less (after room "
@@ -107,3 +115,13 @@ def with_storage(config: ReplicaConfig, options: Mapping[str, int]) -> ReplicaCo
         compaction_min_entries=options["compaction_min_entries"],
         disk_reserve_bytes=options["disk_reserve_bytes"],
     )
+
+
+def storage_flags(options: Mapping[str, int]) -> list[str]:
+    """The command-line flags that give a replica the same storage options."""
+    return [
+        f"--map-size={options['map_size_bytes']}",
+        f"--compaction-entries={options['compaction_min_entries']}",
+        f"--compaction-bytes={options['compaction_min_bytes']}",
+        f"--disk-reserve={options['disk_reserve_bytes']}",
+    ]

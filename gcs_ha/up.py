@@ -31,7 +31,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -198,8 +198,14 @@ def _write_manifest(layout: UpLayout) -> None:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def run_up(layout: UpLayout, log_level: str, echo: Callable[[str], None]) -> int:
-    """Run the supervisor in the foreground, or poke the one already running on DIR."""
+def run_up(
+    layout: UpLayout,
+    log_level: str,
+    echo: Callable[[str], None],
+    replica_flags: Sequence[str] = (),
+) -> int:
+    """Run the supervisor in the foreground, or poke the one already running on DIR.
+    `replica_flags`: more `gcs-ha start` options for every replica."""
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     pid_fd = os.open(layout.data_dir / PID_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -213,7 +219,7 @@ def run_up(layout: UpLayout, log_level: str, echo: Callable[[str], None]) -> int
         if generate_secret_file(layout.secret_path):
             echo(f"generated cluster secret {layout.secret_path}")
         (layout.data_dir / "logs").mkdir(exist_ok=True)
-        return Supervisor(layout, log_level, echo).run()
+        return Supervisor(layout, log_level, echo, replica_flags).run()
     finally:
         os.close(pid_fd)
 
@@ -235,9 +241,16 @@ def _poke_running(pid_fd: int, layout: UpLayout, echo: Callable[[str], None]) ->
 class Supervisor:
     """Starts, watches, restarts on request and stops the replica processes."""
 
-    def __init__(self, layout: UpLayout, log_level: str, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        layout: UpLayout,
+        log_level: str,
+        echo: Callable[[str], None],
+        replica_flags: Sequence[str] = (),
+    ) -> None:
         self.layout = layout
         self.log_level = log_level
+        self.replica_flags = list(replica_flags)
         self._echo = echo
         self._procs: dict[int, Process] = {}
         self._reported: set[int] = set()
@@ -302,6 +315,7 @@ class Supervisor:
             extra=[
                 *_listen_option(lay.listen_address(i)),
                 f"--http-address={lay.http_address(i)}",
+                *self.replica_flags,
             ],
         )
         self._procs[i] = spawn(cmd, lay.log_path(i))

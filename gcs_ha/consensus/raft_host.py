@@ -169,10 +169,11 @@ class RaftHost:
             raise
         node.add_tick_callback(self._after_tick)
         logger.info(
-            "consensus started (raft %s, peers %s, LMDB applied %d)",
+            "consensus started (raft %s, peers %s, LMDB applied %d; %s)",
             config.raft_address,
             list(config.peers),
             sm.applied_index,
+            _timing_of(node.sync_obj.conf),
         )
         return _Parts(env, sm, journal, snapshotter, node)
 
@@ -351,6 +352,15 @@ def _conf(
         log_compaction_min_entries=config.compaction_min_entries,
         auto_tick=False,
         joining=config.joining,
+    )
+
+
+def _timing_of(conf: Any) -> str:
+    """The Raft timing pysyncobj runs with, as read back from its own settings."""
+    return (
+        f"election timeout {conf.raftMinTimeout:g}-{conf.raftMaxTimeout:g} s, "
+        f"heartbeat {conf.appendEntriesPeriod:g} s, "
+        f"leader fallback {conf.leaderFallbackTimeout:g} s"
     )
 
 

@@ -397,7 +397,8 @@ def test_join_and_leave_under_load(tmp_path: Path, ports: tuple[int, int]) -> No
             t_leave = time.monotonic()
             leader = cluster.wait_for_leader(LEADER_TIMEOUT_S)  # the join may have moved it
             victim = next(i for i in range(3) if i != leader)
-            message = leave(cluster.gcs_address(new), cluster.node_id(victim), cluster.admin_key)
+            removed = leave(cluster.gcs_address(new), cluster.node_id(victim), cluster.admin_key)
+            message = str(removed)
             assert message.endswith("and shut it down"), message
             process = cluster.process(victim)
             assert process is not None
