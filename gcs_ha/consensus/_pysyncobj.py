@@ -164,6 +164,15 @@ SOCKET_BUFFER_BYTES: Final = 4 * 2**20
 autotuning) made a 10 MB entry outlast the election timeout: heartbeats queue behind it."""
 LINK_TIMEOUT_S: Final = 1e9
 """connectionTimeout: pysyncobj's read-inactivity timeout, disabled (keepalive replaces it)."""
+DNS_CACHE_S: Final = 5.0
+"""dnsCacheTime: how long a peer's resolved host name is kept. pysyncobj's 600 s kept
+dialing a peer's old IP for up to 10 minutes after it came back on a new one (a
+Kubernetes pod rescheduled, a container recreated): a rolling restart of a StatefulSet
+lost its majority (tests/deploy/test_deploy_names.py). Names are looked up only when a
+link is (re)dialed, on the consensus thread, so 5 s costs nothing while peers are up."""
+DNS_FAIL_CACHE_S: Final = 2.0
+"""dnsFailCacheTime: how long a name that did not resolve is not looked up again (30 s in
+pysyncobj): a pod's name appears in DNS only once the pod has an IP."""
 
 LEADER_GONE_FIRST_S: Final = 0.01
 LEADER_GONE_SLOT_S: Final = 0.06
@@ -963,6 +972,8 @@ def make_conf(
         autoTickPeriod=t.tick_s,
         connectionRetryTime=t.reconnect_s,
         connectionTimeout=LINK_TIMEOUT_S,
+        dnsCacheTime=DNS_CACHE_S,
+        dnsFailCacheTime=DNS_FAIL_CACHE_S,
         tcp_keepalive=TCP_KEEPALIVE,
         appendEntriesUseBatch=False,
         appendEntriesBatchSizeBytes=batch_size_bytes,
