@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import Gauge, Histogram, ProcessCollector
+from prometheus_client import Gauge, ProcessCollector
 
 from gcs_ha.metrics_support import (
     DISK_BUCKETS,
     FAST_BUCKETS,
     PREFIX,
     SLOW_BUCKETS,
+    CheapHistogram,
     GcPauses,
     exposition,
     new_registry,
@@ -32,7 +33,7 @@ class ConsensusMetrics:
         self.registry = registry = new_registry()
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Observe:
-            return Histogram(f"{PREFIX}_{name}", doc, buckets=buckets, registry=registry).observe
+            return CheapHistogram(registry, f"{PREFIX}_{name}", doc, buckets).observer()
 
         self.observe_fsync = histogram(
             "disk_wal_fsync_duration_seconds",

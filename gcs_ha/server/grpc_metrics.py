@@ -42,6 +42,7 @@ class RpcMetricsInterceptor(Interceptor):
             buckets=RPC_BUCKETS,
             registry=registry,
         )
+        self._methods: dict[str, _MethodMetrics] = {}
 
     async def intercept_service(
         self,
@@ -51,39 +52,58 @@ class RpcMetricsInterceptor(Interceptor):
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        service, _, method = details.method.lstrip("/").rpartition("/")
+        metrics = self._methods.get(details.method)
+        if metrics is None:
+            metrics = self._methods[details.method] = self._for(details.method)
         return grpc.unary_unary_rpc_method_handler(
-            functools.partial(self._unary, handler.unary_unary, service, method),
+            functools.partial(_timed, handler.unary_unary, metrics),
             handler.request_deserializer,
             handler.response_serializer,
         )
 
-    async def _unary(
-        self, behavior: Any, service: str, method: str, request: Any, context: Context
-    ) -> Any:
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            reply = await behavior(request, context)
-            code = _code_of(context, "OK")
-            return reply
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = _code_of(context, "UNKNOWN")
-            raise
-        finally:
-            self._seconds.labels(service, method).observe(time.perf_counter() - started)
-            self._handled.labels(service, method, code).inc()
+    def _for(self, full_method: str) -> _MethodMetrics:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        return _MethodMetrics(
+            self._seconds.labels(service, method).observe,
+            functools.partial(self._handled.labels, service, method),
+        )
+
+
+class _MethodMetrics:
+    """One method's children, looked up once (a call then takes no registry lock)."""
+
+    def __init__(self, observe: Callable[[float], None], by_code: Callable[[str], Any]) -> None:
+        self.observe = observe
+        self._by_code = by_code
+        self._counts: dict[str, Callable[[], None]] = {}
+
+    def count(self, code: str) -> None:
+        inc = self._counts.get(code)
+        if inc is None:
+            inc = self._counts[code] = self._by_code(code).inc
+        inc()
+
+
+async def _timed(behavior: Any, metrics: _MethodMetrics, request: Any, context: Context) -> Any:
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        reply = await behavior(request, context)
+        code = _code_of(context, "OK")
+        return reply
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except BaseException:
+        code = _code_of(context, "UNKNOWN")
+        raise
+    finally:
+        metrics.observe(time.perf_counter() - started)
+        metrics.count(code)
 
 
 def _code_of(context: Context, default: str) -> str:
     code = context.code()
-    return default if code is None else _name(code)
-
-
-def _name(code: Any) -> str:
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    return str(getattr(code, "name", code))
+    if code is None:
+        return default
+    return str(code.name) if isinstance(code, grpc.StatusCode) else str(getattr(code, "name", code))
