@@ -96,7 +96,7 @@ def gather_status(address: str, timeout: float = 3.0) -> ClusterView:
                 answers[member.raft_address] = status
                 _fill_in(known, status)
     members = sorted(known.values(), key=lambda m: (not m.node_id, m.node_id, m.raft_address))
-    return _view(members, [answers.get(m.raft_address) for m in members])
+    return combine_answers(members, [answers.get(m.raft_address) for m in members])
 
 
 def _ask(member: admin_pb2.Member, timeout: float) -> admin_pb2.ReplicaStatus | None:
@@ -115,10 +115,12 @@ def _fill_in(known: dict[str, admin_pb2.Member], status: admin_pb2.ReplicaStatus
             known[member.raft_address] = member
 
 
-def _view(
+def combine_answers(
     members: list[admin_pb2.Member], answers: list[admin_pb2.ReplicaStatus | None]
 ) -> ClusterView:
-    """Combine the answers: the leader is the highest-term member that says it leads."""
+    """Combine the answers (None: that member did not answer), one per member, into the
+    view: the leader is the highest-term member that says it leads. Also used by the
+    replicas' status page (gcs_ha/server/cluster_status.py)."""
     statuses = [s for s in answers if s is not None]
     leaders = sorted((s for s in statuses if s.role == "leader"), key=lambda s: s.term)
     if leaders:

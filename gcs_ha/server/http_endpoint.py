@@ -9,7 +9,11 @@
 |            | to a known leader: the gRPC health service's "gcs-ha.forwarding"); 503   |
 | `/leader`  | JSON: the leader this replica knows, its term and GCS address; 503 when  |
 |            | none is known                                                            |
-| `/status`  | JSON: this replica's status, recent leader changes, the store's use      |
+| `/status`  | JSON: this replica's status, recent leader changes, the store's use, and |
+|            | the cluster as every member answers it (cluster_status.py); HTML, the    |
+|            | status page for people (status_page.py), when the request's Accept      |
+|            | prefers text/html (browsers do) or it says `?format=html`               |
+| `/`        | a redirect to `/status`: a browser pointed at the listener finds the page |
 
 Everything here is readable by anyone who reaches the port, like the admin Status call
 (docs/security.md): addresses, roles, positions and sizes, nothing secret, and nothing
@@ -22,20 +26,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gcs_ha.addresses import split_address
-from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo
+from gcs_ha.cluster_ops import ClusterView
+from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo, StoreUse
 from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.server.cluster_status import ClusterStatus
 from gcs_ha.server.gcs_server import GcsServer
 from gcs_ha.server.metrics import ReplicaMetrics
+from gcs_ha.server.status_page import StatusPage, render
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 30.0  # a consensus process silent this long is wedged: not live
+# The status page runs no script and loads nothing: forbid both, in case an escape is missed.
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Vary": "Accept",
+}
 
 
 class HttpEndpoint:
@@ -45,6 +59,7 @@ class HttpEndpoint:
         self._replica = replica
         self._gcs = gcs
         self._metrics = metrics
+        self._cluster = ClusterStatus(replica.status, gcs.ray_tls)
         self._runner: web.AppRunner | None = None
         app = web.Application()
         app.add_routes(
@@ -54,6 +69,7 @@ class HttpEndpoint:
                 web.get("/readyz", self._get_readyz),
                 web.get("/leader", self._get_leader),
                 web.get("/status", self._get_status),
+                web.get("/", self._get_root),
             ]
         )
         self.app = app
@@ -97,8 +113,18 @@ class HttpEndpoint:
         doc = leader_doc(self._status())
         return web.json_response(doc, status=200 if doc["leader"] else 503)
 
-    async def _get_status(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.status_doc())
+    async def _get_status(self, request: web.Request) -> web.Response:
+        html = wants_html(request)
+        view = await self._cluster.view()
+        if html:
+            page = render(self.status_page(view))
+            return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
+        doc = self.status_doc()
+        doc["cluster"] = view.to_json()
+        return web.json_response(doc, headers={"Vary": "Accept"})
+
+    async def _get_root(self, _request: web.Request) -> web.Response:
+        raise web.HTTPFound("/status")
 
     # -- documents -----------------------------------------------------------------------
 
@@ -113,11 +139,30 @@ class HttpEndpoint:
             "leader_changes": [dataclasses.asdict(c) for c in self._gcs.leader_history.recent()],
             "time": time.time(),
         }
-        try:
-            doc["store"] = dataclasses.asdict(self._replica.store_use())
-        except (GcsHaError, OSError) as exc:
-            doc["store"] = {"error": str(exc)}
+        use, error = self._store_use()
+        doc["store"] = dataclasses.asdict(use) if use else {"error": error}
         return doc
+
+    def status_page(self, view: ClusterView) -> StatusPage:
+        """What the HTML view of /status shows, with `view` from the members."""
+        status = self._status()
+        use, error = self._store_use()
+        return StatusPage(
+            node_id=status.node_id,
+            cluster_name=status.cluster_name,
+            view=view,
+            changes=self._gcs.leader_history.recent(),
+            store=use,
+            store_error=error,
+            ready=self._gcs.can_answer(),
+            now=time.time(),
+        )
+
+    def _store_use(self) -> tuple[StoreUse | None, str]:
+        try:
+            return self._replica.store_use(), ""
+        except (GcsHaError, OSError) as exc:  # not started yet, or the dir is gone
+            return None, str(exc)
 
     def _status(self) -> ReplicaStatusInfo:
         return self._replica.status()
@@ -143,6 +188,31 @@ def leader_doc(status: ReplicaStatusInfo) -> dict[str, Any]:
         "term": status.term,
         "is_self": is_self,
     }
+
+
+def wants_html(request: web.Request) -> bool:
+    """Whether /status answers HTML: `?format=html|json` decides; else the Accept header,
+    HTML when it ranks text/html above application/json (a browser's does), JSON for
+    everything else (none, */*, application/json). HTTPBadRequest for another format."""
+    fmt = request.query.get("format")
+    if fmt is not None:
+        if fmt not in ("html", "json"):
+            raise web.HTTPBadRequest(text=f"format must be html or json, not {fmt!r}\n")
+        return fmt == "html"
+    ranks: dict[str, tuple[float, int]] = {}
+    for position, part in enumerate(request.headers.get("Accept", "").split(",")):
+        kind, *params = (p.strip() for p in part.split(";"))
+        q = next((_quality(p[2:]) for p in params if p.startswith("q=")), 1.0)
+        ranks.setdefault(kind.lower(), (q, -position))
+    html, json_ = ranks.get("text/html"), ranks.get("application/json")
+    return html is not None and html[0] > 0 and (json_ is None or html > json_)
+
+
+def _quality(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 def _text(status: int, body: str) -> web.Response:

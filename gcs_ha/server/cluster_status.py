@@ -1,0 +1,104 @@
+"""The cluster as one replica's status page shows it: every member's own status.
+
+This replica knows its own status; every other member is asked for its admin Status
+over gRPC (grpc.aio on the replica's loop: nothing blocks it), all at once, each bounded
+by ASK_TIMEOUT_S. A member that does not answer in time, refuses the connection, or has
+not registered a gRPC address yet is shown unreachable. The answers are combined as
+`gcs-ha status` combines them (gcs_ha.cluster_ops.combine_answers), so the page and the
+command agree on the leader and the lag.
+
+A view is kept CACHE_S: requests within that time share it, and requests that arrive
+while a view is being gathered wait for that one, so a storm of page reloads costs one
+round of Status calls per second. Errors: none of its own; a member's failure is that
+member shown unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import grpc
+
+from gcs_ha.cluster_ops import ClusterView, combine_answers
+from gcs_ha.consensus.api import ReplicaStatusInfo
+from gcs_ha.proto import admin_pb2, admin_pb2_grpc
+from gcs_ha.ray_tls import RayTls, aio_channel
+from gcs_ha.server.admin_service import member_to_proto, status_to_proto
+
+ASK_TIMEOUT_S = 0.5
+CACHE_S = 1.0
+
+
+class ClusterStatus:
+    """See the module docstring. `own_status` is this replica's (Replica.status);
+    `tls`: Ray's TLS settings, when the members' gRPC ports use it."""
+
+    def __init__(
+        self,
+        own_status: Callable[[], ReplicaStatusInfo],
+        tls: RayTls | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._own_status = own_status
+        self._tls = tls
+        self._clock = clock
+        self._cached: tuple[float, ClusterView] | None = None
+        self._pending: asyncio.Task[ClusterView] | None = None
+        self.gathered = 0  # rounds of Status calls made (tests, measurements)
+
+    async def view(self) -> ClusterView:
+        """The cluster view, at most CACHE_S old."""
+        cached = self._cached
+        if cached is not None and self._clock() - cached[0] < CACHE_S:
+            return cached[1]
+        if self._pending is None:
+            self._pending = asyncio.create_task(self._refresh())
+        # shield: a request that goes away does not cancel the round others wait for.
+        return await asyncio.shield(self._pending)
+
+    async def _refresh(self) -> ClusterView:
+        try:
+            view = await self._gather()
+            self._cached = (self._clock(), view)
+            return view
+        finally:
+            self._pending = None
+
+    async def _gather(self) -> ClusterView:
+        self.gathered += 1
+        own = self._own_status()
+        members = [member_to_proto(m) for m in own.members] or [
+            admin_pb2.Member(
+                node_id=own.node_id, raft_address=own.raft_address, gcs_address=own.gcs_address
+            )
+        ]
+        members.sort(key=lambda m: (not m.node_id, m.node_id, m.raft_address))
+        mine = status_to_proto(own)
+        answers = await asyncio.gather(*(self._answer(m, own.raft_address, mine) for m in members))
+        return combine_answers(members, list(answers))
+
+    async def _answer(
+        self, member: admin_pb2.Member, own_raft: str, mine: admin_pb2.ReplicaStatus
+    ) -> admin_pb2.ReplicaStatus | None:
+        if member.raft_address == own_raft:
+            return mine
+        if not member.gcs_address:
+            return None
+        return await ask_status(member.gcs_address, self._tls, ASK_TIMEOUT_S)
+
+
+async def ask_status(
+    address: str, tls: RayTls | None, timeout: float
+) -> admin_pb2.ReplicaStatus | None:
+    """The admin Status of the replica at `address`, or None when it does not answer."""
+    try:
+        async with aio_channel(address, tls) as channel:
+            stub = admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
+            reply: admin_pb2.ReplicaStatus = await stub.Status(
+                admin_pb2.StatusRequest(), timeout=timeout
+            )
+            return reply
+    except grpc.RpcError:
+        return None
