@@ -53,6 +53,8 @@ def main() -> None:
     ):
         cluster.start()
         leader = cluster.wait_for_leader(30)
+        for i in range(3):  # registered everywhere before anyone is killed
+            cluster.wait_for_members(3, i)
         writes(cluster, leader, 600, 0)
         time.sleep(20)
         cluster.kill(leader)  # the first failover

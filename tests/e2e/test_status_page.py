@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from gcs_ha.errors import UnavailableError
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 pytestmark = pytest.mark.slow
@@ -99,20 +100,27 @@ def test_status_page_shows_a_killed_member_unreachable(tmp_path: Path) -> None:
     with ProcessCluster(3, tmp_path, 14200, 14210, http_port=14220) as cluster:
         cluster.start()
         first = cluster.wait_for_leader(30)
-        cluster.wait_for_members(3, first)
+        for i in range(3):  # each names itself; registered in the others' tables too
+            cluster.wait_for_members(3, i)
         cluster.kill(first)
         leader = cluster.wait_for_leader(30, exclude=[first])
         follower = next(i for i in range(3) if i not in (first, leader))
         names = {i: cluster.node_id(i) for i in range(3)}
 
+        last: list[Any] = []
+
         def settled(i: int) -> dict[str, Any] | None:
             doc = status_json(cluster, i)
+            last[:] = [doc["cluster"], doc["leader"]]
             reachable = {m["id"]: m["reachable"] for m in doc["cluster"]["members"]}
             expected = {names[first]: False, names[leader]: True, names[follower]: True}
             leaders = {doc["cluster"]["leader"], doc["leader"]["leader"]}  # all, its own
             return doc if leaders == {names[leader]} and reachable == expected else None
 
-        doc = wait_until(lambda: settled(follower), 20, "the follower's view did not settle")
+        try:
+            doc = wait_until(lambda: settled(follower), 20, "the follower's view did not settle")
+        except UnavailableError as exc:
+            raise AssertionError(f"{exc}; it says {last}") from None
         assert {"replica", "leader", "serving", "ready", "leader_changes", "store"} <= set(doc)
 
         # The page from the follower, reached as a person would: the listener's root.
