@@ -1,6 +1,6 @@
 """deploy/compose/compose.yaml, checked without an engine: against the Compose
 Specification's JSON schema (check-jsonschema's copy, a dev dependency), by
-`docker-compose config` (Compose v1 from Debian, installed by .ci/run: it resolves the
+`docker-compose config` (Compose v1 from Debian, installed by ./dev test: it resolves the
 file and checks its references), and by the invariants below. Nothing is started."""
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def test_docker_compose_config_accepts_it() -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
         if os.environ.get("CI"):
-            pytest.fail("docker-compose is missing: .ci/run installs it (Debian package)")
-        pytest.skip("docker-compose (Debian's Compose v1) is not installed; CI installs it")
+            pytest.fail("docker-compose is missing: ./dev test installs it (Debian package)")
+        pytest.skip("docker-compose (Debian's Compose v1) is not installed; ./dev test installs it as root")
     proc = subprocess.run(
         [tool, "--project-directory", str(COMPOSE.parent), "-f", str(COMPOSE), "config", "-q"],
         capture_output=True, text=True, check=False, timeout=60,
