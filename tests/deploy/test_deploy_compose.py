@@ -67,7 +67,7 @@ def test_docker_compose_config_accepts_it() -> None:
     if tool is None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: ./dev test installs it (Debian package)")
-        pytest.skip("docker-compose (Debian's Compose v1) is not installed; ./dev test installs it as root")
+        pytest.skip("docker-compose (Debian's Compose v1) is missing: ./dev test installs it")
     proc = subprocess.run(
         [tool, "--project-directory", str(COMPOSE.parent), "-f", str(COMPOSE), "config", "-q"],
         capture_output=True, text=True, check=False, timeout=60,
