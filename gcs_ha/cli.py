@@ -389,7 +389,17 @@ def render_table(view: ClusterView) -> str:
     leader = f"{view.leader} ({view.leader_gcs_address() or '?'})" if view.leader else "none"
     if view.leader and not view.leader_reachable():
         leader += ", according to its followers: it did not answer"
-    return f"{table.render_table(rows, header=header)}\nleader: {leader}"
+    return f"{table.render_table(rows, header=header)}\nleader: {leader}\n{_version_line(view)}"
+
+
+def _version_line(view: ClusterView) -> str:
+    """The log entry format the leader writes; while members differ, what each reads."""
+    line = f"cluster version: {view.cluster_version or '-'}"
+    reads = {m.id or m.raft_address: m.entry_version for m in view.members if m.reachable}
+    if any(v != view.cluster_version for v in reads.values()):
+        line += " (newest format each member reads: "
+        line += ", ".join(f"{name} {v}" for name, v in reads.items()) + ")"
+    return line
 
 
 @cli.command()

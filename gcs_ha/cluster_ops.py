@@ -47,17 +47,24 @@ class MemberView:
     raft_address: str
     serving: bool | None
     reachable: bool
+    entry_version: int | None = None  # the newest log entry format it reads
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    """The cluster as seen from every member that answered."""
+    """The cluster as seen from every member that answered. `cluster_version`: the log
+    entry format the leader writes (consensus/versions.py), None without a leader's answer."""
 
     leader: str | None
     members: list[MemberView]
+    cluster_version: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {"leader": self.leader, "members": [asdict(m) for m in self.members]}
+        return {
+            "leader": self.leader,
+            "cluster_version": self.cluster_version,
+            "members": [asdict(m) for m in self.members],
+        }
 
     def leader_gcs_address(self) -> str | None:
         return next((m.gcs_address for m in self.members if m.id == self.leader), None)
@@ -123,15 +130,22 @@ def combine_answers(
     replicas' status page (gcs_ha/server/cluster_status.py)."""
     statuses = [s for s in answers if s is not None]
     leaders = sorted((s for s in statuses if s.role == "leader"), key=lambda s: s.term)
+    version = None
     if leaders:
         leader: str | None = leaders[-1].node_id
         leader_commit: int | None = leaders[-1].commit_index
+        version = _format(leaders[-1].cluster_version)
     else:
         newest = max(statuses, key=lambda s: s.term, default=None)
         leader = (newest.leader_node_id or None) if newest else None
         leader_commit = None
     views = [_member_view(m, s, leader_commit) for m, s in zip(members, answers, strict=True)]
-    return ClusterView(leader, views)
+    return ClusterView(leader, views, version)
+
+
+def _format(version: int) -> int:
+    """An entry format from the wire; 0 (a build that did not say) reads and writes 1."""
+    return max(1, version)
 
 
 def _member_view(
@@ -162,6 +176,7 @@ def _member_view(
         raft_address=member.raft_address,
         serving=status.serving,
         reachable=True,
+        entry_version=_format(status.entry_version),
     )
 
 

@@ -13,12 +13,18 @@ They are read from the environment of a replica process at start and logged loud
 | GCS_HA_UNSAFE_FOLLOWER_READS=1    | a follower answers InternalKVGet from its own LMDB  |
 |                                   | instead of forwarding it to the leader: reads can   |
 |                                   | miss acknowledged writes (not linearizable)         |
+| GCS_HA_UNSAFE_ENTRY_VERSION=N     | the replica claims to read and write log entry      |
+|                                   | formats up to N (format 1 under the number N): it   |
+|                                   | stands in for a newer build in tests of the cluster |
+|                                   | version gate (consensus/versions.py)                |
 """
 
 from __future__ import annotations
 
 import logging
 import os
+
+from gcs_ha.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +42,29 @@ def follower_reads() -> bool:
             UNSAFE_FOLLOWER_READS_ENV,
         )
     return on
+
+
+UNSAFE_ENTRY_VERSION_ENV = "GCS_HA_UNSAFE_ENTRY_VERSION"
+_claim_logged = False
+
+
+def claimed_entry_version() -> int | None:
+    """The log entry format GCS_HA_UNSAFE_ENTRY_VERSION=N makes this replica claim to read
+    and write (None when unset; logged as a warning once per process). ConfigError for
+    a value that is not an integer >= 1."""
+    global _claim_logged  # noqa: PLW0603 (one warning per process)
+    text = os.environ.get(UNSAFE_ENTRY_VERSION_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{UNSAFE_ENTRY_VERSION_ENV}={text!r}: give an integer >= 1")
+    if not _claim_logged:
+        _claim_logged = True
+        log.warning(
+            "!!! %s=%s: this replica claims to read log entry formats up to %s (format 1 "
+            "under another number). For tests of the cluster version gate only. !!!",
+            UNSAFE_ENTRY_VERSION_ENV,
+            text,
+            text,
+        )
+    return int(text)

@@ -20,11 +20,14 @@ ROLE_CANDIDATE = "candidate"
 
 @dataclass(frozen=True)
 class MemberInfo:
-    """A member of the cluster. gcs_address is empty until the member registered it."""
+    """A member of the cluster. gcs_address is empty until the member registered it;
+    entry_version is the newest log entry format it registered that it reads (1, the
+    first format, when it did not say: consensus/versions.py)."""
 
     node_id: str
     raft_address: str
     gcs_address: str = ""
+    entry_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class ReplicaStatusInfo:
     match_index: dict[str, int] = field(default_factory=dict)
     # Seconds since the consensus process last reported (it does every 50 ms when well).
     status_age_s: float = 0.0
+    # The newest log entry format this replica reads, and the cluster version: the format
+    # the leader writes, the newest every member reads (consensus/versions.py).
+    entry_version: int = 1
+    cluster_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,12 @@ class Replica(Protocol):
         agree). ConfigError if there is none, or it is this replica (the leader)."""
         ...
 
-    async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None: ...
+    async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> str:
+        """Hand leadership to `node_id` (None: a caught-up follower) once its log matches
+        this leader's, holding new writes meanwhile; returns the node id it went to.
+        NotLeaderError on a follower, ConfigError for an unknown node id, UnavailableError
+        when no follower caught up in time or this replica won the election again."""
+        ...
 
     def digest(self) -> tuple[int, str]:
         """(applied index, sha256 hex of every table at that index) from local state."""

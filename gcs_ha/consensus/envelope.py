@@ -3,17 +3,29 @@
 A log entry is never a pickled call: it is `gcs_ha.raft.LogEntry` bytes, so any replica
 of any version can tell what an entry is, and refuse one it does not understand instead
 of applying it wrongly.
+
+Entry formats are numbered (`LogEntry.version`). A build reads every format from
+BASE_VERSION up to its newest (ENTRY_VERSION) and writes the one it is told: the leader
+writes the cluster version, the newest format every member has registered that it reads
+(versions.py), so during a rolling upgrade no replica meets an entry it cannot read.
+Registrations are written in BASE_VERSION, which every build reads. A replica that meets
+a newer format than it knows stops (CorruptDataError, fatal in the state machine) with a
+message that says to upgrade it. Format history:
+  1: Put, Delete, DeletePrefix, NextJobId, Barrier.
 """
 
 from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
+from gcs_ha import unsafe
 from gcs_ha.errors import CorruptDataError
 from gcs_ha.proto import raft_log_pb2 as pb
 
-# Version 1: Put, Delete, DeletePrefix, NextJobId, Barrier.
+BASE_VERSION = 1
+"""The first entry format: every build reads it."""
 ENTRY_VERSION = 1
+"""The newest entry format this build reads and can write."""
 MAX_ENTRY_BYTES = 48 * 2**20
 """The largest log entry the proposer may create (bytes, as handed to pysyncobj)."""
 
@@ -22,24 +34,34 @@ Result = pb.Result
 LogEntry = pb.LogEntry
 
 
-def encode(requests: list[pb.Request]) -> bytes:
-    """Serialize one batch of requests as a log entry."""
-    return pb.LogEntry(version=ENTRY_VERSION, requests=requests).SerializeToString()
+def newest_version() -> int:
+    """The newest format this replica reads: ENTRY_VERSION, or the format that
+    GCS_HA_UNSAFE_ENTRY_VERSION claims (tests only, gcs_ha.unsafe)."""
+    return unsafe.claimed_entry_version() or ENTRY_VERSION
 
 
-def decode(data: bytes) -> pb.LogEntry:
-    """Parse a log entry. Raises CorruptDataError for bytes that are not one, or for an
-    entry of a version this replica does not know (it must be upgraded first)."""
+def encode(requests: list[pb.Request], version: int = BASE_VERSION) -> bytes:
+    """Serialize one batch of requests as a log entry of format `version`. Every format
+    known so far has the same fields; a later one would branch here."""
+    return pb.LogEntry(version=version, requests=requests).SerializeToString()
+
+
+def decode(data: bytes, newest: int = ENTRY_VERSION) -> pb.LogEntry:
+    """Parse a log entry of any format from BASE_VERSION to `newest`. Raises
+    CorruptDataError for bytes that are not one, or for an entry of a format this replica
+    does not know (it must be upgraded first)."""
     entry = pb.LogEntry()
     try:
         entry.ParseFromString(data)
     except DecodeError as exc:
         raise CorruptDataError(f"undecodable log entry ({len(data)} bytes): {exc}") from exc
-    if entry.version != ENTRY_VERSION:
+    if entry.version > newest:
         raise CorruptDataError(
-            f"log entry version {entry.version} is not supported (this replica knows "
-            f"{ENTRY_VERSION}); upgrade this replica"
+            f"log entry format {entry.version} is newer than this replica reads (formats "
+            f"{BASE_VERSION} to {newest}): a newer gcs-ha wrote it; upgrade this replica"
         )
+    if entry.version < BASE_VERSION:
+        raise CorruptDataError(f"log entry without a format version ({len(data)} bytes)")
     return entry
 
 

@@ -35,10 +35,13 @@ COMPACTION_TIMEOUT_S = 120.0
 
 
 def member_record(member: MemberInfo) -> bytes:
-    return json.dumps(
-        {"raft_address": member.raft_address, "gcs_address": member.gcs_address},
-        sort_keys=True,
-    ).encode()
+    """The members-table record of `member` (replica.member_from_record reads it)."""
+    doc = {
+        "raft_address": member.raft_address,
+        "gcs_address": member.gcs_address,
+        "entry_version": member.entry_version,
+    }
+    return json.dumps(doc, sort_keys=True).encode()
 
 
 class MembershipOps:
@@ -62,7 +65,8 @@ class MembershipOps:
         """Add `member` to the Raft configuration and register it (a no-op if it already
         is one with the same addresses; ConfigError on a clash, member_rules)."""
         self._require_serving()
-        check_add(member, self._replica.registered_members(), self._me())
+        registered = self._replica.registered_members()
+        check_add(member, registered, self._me())
         with self._one_change():
             if member.raft_address in self._node.status.peers:
                 logger.info("member %s is already in the cluster", member.raft_address)
@@ -74,8 +78,11 @@ class MembershipOps:
                 await self._call(
                     lambda done: self._node.add_node(member.raft_address, done), timeout
                 )
-            record = member_record(member)
-            await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), record)
+            mine = registered.get(member.node_id)
+            if mine is None or (member.gcs_address and mine.gcs_address != member.gcs_address):
+                # (A member that registered itself keeps its record: its entry format.)
+                record = member_record(member)
+                await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), record)
 
     async def remove(self, node_id: str | None, raft_address: str | None, timeout: float) -> None:
         """Remove a member named by node id or Raft address (member_rules.resolve_removal).
@@ -111,11 +118,11 @@ class MembershipOps:
             self._changing = False
 
     def _me(self) -> MemberInfo:
-        config = self._replica.config
-        return MemberInfo(config.node_id, config.raft_address, config.gcs_address)
+        return self._replica.me()
 
-    async def transfer(self, node_id: str | None, timeout: float) -> None:
-        """Hand leadership to `node_id` (None: the most caught-up connected follower).
+    async def transfer(self, node_id: str | None, timeout: float) -> str:
+        """Hand leadership to `node_id` (None: the most caught-up connected follower);
+        returns the node id (or, unregistered, the Raft address) of the one it went to.
 
         pysyncobj only hands over to a follower whose log matches the leader's exactly,
         and the old leader wins the election again if it appended meanwhile. So new
@@ -128,7 +135,7 @@ class MembershipOps:
         proposer = self._replica.proposer()
         proposer.hold()
         try:
-            await self._hand_over(node_id, deadline)
+            address = await self._hand_over(node_id, deadline)
             # Done when this replica stepped down. pysyncobj sets the new term before the
             # new role, so "leader in start_term + 1" is a moment, not an outcome; leading
             # again in a later term means this replica won the next election.
@@ -140,10 +147,13 @@ class MembershipOps:
                 await asyncio.sleep(0.005)
         finally:
             proposer.release()
+        by_raft = {m.raft_address: m.node_id for m in self._replica.registered_members().values()}
+        return by_raft.get(address, address)
 
-    async def _hand_over(self, node_id: str | None, deadline: float) -> None:
-        """Send the hand-over to a caught-up follower; pysyncobj re-checks the match at
-        call time and denies it if the follower fell behind meanwhile: try again."""
+    async def _hand_over(self, node_id: str | None, deadline: float) -> str:
+        """Send the hand-over to a caught-up follower (returns its Raft address);
+        pysyncobj re-checks the match at call time and denies it if the follower fell
+        behind meanwhile: try again."""
         loop = asyncio.get_running_loop()
         while True:
             address = await self._caught_up_target(node_id, deadline)
@@ -152,7 +162,7 @@ class MembershipOps:
                     functools.partial(self._node.transfer_leadership, address),
                     max(0.1, deadline - loop.time()),
                 )
-                return
+                return address
             except UnavailableError:
                 if loop.time() > deadline:
                     raise
@@ -192,8 +202,10 @@ class MembershipOps:
         return index
 
     async def _register_self(self) -> None:
+        """Keep this replica's record (addresses, entry format) in the members table; it
+        is written in the first entry format, which every member reads."""
         config = self._replica.config
-        me = MemberInfo(config.node_id, config.raft_address, config.gcs_address)
+        me = self._replica.me()
         record = member_record(me)
         while True:
             current = self._replica.registered_members().get(config.node_id)
@@ -206,7 +218,11 @@ class MembershipOps:
                         [envelope.put(MEMBERS_TABLE, config.node_id.encode(), record, True)]
                     )
                     await self._call(functools.partial(self._node.propose, data), 5.0)
-                    logger.info("registered %s in the members table", config.node_id)
+                    logger.info(
+                        "registered %s in the members table (reads entry formats up to %d)",
+                        config.node_id,
+                        me.entry_version,
+                    )
                     continue
                 except GcsHaError as exc:
                     logger.debug("member registration not done yet: %s", exc)

@@ -60,12 +60,15 @@ class GroupCommitProposer:
         *,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         admit: Callable[[pb.Request], None] | None = None,
+        entry_version: Callable[[], int] = lambda: envelope.BASE_VERSION,
     ) -> None:
         """`max_entry_bytes` bounds a batch of several requests; one request alone may be
         as large as `max_request_bytes` (it then travels in an entry of its own).
         `max_queued_bytes` bounds the requests waiting to be proposed. `admit(request)`
-        raises for a request that must not be proposed (capacity.py)."""
+        raises for a request that must not be proposed (capacity.py). `entry_version()`:
+        the format each entry is written in (the cluster version, versions.py)."""
         self._propose = propose
+        self._entry_version = entry_version
         self._admit = admit
         self._max_queued_bytes = max_queued_bytes
         self._queued_bytes = 0
@@ -151,7 +154,7 @@ class GroupCommitProposer:
             self._batches[batch_id] = batch
             self.entries_proposed += 1
             self.requests_proposed += len(batch.requests)
-            data = envelope.encode(batch.requests)
+            data = envelope.encode(batch.requests, self._entry_version())
             self._propose(data, functools.partial(self._complete, batch_id))
 
     def _take_batch(self) -> _Batch:

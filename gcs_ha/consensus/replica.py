@@ -33,13 +33,14 @@ from gcs_ha.consensus.api import (
 )
 from gcs_ha.consensus.capacity import CapacityGuard
 from gcs_ha.consensus.config import ReplicaConfig
-from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
+from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES, newest_version
 from gcs_ha.consensus.leadership import Leadership
 from gcs_ha.consensus.membership import MembershipOps
 from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.consensus.read_barrier import ReadBarrier
 from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
+from gcs_ha.consensus.versions import cluster_version
 from gcs_ha.errors import NotLeaderError, StorageError
 from gcs_ha.storage.lmdb_env import LmdbEnv
 from gcs_ha.storage.store_client import MEMBERS_TABLE
@@ -65,6 +66,9 @@ class RaftReplica:
         self._on_lost = on_lost
         self._env: LmdbEnv | None = None
         self.lost_code: int | None = None
+        self.entry_version = newest_version()
+        # The cluster version, with the consensus process's status it was computed for.
+        self._version_of: tuple[object, int] = (None, 1)
         self._link = RaftLink(
             config,
             on_state_changed=self._on_state_changed,
@@ -80,6 +84,7 @@ class RaftReplica:
             config.max_entry_bytes,
             MAX_ENTRY_BYTES - 1024,
             admit=self.capacity.admit,
+            entry_version=self.cluster_version,
         )
         self._reads = ReadBarrier(self._link.read)
         self._leadership = Leadership(config.node_id, self._proposer, self._is_leader_of)
@@ -167,7 +172,20 @@ class RaftReplica:
             members=members,
             match_index=dict(raft.match_index),
             status_age_s=max(0.0, time.monotonic() - raft.taken_at) if raft.taken_at else 0.0,
+            entry_version=self.entry_version,
+            cluster_version=self.cluster_version(),
         )
+
+    def cluster_version(self) -> int:
+        """The entry format the leader writes: the newest every member reads
+        (versions.py). Recomputed once per status of the consensus process (50 ms), not
+        per entry: the members table is read from LMDB."""
+        raft = self._link.status
+        taken_of, version = self._version_of
+        if taken_of is not raft:
+            version = cluster_version(self.entry_version, raft.peers, self.registered_members())
+            self._version_of = (raft, version)
+        return version
 
     def members(self) -> list[MemberInfo]:
         """The Raft membership, named with the registrations in the members table."""
@@ -176,10 +194,17 @@ class RaftReplica:
         out = []
         for address in sorted({self.config.raft_address, *raft.peers}):
             if address == self.config.raft_address:
-                out.append(MemberInfo(self.config.node_id, address, self.config.gcs_address))
+                out.append(self.me())
             else:
                 out.append(by_raft.get(address, MemberInfo("", address, "")))
         return out
+
+    def me(self) -> MemberInfo:
+        """This replica as it registers itself."""
+        config = self.config
+        return MemberInfo(
+            config.node_id, config.raft_address, config.gcs_address, self.entry_version
+        )
 
     def registered_members(self) -> dict[str, MemberInfo]:
         """node id -> MemberInfo, from the local copy of the members table."""
@@ -188,9 +213,8 @@ class RaftReplica:
             return out
         with self._env.read() as txn:
             for key, value in txn.scan(MEMBERS_TABLE):
-                doc = json.loads(value)
                 node_id = key.decode()
-                out[node_id] = MemberInfo(node_id, doc["raft_address"], doc["gcs_address"])
+                out[node_id] = member_from_record(node_id, value)
         return out
 
     async def add_member(self, member: MemberInfo, timeout: float = 10.0) -> None:
@@ -201,8 +225,8 @@ class RaftReplica:
     ) -> None:
         await self._membership.remove(node_id, raft_address, timeout)
 
-    async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> None:
-        await self._membership.transfer(node_id, timeout)
+    async def transfer_leadership(self, node_id: str | None, timeout: float = 10.0) -> str:
+        return await self._membership.transfer(node_id, timeout)
 
     async def compact(self) -> int:
         return await self._membership.compact()
@@ -294,6 +318,19 @@ class RaftReplica:
         if self._env is None:
             raise StorageError("the replica is not started")
         return self._env
+
+
+def member_from_record(node_id: str, value: bytes) -> MemberInfo:
+    """A members-table record (membership.member_record) read back. A record written
+    before entry formats were registered says none: the first format."""
+    doc = json.loads(value)
+    version = doc.get("entry_version", 1)
+    return MemberInfo(
+        node_id,
+        doc["raft_address"],
+        doc["gcs_address"],
+        version if isinstance(version, int) and version >= 1 else 1,
+    )
 
 
 def _copy_image(env: LmdbEnv, out: Path) -> int:

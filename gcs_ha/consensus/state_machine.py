@@ -38,7 +38,8 @@ class LmdbStateMachine:
     """Applies log entries to an `LmdbEnv`.
 
     A failure to write LMDB is fatal (`on_fatal` is called and must stop the replica):
-    a replica that cannot apply an entry must not go on and diverge.
+    a replica that cannot apply an entry must not go on and diverge. So is an entry of a
+    format newer than this build reads (envelope.py): the message says to upgrade.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class LmdbStateMachine:
         self._observe_commit = observe_commit
         self._txn: WriteTxn | None = None
         self._applied = env.applied_index()
+        self._newest_format = envelope.newest_version()
 
     @property
     def env(self) -> LmdbEnv:
@@ -74,7 +76,7 @@ class LmdbStateMachine:
             return None
         started = time.perf_counter()
         try:
-            entry = envelope.decode(data)
+            entry = envelope.decode(data, self._newest_format)
             txn = self._open_txn()
             results = [_apply_request(txn, request) for request in entry.requests]
             txn.set_applied_index(index)

@@ -7,17 +7,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Member(_message.Message):
-    __slots__ = ("node_id", "raft_address", "gcs_address")
+    __slots__ = ("node_id", "raft_address", "gcs_address", "entry_version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     GCS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     raft_address: str
     gcs_address: str
-    def __init__(self, node_id: _Optional[str] = ..., raft_address: _Optional[str] = ..., gcs_address: _Optional[str] = ...) -> None: ...
+    entry_version: int
+    def __init__(self, node_id: _Optional[str] = ..., raft_address: _Optional[str] = ..., gcs_address: _Optional[str] = ..., entry_version: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node_id", "role", "term", "commit_index", "applied_index", "leader_node_id", "raft_address", "gcs_address", "serving", "log_length", "last_log_index", "members", "leader_raft_address", "cluster_name", "match_index", "has_quorum")
+    __slots__ = ("node_id", "role", "term", "commit_index", "applied_index", "leader_node_id", "raft_address", "gcs_address", "serving", "log_length", "last_log_index", "members", "leader_raft_address", "cluster_name", "match_index", "has_quorum", "entry_version", "cluster_version")
     class MatchIndexEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +43,8 @@ class ReplicaStatus(_message.Message):
     CLUSTER_NAME_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     role: str
     term: int
@@ -57,7 +61,9 @@ class ReplicaStatus(_message.Message):
     cluster_name: str
     match_index: _containers.ScalarMap[str, int]
     has_quorum: bool
-    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., leader_node_id: _Optional[str] = ..., raft_address: _Optional[str] = ..., gcs_address: _Optional[str] = ..., serving: _Optional[bool] = ..., log_length: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., leader_raft_address: _Optional[str] = ..., cluster_name: _Optional[str] = ..., match_index: _Optional[_Mapping[str, int]] = ..., has_quorum: _Optional[bool] = ...) -> None: ...
+    entry_version: int
+    cluster_version: int
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., leader_node_id: _Optional[str] = ..., raft_address: _Optional[str] = ..., gcs_address: _Optional[str] = ..., serving: _Optional[bool] = ..., log_length: _Optional[int] = ..., last_log_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., leader_raft_address: _Optional[str] = ..., cluster_name: _Optional[str] = ..., match_index: _Optional[_Mapping[str, int]] = ..., has_quorum: _Optional[bool] = ..., entry_version: _Optional[int] = ..., cluster_version: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

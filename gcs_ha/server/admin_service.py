@@ -57,13 +57,18 @@ def status_to_proto(info: ReplicaStatusInfo) -> admin_pb2.ReplicaStatus:
         cluster_name=info.cluster_name,
         members=[member_to_proto(m) for m in info.members],
         match_index=info.match_index,
+        entry_version=info.entry_version,
+        cluster_version=info.cluster_version,
     )
 
 
 def member_to_proto(member: MemberInfo) -> admin_pb2.Member:
     """The wire form of a member."""
     return admin_pb2.Member(
-        node_id=member.node_id, raft_address=member.raft_address, gcs_address=member.gcs_address
+        node_id=member.node_id,
+        raft_address=member.raft_address,
+        gcs_address=member.gcs_address,
+        entry_version=member.entry_version,
     )
 
 

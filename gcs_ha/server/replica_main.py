@@ -12,8 +12,9 @@
      and start serving;
   5. run `after_start` (e.g. `gcs-ha join` asking the leader to add this replica), and
      with `supervisor_pid` (set by `gcs-ha up`) stop when that supervisor is gone;
-  6. wait for SIGTERM, SIGINT or the admin Shutdown call, then stop the GcsServer,
-     stop gRPC (1 s grace), stop the replica, release the data dir.
+  6. wait for SIGTERM, SIGINT or the admin Shutdown call; a leader then hands leadership
+     to a caught-up follower first (handoff.py); then stop the GcsServer, stop gRPC
+     (1 s grace), stop the replica, release the data dir.
 
 Raises (before serving): DataDirError / CorruptDataError from the data dir or the
 replica, ConfigError when the gRPC port cannot be bound. `run` returns the process
@@ -51,6 +52,7 @@ from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.server.gcs_server import GcsServer
+from gcs_ha.server.handoff import hand_off, handoff_timeout_s
 from gcs_ha.server.http_endpoint import HttpEndpoint
 from gcs_ha.server.metrics import ReplicaMetrics
 
@@ -142,13 +144,18 @@ class ReplicaProcess:
         ray_tls: RayTls | None = None,
         listen: str | None = None,
         http_address: str | None = None,
+        handoff_s: float | None = None,
     ) -> None:
         """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
         `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls);
         `listen`: where the gRPC port binds (None: the advertised gcs_address);
-        `http_address`: where the HTTP listener binds (http_endpoint.py; None: none)."""
+        `http_address`: where the HTTP listener binds (http_endpoint.py; None: none);
+        `handoff_s`: how long a leader may take to hand off leadership on a clean stop
+        (None: GCS_HA_HANDOFF_TIMEOUT or 3 s; 0: no hand-off). ConfigError for a bad
+        GCS_HA_HANDOFF_TIMEOUT."""
         self._listen = listen
         self._http_address = http_address
+        self._handoff_s = handoff_timeout_s() if handoff_s is None else handoff_s
         self.config = config
         self._ray_auth = ray_auth
         self._ray_tls = ray_tls
@@ -235,6 +242,8 @@ class ReplicaProcess:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self._stop.is_set() and self._exit_code == 0:  # a clean stop: hand off
+                await hand_off(services.replica, self._handoff_s)
             await services.gcs.stop()
             await services.health.enter_graceful_shutdown()
             await server.stop(STOP_GRACE_S)

@@ -270,8 +270,9 @@ def test_up_kill_leader_restart_and_stop(up_dir: Path, ports: tuple[int, int]) -
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
         assert lines[0].split()[:3] == ["ID", "ROLE", "TERM"]
-        assert len(lines) == 5
-        assert lines[-1].startswith(f"leader: {view.leader} (127.0.0.1:")
+        assert len(lines) == 6
+        assert lines[-2].startswith(f"leader: {view.leader} (127.0.0.1:")
+        assert lines[-1] == "cluster version: 1"
 
         old = view.leader
         assert old is not None
@@ -341,9 +342,10 @@ def test_status_json_health_join_and_leave(tmp_path: Path, ports: tuple[int, int
         assert result.returncode == 0, result.stderr
         doc = json.loads(result.stdout)
         assert doc["leader"] == cluster.node_id(leader)
+        assert doc["cluster_version"] == 1
         assert [m["id"] for m in doc["members"]] == ["r0", "r1", "r2"]
         keys = {"id", "role", "term", "commit_index", "applied_index", "lag", "gcs_address",
-                "raft_address", "serving", "reachable"}  # fmt: skip
+                "raft_address", "serving", "reachable", "entry_version"}  # fmt: skip
         assert all(set(m) == keys for m in doc["members"])
         assert [m["serving"] for m in doc["members"]] == [i == leader for i in range(3)]
 

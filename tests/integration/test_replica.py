@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 import os
 import signal
@@ -15,7 +16,8 @@ import pytest
 
 from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.replica import RaftReplica
-from gcs_ha.errors import NotLeaderError, UnavailableError
+from gcs_ha.errors import GcsHaError, NotLeaderError, UnavailableError
+from gcs_ha.server.handoff import hand_off
 from gcs_ha.storage.store_client import KV_TABLE
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
 
@@ -253,5 +255,41 @@ def test_a_dead_consensus_process_stops_its_replica(tmp_path: Path) -> None:
             assert not leader.is_serving()
             with pytest.raises((NotLeaderError, UnavailableError)):
                 await leader.store.put(KV_TABLE, b"k2", b"v")
+
+    run(main())
+
+
+def test_a_stopping_leader_hands_off_to_a_caught_up_follower(tmp_path: Path) -> None:
+    """server/handoff.py on real replicas: under writes, leadership goes to the follower it
+    names, in the next term; writes held meanwhile fail as never proposed (NotLeaderError),
+    never with an unknown outcome. A follower has nothing to hand off."""
+    outcomes: list[object] = []
+
+    async def writer(replica: RaftReplica, w: int) -> None:
+        for i in itertools.count():
+            try:
+                outcomes.append(await replica.store.put(KV_TABLE, b"w%d-%d" % (w, i), b"v"))
+            except GcsHaError as exc:
+                outcomes.append(exc)
+                return
+
+    async def main() -> None:
+        async with InProcessCluster(replica_configs(tmp_path, 3, 14060, 14070)) as c:
+            leader = await c.leader()
+            await registered(c, leader, 3)
+            follower = next(r for r in c.running() if r is not leader)
+            assert await hand_off(follower, 3.0) is None
+            term = leader.status().term
+            writers = [asyncio.create_task(writer(leader, w)) for w in range(8)]
+            await asyncio.sleep(0.3)
+            target = await hand_off(leader, 3.0)
+            assert target is not None and target != leader.config.node_id
+            assert not leader.is_serving()
+            await asyncio.wait_for(asyncio.gather(*writers), 10)
+            errors = [o for o in outcomes if not isinstance(o, bool)]
+            assert len(errors) == 8 and all(isinstance(e, NotLeaderError) for e in errors), errors
+            new = await c.leader()
+            if new.config.node_id == target:  # else a loaded machine elected again
+                assert new.status().term == term + 1
 
     run(main())

@@ -1,0 +1,79 @@
+"""The leader's hand-off on a clean stop: leadership to a caught-up follower, then stop.
+
+A leader that simply stops costs Ray one outage: its managers stop, its followers find
+the leader gone only once its consensus process exits, and then elect. On a clean stop
+(SIGTERM, SIGINT, the admin Shutdown call; never on a fatal error, which exits at once)
+the replica process first asks its replica to transfer leadership (the same transfer as
+`gcs-ha transfer-leader`: new writes are held until a follower's log matches, that
+follower stands for the next term, the held writes go on with it), bounded by a short
+timeout. Without a quorum, without another member, or when no follower catches up in
+time, it stops without the hand-off: the cluster then elects as after any loss of its
+leader. Either way one line in the log says what happened.
+
+`GCS_HA_HANDOFF_TIMEOUT` (seconds, default 3; 0 turns the hand-off off) bounds it;
+`handoff_timeout_s` raises ConfigError for a value that is not a number >= 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+from gcs_ha.consensus.api import Replica
+from gcs_ha.errors import ConfigError, GcsHaError
+
+log = logging.getLogger(__name__)
+
+HANDOFF_TIMEOUT_ENV = "GCS_HA_HANDOFF_TIMEOUT"
+HANDOFF_TIMEOUT_S = 3.0
+
+
+def handoff_timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """The hand-off's bound from GCS_HA_HANDOFF_TIMEOUT (default 3 s, 0 = off)."""
+    text = (os.environ if environ is None else environ).get(HANDOFF_TIMEOUT_ENV, "").strip()
+    if not text:
+        return HANDOFF_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise ConfigError(f"{HANDOFF_TIMEOUT_ENV}={text!r}: give seconds >= 0 (0: no hand-off)")
+    return value
+
+
+async def hand_off(replica: Replica, timeout_s: float) -> str | None:
+    """If `replica` serves as leader, hand leadership to a caught-up follower within
+    `timeout_s`; returns the follower's node id, or None (not the leader, turned off, no
+    quorum, no other member, or the transfer failed: logged). Never raises a GcsHaError."""
+    status = replica.status()
+    if not status.serving:
+        return None
+    if timeout_s <= 0:
+        log.info("stopping the leader without a hand-off (%s=0)", HANDOFF_TIMEOUT_ENV)
+        return None
+    if len(status.members) < 2:
+        log.info("stopping the leader without a hand-off: it is the only member")
+        return None
+    if not status.has_quorum:
+        log.warning("stopping the leader without a hand-off: it has no quorum")
+        return None
+    started = time.monotonic()
+    try:
+        target = await replica.transfer_leadership(None, timeout_s)
+    except GcsHaError as exc:
+        log.warning(
+            "leadership hand-off failed after %.0f ms (%s): stopping without it",
+            (time.monotonic() - started) * 1000,
+            exc,
+        )
+        return None
+    log.info(
+        "handed leadership of term %d to %s in %.0f ms: stopping",
+        status.term,
+        target,
+        (time.monotonic() - started) * 1000,
+    )
+    return target
