@@ -98,7 +98,7 @@ def _replay(env: LmdbEnv, journal: DurableJournal) -> tuple[int, int, int]:
     sm = LmdbStateMachine(env, fatal)
     replayed = 0
     for command, index, _term in journal[:]:
-        data = _entry_data(bytes(command))
+        data = entry_data(bytes(command))
         if data is not None and sm.apply(index, data) is not None:
             replayed += 1
     sm.commit()
@@ -109,7 +109,7 @@ def _replay(env: LmdbEnv, journal: DurableJournal) -> tuple[int, int, int]:
     return replayed, index, term
 
 
-def _entry_data(command: bytes) -> bytes | None:
+def entry_data(command: bytes) -> bytes | None:
     """The state machine's entry inside a pysyncobj log command; None for pysyncobj's own
     entries (no-ops, membership changes, versions)."""
     if not command or command[0] != REGULAR:

@@ -264,6 +264,8 @@ class RaftHost:
         parts = self._parts
         term = parts.node.term() if parts is not None else 0
         self._endpoint.send(frame(Kind.ROLE, body=ipc.ROLE_BODY.pack(old, new, term)))
+        if new == ps.RAFT_LEADER:
+            logger.info("elected leader of term %d", term)
         if parts is not None:
             self._send_status(parts.node)
         if new != ps.RAFT_LEADER:

@@ -5,10 +5,11 @@ the leader gone only once its consensus process exits, and then elect. On a clea
 (SIGTERM, SIGINT, the admin Shutdown call; never on a fatal error, which exits at once)
 the replica process first asks its replica to transfer leadership (the same transfer as
 `gcs-ha transfer-leader`: new writes are held until a follower's log matches, that
-follower stands for the next term, the held writes go on with it), bounded by a short
-timeout. Without a quorum, without another member, or when no follower catches up in
-time, it stops without the hand-off: the cluster then elects as after any loss of its
-leader. Either way one line in the log says what happened.
+follower stands for the next term, the held writes go on with it), and waits until it
+hears from the new leader (so the stop never leaves the cluster without a known leader),
+bounded by a short timeout. Without a quorum, without another member, or when no
+follower catches up in time, it stops without the hand-off: the cluster then elects as
+after any loss of its leader. Either way one line in the log says what happened.
 
 `GCS_HA_HANDOFF_TIMEOUT` (seconds, default 3; 0 turns the hand-off off) bounds it;
 `handoff_timeout_s` raises ConfigError for a value that is not a number >= 0.
@@ -16,6 +17,7 @@ leader. Either way one line in the log says what happened.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -70,10 +72,34 @@ async def hand_off(replica: Replica, timeout_s: float) -> str | None:
             exc,
         )
         return None
+    leader, term = await _new_leader(replica, status.term, started + timeout_s)
+    took = (time.monotonic() - started) * 1000
+    if leader is None:
+        log.warning(
+            "handed leadership of term %d to %s, no new leader heard of in %.0f ms: stopping",
+            status.term,
+            target,
+            took,
+        )
+        return target
     log.info(
-        "handed leadership of term %d to %s in %.0f ms: stopping",
+        "handed leadership of term %d to %s (leader of term %d) in %.0f ms: stopping",
         status.term,
-        target,
-        (time.monotonic() - started) * 1000,
+        leader,
+        term,
+        took,
     )
-    return target
+    return leader
+
+
+async def _new_leader(replica: Replica, term: int, deadline: float) -> tuple[str | None, int]:
+    """(node id, term) of the leader of a term after `term` once this replica hears of
+    it (its status comes every 50 ms), or (None, 0) at `deadline` (time.monotonic())."""
+    while True:
+        status = replica.status()
+        leader = status.leader_node_id
+        if status.term > term and leader and leader != status.node_id:
+            return leader, status.term
+        if time.monotonic() >= deadline:
+            return None, 0
+        await asyncio.sleep(0.01)
