@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -233,4 +234,74 @@ def test_rolling_upgrade_under_load(tmp_path: Path) -> None:
     after = [version for index, version in writes if index > opened]
     assert after == sorted(after) and after[-1] == 2
     print(f"rolling upgrade: {len(history)} calls, {check.acked} acked, "
+          f"{sum(1 for op in history if op.error)} retried; Ray: {len(ray_log)} calls")  # fmt: skip
+
+
+OLD_BUILD_ENV = "GCS_HA_OLD_BUILD"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_env(source: Path, **extra: str) -> dict[str, str]:
+    """Run gcs-ha from `source` (a checkout): it comes first on the path, and the working
+    directory is not put before it (PYTHONSAFEPATH)."""
+    return {"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1", **extra}
+
+
+@pytest.mark.release
+def test_rolling_upgrade_between_two_builds(tmp_path: Path) -> None:
+    """A mixed cluster of two real builds: the old one (a checkout named by
+    GCS_HA_OLD_BUILD, e.g. `git worktree add /tmp/old-build 903041d`, from before the
+    hand-off and the version gate) and this one, claiming format 2. A follower first;
+    then leadership moves to it (`transfer-leader`, which the old build has), and the
+    other two follow as followers. Old members never registered a format: they count as
+    format 1, so the new leader writes format 1 until they are gone."""
+    old_source = os.environ.get(OLD_BUILD_ENV)
+    if not old_source or not (Path(old_source) / "gcs_ha").is_dir():
+        pytest.skip(f"{OLD_BUILD_ENV} does not name a checkout of the old build")
+    old, new = build_env(Path(old_source)), build_env(ROOT, **NEW_BUILD)
+    builds: dict[int, Mapping[str, str]] = {i: old for i in range(3)}
+    gcs, raft = GCS_PORT + 20, RAFT_PORT + 20
+    with ProcessCluster(3, tmp_path, gcs, raft, replica_env=builds.__getitem__) as c:
+        c.start()
+        leader = c.wait_for_leader(60)
+        settled(c, leader)
+        followers = sorted(c.members - {leader})
+        ray = RayLoop(c.gcs_address(followers[-1]), tmp_path / "ray.stop")
+        try:
+            addresses = tuple(c.gcs_address(i) for i in range(3))
+            config = LoadConfig(addresses, writers=4, namespace=NAMESPACE, interval_s=0.01)
+            with BackgroundLoad(config) as load:
+                load.wait_acks(STEP_ACKS, 30)
+                first = followers[0]
+                assert c.stop(first) == 0
+                builds[first] = new
+                c.start(first)
+                settled(c, first)
+                load.wait_acks(load.acks + STEP_ACKS, 30)
+                # The new build leads two old members: it writes format 1.
+                with c.admin(c.wait_for_leader(30)) as admin:
+                    admin.transfer_leadership(c.node_id(first))
+                assert c.wait_for_leader(30) == first
+                wait_until(lambda: registered_format(c, first) == 2 or None, 30, "no format 2")
+                load.wait_acks(load.acks + STEP_ACKS, 30)
+                assert cluster_version(c) == 1 and c.running() == [0, 1, 2]
+                for i in [followers[1], leader]:
+                    assert c.stop(i) == 0
+                    builds[i] = new
+                    c.start(i)
+                    settled(c, i)
+                wait_until(lambda: cluster_version(c) == 2 or None, 30, "format 2 not taken up")
+                load.wait_acks(load.acks + STEP_ACKS, 30)
+                history = load.stop()
+            ray_log = ray.finish()
+        finally:
+            ray.kill()
+        check = check_unique_writes(history, read_back(c))
+        assert check.ok, (check.lost[:5], check.phantom[:5])
+        assert unexpected_errors(history) == []
+        assert [entry for entry in ray_log if entry[2] != "OK"] == []
+        # The old build ran: its registrations do not name a format.
+        first_run = c.log_path(leader).read_text().split("==== ")[1]
+        assert "in the members table\n" in first_run and "reads entry formats" not in first_run
+    print(f"two builds: {len(history)} calls, {check.acked} acked, "
           f"{sum(1 for op in history if op.error)} retried; Ray: {len(ray_log)} calls")  # fmt: skip
