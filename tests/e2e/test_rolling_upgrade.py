@@ -6,7 +6,8 @@ entry format 1 until every member has registered that it reads format 2.
 
 The "new build" is this build with GCS_HA_UNSAFE_ENTRY_VERSION=2 (format 2 is format 1
 under another number, gcs_ha/unsafe.py); the old build is this build without it. An
-upgrade between two real builds: test_rolling_upgrade_between_two_builds (release suite).
+upgrade between two real builds: test_rolling_upgrade_between_two_builds (release suite:
+the old build is main at OLD_COMMIT, exported from the repository's history).
 
 Ports: gRPC 127.0.0.1:14000-14002, Raft 14010-14012 (two builds: +20).
 """
@@ -238,7 +239,27 @@ def test_rolling_upgrade_under_load(tmp_path: Path) -> None:
 
 
 OLD_BUILD_ENV = "GCS_HA_OLD_BUILD"
+OLD_COMMIT = "903041d"  # main before the hand-off and the cluster version gate
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def old_build(tmp_path: Path) -> Path | None:
+    """The old build's source: GCS_HA_OLD_BUILD, else OLD_COMMIT exported from this
+    repository's history (`git archive`); None without either."""
+    given = os.environ.get(OLD_BUILD_ENV)
+    if given:
+        return Path(given) if (Path(given) / "gcs_ha").is_dir() else None
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", OLD_COMMIT],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return None
+    target = tmp_path / "old-build"
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 def build_env(source: Path, **extra: str) -> dict[str, str]:
@@ -249,16 +270,16 @@ def build_env(source: Path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.release
 def test_rolling_upgrade_between_two_builds(tmp_path: Path) -> None:
-    """A mixed cluster of two real builds: the old one (a checkout named by
-    GCS_HA_OLD_BUILD, e.g. `git worktree add /tmp/old-build 903041d`, from before the
-    hand-off and the version gate) and this one, claiming format 2. A follower first;
-    then leadership moves to it (`transfer-leader`, which the old build has), and the
-    other two follow as followers. Old members never registered a format: they count as
-    format 1, so the new leader writes format 1 until they are gone."""
-    old_source = os.environ.get(OLD_BUILD_ENV)
-    if not old_source or not (Path(old_source) / "gcs_ha").is_dir():
-        pytest.skip(f"{OLD_BUILD_ENV} does not name a checkout of the old build")
-    old, new = build_env(Path(old_source)), build_env(ROOT, **NEW_BUILD)
+    """A mixed cluster of two real builds: the old one (main before the hand-off and the
+    version gate, or the checkout GCS_HA_OLD_BUILD names) and this one, claiming format
+    2. A follower first; then leadership moves to it (`transfer-leader`, which the old
+    build has), and the other two follow as followers. Old members never registered a
+    format: they count as format 1, so the new leader writes format 1 until they are
+    gone."""
+    old_source = old_build(tmp_path)
+    if old_source is None:
+        pytest.skip(f"no old build: {OLD_COMMIT} is not in the history, nor {OLD_BUILD_ENV} set")
+    old, new = build_env(old_source), build_env(ROOT, **NEW_BUILD)
     builds: dict[int, Mapping[str, str]] = {i: old for i in range(3)}
     gcs, raft = GCS_PORT + 20, RAFT_PORT + 20
     with ProcessCluster(3, tmp_path, gcs, raft, replica_env=builds.__getitem__) as c:
