@@ -192,6 +192,10 @@ class MembershipOps:
                     and status.match_index.get(address, -1) == status.last_log_index
                 ):
                     return address
+            if status.taken_at > quiet_since and not status.has_quorum:
+                # No majority connected (e.g. every follower is stopping too): no target
+                # could win an election now; say so at once instead of at the deadline.
+                raise UnavailableError("no quorum of connected followers to transfer to")
             if loop.time() > deadline:
                 raise UnavailableError(f"no follower caught up to transfer to ({wanted or 'any'})")
             await asyncio.sleep(0.01)

@@ -100,6 +100,6 @@ async def _new_leader(replica: Replica, term: int, deadline: float) -> tuple[str
         leader = status.leader_node_id
         if status.term > term and leader and leader != status.node_id:
             return leader, status.term
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or not status.has_quorum:  # the others are gone too
             return None, 0
         await asyncio.sleep(0.01)
