@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gcs_ha import unsafe
+from gcs_ha.cli import render_table
+from gcs_ha.cluster_ops import ClusterView, MemberView
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.membership import member_record
@@ -63,3 +65,23 @@ def test_the_unsafe_claim_is_read_from_the_environment(monkeypatch: pytest.Monke
         monkeypatch.setenv(unsafe.UNSAFE_ENTRY_VERSION_ENV, bad)
         with pytest.raises(ConfigError, match=unsafe.UNSAFE_ENTRY_VERSION_ENV):
             unsafe.claimed_entry_version()
+
+
+def view(versions: dict[str, int | None], cluster: int | None) -> ClusterView:
+    members = [
+        MemberView(name, "follower", 1, 5, 5, 0, f"g:{name}", f"h:{name}", False, v is not None, v)
+        for name, v in versions.items()
+    ]
+    return ClusterView("a", members, cluster)
+
+
+def test_status_shows_the_cluster_version_and_while_builds_differ_each_members() -> None:
+    same = view({"a": 1, "b": 1, "c": None}, 1)  # c did not answer
+    assert render_table(same).splitlines()[-1] == "cluster version: 1"
+    mixed = view({"a": 2, "b": 2, "c": 1}, 1)
+    line = render_table(mixed).splitlines()[-1]
+    assert line == "cluster version: 1 (newest format each member reads: a 2, b 2, c 1)"
+    doc = mixed.to_json()
+    assert doc["cluster_version"] == 1
+    assert [m["entry_version"] for m in doc["members"]] == [2, 2, 1]  # type: ignore[index, union-attr]
+    assert render_table(view({"a": None}, None)).splitlines()[-1] == "cluster version: -"
