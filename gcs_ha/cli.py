@@ -49,11 +49,18 @@ from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError
 from gcs_ha.names import check_name
-from gcs_ha.raft_options import timing_flags, timing_options, with_timing
+from gcs_ha.raft_options import (
+    DURATION,
+    format_duration,
+    timing_flags,
+    timing_options,
+    with_timing,
+)
 from gcs_ha.ray_auth import load_ray_auth
 from gcs_ha.ray_head import exec_ray_head
 from gcs_ha.ray_tls import load_ray_tls
 from gcs_ha.secret import decide_security, load_admin_key, load_secret
+from gcs_ha.server.handoff import HANDOFF_TIMEOUT_S
 from gcs_ha.server.interpreter import run_front_end
 from gcs_ha.server.replica_main import ReplicaProcess
 from gcs_ha.snapshot_commands import recover, snapshot
@@ -138,10 +145,11 @@ def _run_replica(
     supervisor_pid: int | None = None,
     *,
     http_address: str | None = None,
+    handoff_s: float = HANDOFF_TIMEOUT_S,
 ) -> None:
     """Run the replica process in the foreground; exits with its exit code. `listen`:
     where the gRPC port binds (None: the advertised --gcs-address); `http_address`:
-    where the HTTP listener binds (None: no listener)."""
+    where the HTTP listener binds (None: no listener); `handoff_s`: --handoff-timeout."""
     ray_auth, ray_tls = load_ray_auth(os.environ), load_ray_tls(os.environ)
     if ray_auth.enabled:
         log.info("Ray token authentication is on: Ray's calls without the token are refused")
@@ -155,6 +163,7 @@ def _run_replica(
         ray_tls=ray_tls,
         listen=listen,
         http_address=http_address,
+        handoff_s=handoff_s,
     )
     code = run_front_end(process.run())
     sys.exit(code)
@@ -195,6 +204,15 @@ def replica_options(fn: F) -> F:
                 help="Run without a secret (only when every Raft address is loopback).",
             ),
             click.option("--log-level", type=LOG_LEVELS, default="info", show_default=True),
+            click.option(
+                "--handoff-timeout",
+                "handoff_timeout_s",
+                type=DURATION,
+                default=format_duration(HANDOFF_TIMEOUT_S),
+                show_default=True,
+                help="On SIGTERM, the leader first hands leadership to a caught-up "
+                "follower, taking at most this long (0s: stop without).",
+            ),
             storage_options,
             timing_options,
         ]
@@ -230,6 +248,7 @@ def start(
     cluster_name: str,
     joining: bool,
     supervisor_pid: int | None,
+    handoff_timeout_s: float,
     **tuning: Any,
 ) -> None:
     """Run one replica in the foreground until SIGTERM/SIGINT."""
@@ -251,6 +270,7 @@ def start(
         _listen(listen),
         supervisor_pid=supervisor_pid,
         http_address=_listen(http_address),
+        handoff_s=handoff_timeout_s,
     )
 
 
@@ -270,6 +290,7 @@ def join(
     secret_file: Path | None,
     insecure: bool,
     log_level: str,
+    handoff_timeout_s: float,
     **tuning: Any,
 ) -> None:
     """Run a new replica in the foreground and add it to the cluster at ADDRESS."""
@@ -303,6 +324,7 @@ def join(
         listen,
         after_start=None if already else add,
         http_address=_listen(http_address),
+        handoff_s=handoff_timeout_s,
     )
 
 

@@ -4,7 +4,7 @@
         [--keep DIR]
 
 For each mode a 3-replica cluster of real `gcs-ha start` processes (`plain` runs them with
-GCS_HA_HANDOFF_TIMEOUT=0: a leader stops without handing off, as before the hand-off).
+--handoff-timeout 0s: a leader stops without handing off, as before the hand-off).
 Two clients write through r0, which forwards to the leader: Ray's own C++ GcsClient
 (internal_kv_put in a loop, in a subprocess) and a gRPC InternalKVPut loop. Each round
 waits for a steady cluster, moves leadership off r0 if it leads, sends SIGTERM to the
@@ -39,7 +39,6 @@ from gcs_ha.cluster_ops import HEALTHY, gather_status
 from gcs_ha.errors import GcsHaError
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.server.handoff import HANDOFF_TIMEOUT_ENV
 from gcs_ha.testing.cluster import ProcessCluster, wait_until
 
 AFTER_S = 1.0
@@ -115,7 +114,7 @@ def steady(cluster: ProcessCluster) -> int:
 
 
 def run_mode(mode: str, rounds: int, base: Path, port: int) -> dict[str, Any]:
-    env = {HANDOFF_TIMEOUT_ENV: "0"} if mode == "plain" else {}
+    env = {"GCS_HA_HANDOFF_TIMEOUT": "0s"} if mode == "plain" else {}
     stops: list[float] = []
     with ProcessCluster(3, base / mode, port, port + 10, replica_env=lambda _: env) as cluster:
         cluster.start()

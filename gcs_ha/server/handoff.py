@@ -11,39 +11,22 @@ bounded by a short timeout. Without a quorum, without another member, or when no
 follower catches up in time, it stops without the hand-off: the cluster then elects as
 after any loss of its leader. Either way one line in the log says what happened.
 
-`GCS_HA_HANDOFF_TIMEOUT` (seconds, default 3; 0 turns the hand-off off) bounds it;
-`handoff_timeout_s` raises ConfigError for a value that is not a number >= 0.
+`gcs-ha start --handoff-timeout` (GCS_HA_HANDOFF_TIMEOUT, default 3s; 0s turns the
+hand-off off) bounds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping
 
 from gcs_ha.consensus.api import Replica
-from gcs_ha.errors import ConfigError, GcsHaError
+from gcs_ha.errors import GcsHaError
 
 log = logging.getLogger(__name__)
 
-HANDOFF_TIMEOUT_ENV = "GCS_HA_HANDOFF_TIMEOUT"
 HANDOFF_TIMEOUT_S = 3.0
-
-
-def handoff_timeout_s(environ: Mapping[str, str] | None = None) -> float:
-    """The hand-off's bound from GCS_HA_HANDOFF_TIMEOUT (default 3 s, 0 = off)."""
-    text = (os.environ if environ is None else environ).get(HANDOFF_TIMEOUT_ENV, "").strip()
-    if not text:
-        return HANDOFF_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise ConfigError(f"{HANDOFF_TIMEOUT_ENV}={text!r}: give seconds >= 0 (0: no hand-off)")
-    return value
 
 
 async def hand_off(replica: Replica, timeout_s: float) -> str | None:
@@ -54,7 +37,7 @@ async def hand_off(replica: Replica, timeout_s: float) -> str | None:
     if not status.serving:
         return None
     if timeout_s <= 0:
-        log.info("stopping the leader without a hand-off (%s=0)", HANDOFF_TIMEOUT_ENV)
+        log.info("stopping the leader without a hand-off (--handoff-timeout 0s)")
         return None
     if len(status.members) < 2:
         log.info("stopping the leader without a hand-off: it is the only member")

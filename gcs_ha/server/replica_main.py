@@ -52,7 +52,7 @@ from gcs_ha.server import assembly
 from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.server.gcs_server import GcsServer
-from gcs_ha.server.handoff import hand_off, handoff_timeout_s
+from gcs_ha.server.handoff import HANDOFF_TIMEOUT_S, hand_off
 from gcs_ha.server.http_endpoint import HttpEndpoint
 from gcs_ha.server.metrics import ReplicaMetrics
 
@@ -144,18 +144,17 @@ class ReplicaProcess:
         ray_tls: RayTls | None = None,
         listen: str | None = None,
         http_address: str | None = None,
-        handoff_s: float | None = None,
+        handoff_s: float = HANDOFF_TIMEOUT_S,
     ) -> None:
         """`ray_auth`: Ray's token authentication (gcs_ha.ray_auth), off when None;
         `ray_tls`: Ray's TLS on the gRPC port and its channels (gcs_ha.ray_tls);
         `listen`: where the gRPC port binds (None: the advertised gcs_address);
         `http_address`: where the HTTP listener binds (http_endpoint.py; None: none);
         `handoff_s`: how long a leader may take to hand off leadership on a clean stop
-        (None: GCS_HA_HANDOFF_TIMEOUT or 3 s; 0: no hand-off). ConfigError for a bad
-        GCS_HA_HANDOFF_TIMEOUT."""
+        (handoff.py; 0: no hand-off)."""
         self._listen = listen
         self._http_address = http_address
-        self._handoff_s = handoff_timeout_s() if handoff_s is None else handoff_s
+        self._handoff_s = handoff_s
         self.config = config
         self._ray_auth = ray_auth
         self._ray_tls = ray_tls
