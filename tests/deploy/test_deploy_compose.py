@@ -9,9 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deploy_files import (
     COMPOSE,
     DOCKERFILE,
@@ -150,9 +153,37 @@ def test_ports_healthchecks_and_one_address_for_ray() -> None:
 
 def test_every_service_uses_the_image_of_the_dockerfile() -> None:
     doc = compose()
-    images = {s["image"] for s in doc["services"].values()}
+    ours = {name: s for name, s in doc["services"].items() if name != "prometheus"}
+    images = {s["image"] for s in ours.values()}
     assert len(images) == 1
-    builds = [s["build"] for s in doc["services"].values() if "build" in s]
+    builds = [s["build"] for s in ours.values() if "build" in s]
     assert builds and all(b["dockerfile"] == DOCKERFILE.name for b in builds)
     assert (COMPOSE.parent / builds[0]["context"]).resolve() == DOCKERFILE.parent
     assert build_args(dockerfile())["RAY_VERSION"] == "2.60.0"
+
+
+def test_prometheus_scrapes_every_replica_with_the_alert_rules() -> None:
+    doc = compose()
+    prometheus = doc["services"]["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    config_path = COMPOSE.parent / mounts["/etc/prometheus/prometheus.yml"]
+    rules = COMPOSE.parent / mounts["/etc/prometheus/gcs-ha-alerts.yml"]
+    assert rules.resolve() == (COMPOSE.parents[1] / "prometheus" / "gcs-ha-alerts.yml").resolve()
+    config = yaml.safe_load(config_path.read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "gcs-ha"  # the job the alert rules select
+    expected = [
+        f"{name}:{port_of(start_params(command(service))['http_address'])}"
+        for name, service in sorted(replicas(doc).items())
+    ]
+    assert job["static_configs"][0]["targets"] == expected
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: ./dev test installs it (Debian's prometheus)"
+    with tempfile.TemporaryDirectory() as tmp:  # promtool resolves rule_files beside it
+        shutil.copy(config_path, Path(tmp) / "prometheus.yml")
+        shutil.copy(rules, Path(tmp) / "gcs-ha-alerts.yml")
+        done = subprocess.run(
+            [promtool, "check", "config", str(Path(tmp) / "prometheus.yml")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
