@@ -39,7 +39,8 @@ from gcs_ha.cluster_ops import HEALTHY, gather_status
 from gcs_ha.errors import GcsHaError
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 AFTER_S = 1.0
 RESTART_AFTER_S = 3.0  # the stopped replica is started again this long after the signal

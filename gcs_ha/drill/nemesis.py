@@ -39,7 +39,8 @@ from gcs_ha import cluster_ops
 from gcs_ha.drill.faults import Fault, FaultKind
 from gcs_ha.errors import ConfigError, GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.powerloss import simulate_power_loss
 
 log = logging.getLogger(__name__)

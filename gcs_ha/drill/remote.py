@@ -32,7 +32,7 @@ from gcs_ha.cluster_ops import discover
 from gcs_ha.drill.faults import FaultKind
 from gcs_ha.errors import AdminAuthError, ConfigError, GcsHaError, UnavailableError
 from gcs_ha.proto import admin_pb2
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 
 COMMAND_TIMEOUT_S = 60.0
 

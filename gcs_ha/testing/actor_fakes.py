@@ -1,11 +1,10 @@
-"""Stand-ins for Ray's processes in actor tests and drills: raylets (NodeManagerService) and
-core workers (CoreWorkerService) as real grpc.aio servers on loopback, whose behaviour a
-test scripts; plus the small node directory and resource views the scheduler reads.
+"""Stand-ins for Ray's processes in actor tests and drills: core workers
+(CoreWorkerService) as real grpc.aio servers on loopback, whose behaviour a test scripts,
+what a raylet records about leases (the raylet itself is gcs_ha.testing.fake_raylet);
+plus the small node directory and resource views the scheduler reads.
 
-The raylet grants a lease by starting a FakeWorker (a real CoreWorkerService server on
-its own port) unless told to spill back, reject, cancel, fail the RPC or hold the reply.
 The worker answers PushTask (optionally failing or holding first) and holds
-WaitForActorRefDeleted until the test drops the references. Everything they receive is
+WaitForActorRefDeleted until the test drops the references. Everything it receives is
 recorded for assertions.
 """
 
@@ -14,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,20 +23,17 @@ import grpc.aio
 from gcs_ha.proto.ray import core_worker_pb2 as cw
 from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray import node_manager_pb2 as nm
-from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import (
     ACTOR_CREATION_TASK,
     Address,
-    LeaseSpec,
-    ResourceMapEntry,
     TaskSpec,
 )
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, GcsNodeInfo, ResourcesData
 
 Reply = nm.RequestWorkerLeaseReply
 JOB = b"\x01\x00\x00\x00"
-WAIT_S = 10.0
+WAIT_S = 15.0
 # A port another process holds is skipped, not shared: with gRPC's default SO_REUSEPORT
 # two test runs at once would answer each other's calls.
 EXCLUSIVE_PORT = [("grpc.so_reuseport", 0)]
@@ -223,151 +219,17 @@ class FakeWorker(cw_grpc.CoreWorkerServiceServicer):
         return event is not None and not event.is_set()
 
 
-# -- a raylet ---------------------------------------------------------------------------
-
-LeasePolicy = Callable[[nm.RequestWorkerLeaseRequest], "Reply | str | None"]
+# -- what a raylet received -----------------------------------------------------------
 
 
 @dataclass
 class RayletRecord:
+    """What a FakeRaylet (gcs_ha.testing.fake_raylet) received about leases and workers."""
+
     leases: list[nm.RequestWorkerLeaseRequest] = field(default_factory=list)
     cancels: list[bytes] = field(default_factory=list)
     kills: list[nm.KillLocalActorRequest] = field(default_factory=list)
     releases: list[list[bytes]] = field(default_factory=list)
-
-
-class FakeRaylet(nm_grpc.NodeManagerServiceServicer):
-    """A raylet's NodeManagerService on loopback, granting leases with FakeWorkers.
-
-    `policies` is a queue of what to do with the next lease requests: a Reply to send, the
-    string "fail" (abort UNAVAILABLE), "hold" (never answer until `release_held`), or
-    "grant"; when empty, leases are granted."""
-
-    def __init__(self, n: int, ports: Iterator[int]) -> None:
-        self.n = n
-        self.node_id = node_id(n)
-        self.ports = ports
-        self.record = RayletRecord()
-        self.policies: list[Reply | str] = []
-        self.workers: dict[bytes, FakeWorker] = {}
-        self.dead_workers: set[bytes] = set()
-        self.held: list[asyncio.Future[None]] = []
-        self.server = grpc.aio.server(options=EXCLUSIVE_PORT)
-        nm_grpc.add_NodeManagerServiceServicer_to_server(self, self.server)  # type: ignore[no-untyped-call]
-        self.port = bind(self.server, ports)
-
-    @property
-    def info(self) -> GcsNodeInfo:
-        return GcsNodeInfo(
-            node_id=self.node_id,
-            node_manager_address="127.0.0.1",
-            node_manager_port=self.port,
-            state=GcsNodeInfo.ALIVE,
-            resources_total={"CPU": 4.0},
-        )
-
-    async def start(self) -> FakeRaylet:
-        await self.server.start()
-        return self
-
-    async def stop(self) -> None:
-        for future in self.held:
-            if not future.done():
-                future.cancel()
-        await self.server.stop(None)
-        for worker in self.workers.values():
-            await worker.stop()
-
-    def release_held(self) -> None:
-        for future in self.held:
-            if not future.done():
-                future.set_result(None)
-
-    def lease_specs(self) -> list[LeaseSpec]:
-        return [request.lease_spec for request in self.record.leases]
-
-    async def grant(self, request: nm.RequestWorkerLeaseRequest) -> Reply:
-        worker = await FakeWorker(self.node_id, self.ports).start()
-        self.workers[worker.worker_id] = worker
-        mapping = ResourceMapEntry(name="CPU")
-        mapping.resource_ids.add(index=0, quantity=1.0)
-        return Reply(
-            worker_address=worker.address, worker_pid=1000 + worker.port, resource_mapping=[mapping]
-        )
-
-    async def RequestWorkerLease(
-        self, request: nm.RequestWorkerLeaseRequest, context: Any
-    ) -> Reply:
-        self.record.leases.append(request)
-        policy = self.policies.pop(0) if self.policies else "grant"
-        if policy == "fail":
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "raylet busy")
-        if policy == "hold":
-            future = asyncio.get_running_loop().create_future()
-            self.held.append(future)
-            await future
-            return await self.grant(request)
-        if isinstance(policy, Reply):
-            return policy
-        return await self.grant(request)
-
-    async def CancelWorkerLease(
-        self, request: nm.CancelWorkerLeaseRequest, context: Any
-    ) -> nm.CancelWorkerLeaseReply:
-        self.record.cancels.append(bytes(request.lease_id))
-        return nm.CancelWorkerLeaseReply()
-
-    async def KillLocalActor(
-        self, request: nm.KillLocalActorRequest, context: Any
-    ) -> nm.KillLocalActorReply:
-        self.record.kills.append(request)
-        return nm.KillLocalActorReply()
-
-    async def IsLocalWorkerDead(
-        self, request: nm.IsLocalWorkerDeadRequest, context: Any
-    ) -> nm.IsLocalWorkerDeadReply:
-        return nm.IsLocalWorkerDeadReply(is_dead=bytes(request.worker_id) in self.dead_workers)
-
-    async def NotifyGCSRestart(
-        self, request: nm.NotifyGCSRestartRequest, context: Any
-    ) -> nm.NotifyGCSRestartReply:
-        return nm.NotifyGCSRestartReply()
-
-    async def ReleaseUnusedBundles(
-        self, request: nm.ReleaseUnusedBundlesRequest, context: Any
-    ) -> nm.ReleaseUnusedBundlesReply:
-        return nm.ReleaseUnusedBundlesReply()
-
-    async def ReleaseUnusedActorWorkers(
-        self, request: nm.ReleaseUnusedActorWorkersRequest, context: Any
-    ) -> nm.ReleaseUnusedActorWorkersReply:
-        self.record.releases.append([bytes(w) for w in request.worker_ids_in_use])
-        return nm.ReleaseUnusedActorWorkersReply()
-
-
-def spillback(target: FakeRaylet) -> Reply:
-    return Reply(
-        retry_at_raylet_address=Address(
-            node_id=target.node_id, ip_address="127.0.0.1", port=target.port
-        )
-    )
-
-
-def rejected() -> Reply:
-    return Reply(rejected=True)
-
-
-def canceled(failure_type: int, message: str) -> Reply:
-    return Reply(canceled=True, failure_type=failure_type, scheduling_failure_message=message)  # type: ignore[arg-type]
-
-
-async def until(condition: Callable[[], object], timeout: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def ports(start: int) -> Iterator[int]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +29,7 @@ from typing import TypeVar
 
 from gcs_ha.admin_auth import admin_key
 from gcs_ha.admin_client import AdminClient
-from gcs_ha.errors import GcsHaError, UnavailableError
+from gcs_ha.errors import GcsHaError
 from gcs_ha.processes import (
     Process,
     gcs_ha_command,
@@ -41,6 +40,7 @@ from gcs_ha.processes import (
 )
 from gcs_ha.proto import admin_pb2
 from gcs_ha.secret import generate_secret_file, read_secret_file
+from gcs_ha.testing.polling import wait_until
 
 T = TypeVar("T")
 
@@ -311,15 +311,3 @@ class ProcessCluster:
             if status is not None and status.serving:
                 serving.append((status.term, i))
         return max(serving)[1] if serving else None
-
-
-def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `probe` every 0.1 s until it returns something other than None."""
-    end = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() >= end:
-            raise UnavailableError(f"{what} after {timeout:.0f} s")
-        time.sleep(0.1)

@@ -52,7 +52,8 @@ from gcs_ha.errors import GcsHaError
 from gcs_ha.proto.ray import gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import (
     RAY_ENV,
     RayNode,

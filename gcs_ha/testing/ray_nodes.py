@@ -27,7 +27,8 @@ from typing import Any
 
 from gcs_ha.errors import UnavailableError
 from gcs_ha.processes import gcs_ha_command, spawn
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
 
 RAY_ENV: Mapping[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}

@@ -22,7 +22,8 @@ import pytest
 
 from gcs_ha.processes import Process, replica_command
 from gcs_ha.testing import kv_calls, namespaces
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 INSIDE = "GCS_HA_POD_NAMES_INSIDE"
 GCS_PORT = 14400  # replica i: gRPC on 0.0.0.0:14400+i

@@ -29,7 +29,8 @@ from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.processes import terminate_all
 from gcs_ha.ray_head import ray_address
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 GCS_HA = [sys.executable, "-m", "gcs_ha.cli"]
 _blocks = itertools.count(int(os.environ.get("GCS_HA_E2E_PORT_BLOCK", "0")))

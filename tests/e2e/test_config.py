@@ -21,7 +21,7 @@ import pytest
 
 from gcs_ha.processes import Process, gcs_ha_command, spawn, terminate_all
 from gcs_ha.secret import generate_secret_file
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from gcs_ha.cluster_ops import gather_status
 from gcs_ha.errors import GcsHaError
 from gcs_ha.processes import replica_command
 from gcs_ha.secret import generate_secret_file
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 
 GCS_HA = [sys.executable, "-m", "gcs_ha.cli"]
 ALL_KINDS = "kill-leader,kill-random,pause,partition-leader,partition-split,powerloss,churn"

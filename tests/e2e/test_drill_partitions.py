@@ -35,8 +35,9 @@ from gcs_ha.proto.ray import gcs_service_pb2 as gcs_pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as gcs_grpc
 from gcs_ha.server.status import RAY_OK
 from gcs_ha.testing import kv_calls
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.kvload import KvClient, Op, Outcome
+from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

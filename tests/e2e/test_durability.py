@@ -36,7 +36,7 @@ from gcs_ha.cluster_ops import leave
 from gcs_ha.consensus.journal import CRASH_SIM_ENV, UNSAFE_SKIP_FSYNC_ENV
 from gcs_ha.errors import GcsHaError, UnavailableError
 from gcs_ha.processes import signal_replica
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.kvload import (
     BackgroundLoad,
     KvClient,
@@ -48,6 +48,7 @@ from gcs_ha.testing.kvload import (
     outage_around,
     summarize,
 )
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.powerloss import simulate_power_loss
 
 pytestmark = pytest.mark.slow

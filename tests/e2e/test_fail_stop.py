@@ -14,7 +14,8 @@ import pytest
 
 from gcs_ha.consensus.journal import UNSAFE_FAIL_FSYNC_FILE_ENV
 from gcs_ha.testing import kv_calls
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.cluster_id import WRONG_CLUSTER_ID
 from gcs_ha.server.forwarding import FORWARDED_BY_KEY
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 GCS_PORT, RAFT_PORT = 10200, 10300  # the kill drill uses +20
 NOT_FOUND, INVALID_ARGUMENT = 17, 34

@@ -14,7 +14,8 @@ import pytest
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.storage.large_values import CHUNK_BYTES, MAX_KV_VALUE_BYTES
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 GCS_PORT, RAFT_PORT = 28100, 28200
 NOT_FOUND, INVALID_ARGUMENT = 17, 34

@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from gcs_ha.testing import kv_calls
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.powerloss import lose_unsynced_lmdb
 
 pytestmark = pytest.mark.slow

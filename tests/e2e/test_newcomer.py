@@ -25,7 +25,7 @@ import pytest
 from gcs_ha.processes import gcs_ha_command, terminate_all
 from gcs_ha.ray_head import ray_address
 from gcs_ha.testing import namespaces
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json, venv_cli
 
 INSIDE = "GCS_HA_NEWCOMER_INSIDE"

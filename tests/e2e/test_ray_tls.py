@@ -24,7 +24,8 @@ from gcs_ha.processes import spawn, terminate_all
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.ray_tls import CA_ENV, CERT_ENV, KEY_ENV, USE_TLS_ENV, load_ray_tls
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.tls_certs import write_certs
 
 GCS_PORT, RAFT_PORT, RAY_GCS_PORT = 11300, 11310, 11390

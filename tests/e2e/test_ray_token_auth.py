@@ -24,7 +24,8 @@ from gcs_ha.bench.kv_systems import ray_gcs_command
 from gcs_ha.processes import spawn, terminate_all
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 GCS_PORT, RAFT_PORT, RAY_GCS_PORT = 11200, 11210, 11290
 TOKEN = secrets.token_hex(16)

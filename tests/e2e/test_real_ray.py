@@ -36,7 +36,8 @@ from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import RAY_ENV, RayNode, RayProcesses, last_json, port_options
 from gcs_ha.testing.sessions import alive, cmdline, session_members
 

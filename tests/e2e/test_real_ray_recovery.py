@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from gcs_ha.secret import generate_secret_file
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import (
     RayProcesses,
     last_json,

@@ -39,7 +39,8 @@ import pytest
 import yaml
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import (
     RAY_ENV,
     last_json,

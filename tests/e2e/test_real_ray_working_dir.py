@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_nodes import (
     RAY_ENV,
     kill_leader,

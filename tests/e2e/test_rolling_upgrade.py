@@ -32,8 +32,9 @@ from gcs_ha.consensus.force_new_cluster import entry_data
 from gcs_ha.consensus.journal import scan_log
 from gcs_ha.errors import GcsHaError
 from gcs_ha.storage.store_client import MEMBERS_TABLE
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.kvload import BackgroundLoad, KvClient, LoadConfig, Op, check_unique_writes
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.unsafe import UNSAFE_ENTRY_VERSION_ENV
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ import pytest
 
 from gcs_ha.errors import GcsHaError
 from gcs_ha.testing import kv_calls
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

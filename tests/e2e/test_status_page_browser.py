@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.testing.cluster import ProcessCluster, wait_until
+from gcs_ha.testing.cluster import ProcessCluster
+from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 

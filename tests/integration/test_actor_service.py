@@ -41,16 +41,16 @@ from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (
     EXCLUSIVE_PORT,
     JOB,
-    FakeRaylet,
     FakeWorker,
     RecordingPublisher,
     actor_id,
     bind,
     creation_spec,
     node_id,
-    until,
 )
+from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
+from gcs_ha.testing.polling import until
 
 GCS_PORT = 17600
 RAFT_PORT, REPLICA_GCS_PORT = 17650, 17660
@@ -115,8 +115,8 @@ class Gcs:
             await manager.stop()
 
     async def raylet(self, n: int) -> FakeRaylet:
-        raylet = await FakeRaylet(n, _ports).start()
-        await self.nodes.register_node(raylet.info)
+        raylet = await FakeRaylet(node_info(node_id(n)), ports=_ports).start()
+        await self.nodes.register_node(raylet.node)
         return raylet
 
 

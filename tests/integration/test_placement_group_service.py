@@ -31,8 +31,9 @@ from gcs_ha.server.placement_group_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
-from gcs_ha.testing.bundle_raylet import BundleRaylet
+from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
+from gcs_ha.testing.polling import until
 
 JOB = b"\x01\x00\x00\x00"
 
@@ -111,13 +112,9 @@ class Gcs:
         for manager in reversed(self.order()):
             await manager.stop()  # type: ignore[attr-defined]
 
-    async def raylet(self, n: int, **resources: float) -> BundleRaylet:
-        raylet = BundleRaylet(
-            bytes([n]) * 28,
-            RAYLET_PORT + n,
-            resources or {"CPU": 4.0},
-            self.resources.update_from_view,
-        )
+    async def raylet(self, n: int, **resources: float) -> FakeRaylet:
+        node = node_info(bytes([n]) * 28, RAYLET_PORT + n, resources or None)
+        raylet = FakeRaylet(node, report=self.resources.update_from_view)
         await raylet.start()
         await self.nodes.register_node(raylet.node)
         return raylet
@@ -136,13 +133,6 @@ async def serving(gcs: Gcs, port: int) -> AsyncIterator[pb_grpc.PlacementGroupIn
     finally:
         await server.stop(None)
         await gcs.stop()
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def run(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -169,7 +159,7 @@ def test_the_service_creates_waits_reads_and_removes() -> None:
             )
             assert got.placement_group_table_data.state == CREATED
             assert {b.node_id for b in got.placement_group_table_data.bundles} == {
-                r.id for r in raylets
+                r.node_id for r in raylets
             }
             named = await stub.GetNamedPlacementGroup(pb.GetNamedPlacementGroupRequest(name="pg"))
             assert named.placement_group_table_data.placement_group_id == pg_id(1)
@@ -259,7 +249,9 @@ def test_a_new_leader_finishes_placements_in_flight(tmp_path: Path) -> None:
                 await stub.CreatePlacementGroup(
                     pb.CreatePlacementGroupRequest(placement_group_spec=second)
                 )
-                await until(lambda: one.calls.count("Commit") == 2, "group 2 committing")
+                await until(
+                    lambda: one.calls.count("CommitBundleResources") == 2, "group 2 committing"
+                )
                 one.hold_commit = None
                 stored = await old.tables.placement_group_table.get(pg_id(2))
                 assert stored is not None and stored.state == PREPARED
@@ -278,7 +270,9 @@ def test_a_new_leader_finishes_placements_in_flight(tmp_path: Path) -> None:
                     assert reply.status.code == RAY_OK
                 await until(lambda: bool(one.released_with), "released")
                 assert one.released_with[0] == [(pg_id(1), 0), (pg_id(2), 0), (pg_id(2), 1)]
-                assert one.calls.count("Prepare") == 2  # one per group, on the old leader
+                assert (
+                    one.calls.count("PrepareBundleResources") == 2
+                )  # one per group, on the old leader
                 assert one.committed() == [(pg_id(1), 0), (pg_id(2), 0), (pg_id(2), 1)]
                 assert one.available["CPU"] == 0.0
                 named = await stub.GetNamedPlacementGroup(

@@ -41,6 +41,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
 from gcs_ha.server import autoscaler_service, resource_service, syncer_service
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
+from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
 
 A, B, C = (bytes([n]) * 28 for n in (1, 2, 3))
 GCS_PORT, RAYLET_PORT = 15200, 15201
@@ -72,18 +73,14 @@ def view(node_id: bytes, version: int, cpu: float) -> RaySyncMessageBatch:
     return RaySyncMessageBatch(messages=[message])
 
 
-class LoadRaylet(nm_grpc.NodeManagerServiceServicer):
-    """A raylet stand-in: reports queued demand when the GCS pulls."""
-
-    async def GetResourceLoad(
-        self, request: nm.GetResourceLoadRequest, context: Any
-    ) -> nm.GetResourceLoadReply:
-        load = ResourceLoad(
-            resource_demands=[ResourceDemand(shape={"CPU": 1}, num_ready_requests_queued=3)]
-        )
-        return nm.GetResourceLoadReply(
-            resources=ResourcesData(resources_total={"CPU": 4}, resource_load_by_shape=load)
-        )
+def load_raylet() -> FakeRaylet:
+    """A raylet that reports queued demand when the GCS pulls."""
+    raylet = FakeRaylet(node_info(b"r" * 28, RAYLET_PORT))
+    load = ResourceLoad(
+        resource_demands=[ResourceDemand(shape={"CPU": 1}, num_ready_requests_queued=3)]
+    )
+    raylet.load = ResourcesData(resources_total={"CPU": 4}, resource_load_by_shape=load)
+    return raylet
 
 
 class LoadPool:
@@ -141,9 +138,7 @@ async def gcs(pull_period_s: float = 0) -> AsyncIterator[Gcs]:
     resource_service.mount(server, resources)
     autoscaler_service.mount(server, state)
     server.add_insecure_port(f"127.0.0.1:{GCS_PORT}")
-    raylet = grpc.aio.server()
-    nm_grpc.add_NodeManagerServiceServicer_to_server(LoadRaylet(), raylet)  # type: ignore[no-untyped-call]
-    raylet.add_insecure_port(f"127.0.0.1:{RAYLET_PORT}")
+    raylet = load_raylet()
     await server.start()
     await raylet.start()
     g = Gcs(hub, resources, state, beats)
@@ -156,7 +151,7 @@ async def gcs(pull_period_s: float = 0) -> AsyncIterator[Gcs]:
             await channel.close(None)
         await pool.channel.close(None)
         await server.stop(None)
-        await raylet.stop(None)
+        await raylet.stop()
 
 
 async def read(call: Any) -> list[tuple[bytes, int, float]]:

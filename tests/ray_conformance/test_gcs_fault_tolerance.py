@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.ray_conformance import (
     ConformanceCluster,
     kill_pid,

@@ -40,18 +40,17 @@ from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (
     JOB,
-    FakeRaylet,
     FakeWorker,
     Nodes,
     RecordingPublisher,
     Views,
     actor_id,
-    canceled,
     creation_spec,
     node_id,
     ports,
-    until,
 )
+from gcs_ha.testing.fake_raylet import FakeRaylet, canceled, node_info
+from gcs_ha.testing.polling import until
 
 _ports = ports(17300)
 OWNER_NODE = node_id(9)  # the driver's node (the actors run on nodes 1, 2)
@@ -119,9 +118,9 @@ class Env:
             await self.owner.stop()
 
     async def raylet(self, n: int) -> FakeRaylet:
-        raylet = await FakeRaylet(n, _ports).start()
+        raylet = await FakeRaylet(node_info(node_id(n)), ports=_ports).start()
         self.raylets.append(raylet)
-        self.nodes.alive[raylet.node_id] = raylet.info
+        self.nodes.alive[raylet.node_id] = raylet.node
         return raylet
 
     async def start_owner(self) -> None:
@@ -274,7 +273,7 @@ def test_actor_waits_for_a_node_then_is_scheduled_when_one_registers() -> None:
         creation = asyncio.ensure_future(env.actors.create_actor(spec))
         await until(lambda: env.actors.registry.pending)
         raylet = await env.raylet(1)
-        env.actors.on_node_added(raylet.info)
+        env.actors.on_node_added(raylet.node)
         outcome = await creation
         assert outcome.address is not None and outcome.address.node_id == raylet.node_id
 
@@ -342,7 +341,8 @@ def test_node_death_restarts_actors_elsewhere_or_marks_them_dead() -> None:
         await env.create(2, max_restarts=0)
         other = await env.raylet(2)
         del env.nodes.alive[doomed.node_id]
-        dead = doomed.info
+        dead = GcsNodeInfo()
+        dead.CopyFrom(doomed.node)
         dead.state = GcsNodeInfo.DEAD
         dead.death_info.reason = NodeDeathInfo.UNEXPECTED_TERMINATION
         dead.death_info.reason_message = "health check failed"
@@ -554,9 +554,9 @@ def test_new_leader_reloads_actors_and_resumes_creations_in_flight() -> None:
         raylet.grant = original  # type: ignore[method-assign]
         leases_before = len(raylet.record.leases)
 
-        await old.tables.node_table.put(raylet.node_id, raylet.info)  # ALIVE in the table
+        await old.tables.node_table.put(raylet.node_id, raylet.node)  # ALIVE in the table
         new = Env(old.store)
-        new.nodes.alive[raylet.node_id] = raylet.info
+        new.nodes.alive[raylet.node_id] = raylet.node
         await new.start()
         try:
             # actor 2 will ask again for the lease the old leader left queued (a raylet
@@ -566,7 +566,7 @@ def test_new_leader_reloads_actors_and_resumes_creations_in_flight() -> None:
             assert not raylet.record.releases
             in_use = new.actors.workers_in_use(raylet.node_id)
             assert survivor_worker in in_use and len(in_use) == 2
-            await new.raylet_pool.release_unused_actor_workers(raylet.info, in_use)
+            await new.raylet_pool.release_unused_actor_workers(raylet.node, in_use)
             gate.set()
             replay2 = await new.actors.create_actor(spec2)
             replay3 = await new.actors.create_actor(spec3)

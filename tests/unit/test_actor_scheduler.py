@@ -37,18 +37,15 @@ from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (
-    FakeRaylet,
     Nodes,
     Views,
     actor_id,
-    canceled,
     creation_spec,
     node_id,
     ports,
-    rejected,
-    spillback,
-    until,
 )
+from gcs_ha.testing.fake_raylet import FakeRaylet, canceled, node_info, rejected, spillback
+from gcs_ha.testing.polling import until
 
 _ports = ports(17000)
 FailureType = RequestWorkerLeaseReply.SchedulingFailureType
@@ -90,10 +87,10 @@ class Env:
         self.failed.append((actor.actor_id, failure_type, message))
 
     async def raylet(self, n: int, alive: bool = True) -> FakeRaylet:
-        raylet = await FakeRaylet(n, _ports).start()
+        raylet = await FakeRaylet(node_info(node_id(n)), ports=_ports).start()
         self.raylets.append(raylet)
         if alive:
-            self.nodes.alive[raylet.node_id] = raylet.info
+            self.nodes.alive[raylet.node_id] = raylet.node
         return raylet
 
     async def start(self, init: GcsInitData | None = None) -> Env:
@@ -337,7 +334,7 @@ def test_start_cancels_the_leases_a_previous_leader_left() -> None:
         await env.intents.record(actor_id(1), raylet.node_id, b"L" * 32)
         await env.intents.record(actor_id(2), gone, b"M" * 32)
         await env.scheduler.stop()
-        await env.scheduler.start(GcsInitData(nodes={raylet.node_id: raylet.info}))
+        await env.scheduler.start(GcsInitData(nodes={raylet.node_id: raylet.node}))
         assert raylet.record.cancels == [b"L" * 32]
         assert await env.intents.load() == []
 
@@ -360,11 +357,11 @@ def test_an_actor_still_waiting_asks_again_for_the_lease_a_previous_leader_left(
             records[a.actor_id] = a.snapshot()
             records[a.actor_id].state = state  # type: ignore[assignment]
         await env.scheduler.stop()
-        nodes = {one.node_id: one.info, two.node_id: two.info}
+        nodes = {one.node_id: one.node, two.node_id: two.node}
         await env.scheduler.start(GcsInitData(nodes=nodes, actors=records))
         assert one.record.cancels == [old[dead.actor_id]]
         for raylet in (one, two):
-            await env.raylets_pool.release_unused_actor_workers(raylet.info, [])
+            await env.raylets_pool.release_unused_actor_workers(raylet.node, [])
         env.scheduler.schedule(waiting)
         await until(lambda: env.created)
         [request] = one.record.leases
@@ -388,11 +385,11 @@ def test_leases_to_a_node_alive_at_start_wait_for_its_worker_release() -> None:
     async def body(env: Env) -> None:
         raylet = await env.raylet(1)
         await env.scheduler.stop()
-        await env.scheduler.start(GcsInitData(nodes={raylet.node_id: raylet.info}))
+        await env.scheduler.start(GcsInitData(nodes={raylet.node_id: raylet.node}))
         env.scheduler.schedule(actor(1))
         await asyncio.sleep(0.2)
         assert not raylet.record.leases  # held until ReleaseUnusedActorWorkers answered
-        await env.raylets_pool.release_unused_actor_workers(raylet.info, [])
+        await env.raylets_pool.release_unused_actor_workers(raylet.node, [])
         await until(lambda: env.created)
         assert raylet.record.releases == [[]] and len(raylet.record.leases) == 1
 

@@ -22,7 +22,7 @@ import pytest
 from gcs_ha.consensus import _pysyncobj as P
 from gcs_ha.drill.relay import RaftLinkRelay, RelayStatus
 from gcs_ha.errors import ConfigError, UnavailableError
-from gcs_ha.testing.cluster import wait_until
+from gcs_ha.testing.polling import wait_until
 
 HOST = "127.0.0.1"
 WAIT_S = 10.0

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from gcs_ha.server.gcs_server import HEALTH_FORWARDING, HEALTH_OVERALL, GcsServe
 from gcs_ha.server.status import NOT_APPLIED, not_applied
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.inprocess import InProcessCluster, replica_configs
+from gcs_ha.testing.polling import until
 
 RAFT_PORT, GCS_PORT = 10000, 10050  # this file uses 10000-10099
 Events = list[tuple[str, str]]
@@ -104,15 +105,6 @@ class Rig(GcsServer):
                 raise
 
         self.add_after_serving(serving)
-
-
-async def until(probe: Callable[[], bool], timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not probe():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def health(gcs: Rig, service: str) -> int:

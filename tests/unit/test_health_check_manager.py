@@ -12,15 +12,15 @@ import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import grpc
-import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.testing.fake_raylet import FakeRaylet
+from gcs_ha.testing.polling import until
 
 _ports = itertools.count(13000)  # this file: 13000-13099
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -32,43 +32,6 @@ def node_info(n: int, port: int) -> GcsNodeInfo:
     return GcsNodeInfo(
         node_id=bytes([n]) * 28, node_manager_address="127.0.0.1", node_manager_port=port
     )
-
-
-class ScriptedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
-    """A raylet's health service: SERVING for its own node id (NOT_FOUND for any other),
-    or the statuses of `script` in turn (then the last one forever). Counts checks."""
-
-    def __init__(self, node_id: bytes, script: list[int] | None = None) -> None:
-        self.node_hex = node_id.hex()
-        self.script = list(script or [SERVING])
-        self.checks = 0
-
-    async def Check(
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> health_pb2.HealthCheckResponse:
-        self.checks += 1
-        if request.service != self.node_hex:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        status = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        return health_pb2.HealthCheckResponse(status=status)
-
-
-class FakeRaylet:
-    """A grpc.aio server on loopback serving only ScriptedHealth."""
-
-    def __init__(self, node: GcsNodeInfo, script: list[int] | None = None) -> None:
-        self.node = node
-        self.health = ScriptedHealth(node.node_id, script)
-        self.server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{node.node_manager_port}")
-
-    async def start(self) -> FakeRaylet:
-        await self.server.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.server.stop(None)
 
 
 class Deaths:
@@ -97,16 +60,6 @@ def manager(
     }
     params.update(overrides)
     return GcsHealthCheckManager(pool, deaths, **params)
-
-
-async def until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Poll `condition` until it holds (fails the test after `timeout`)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def run(body: Callable[[GrpcRayletClientPool, Deaths], Awaitable[None]]) -> None:
@@ -166,7 +119,7 @@ def test_a_success_resets_the_failure_count(port: int) -> None:
     script = [NOT_SERVING, NOT_SERVING, SERVING] * 4 + [SERVING]
 
     async def body(pool: GrpcRayletClientPool, deaths: Deaths) -> None:
-        raylet = await FakeRaylet(node_info(3, port), script).start()
+        raylet = await FakeRaylet(node_info(3, port), health_script=script).start()
         checker = manager(pool, deaths)
         await checker.start(GcsInitData())
         checker.add_node(raylet.node)
@@ -181,7 +134,7 @@ def test_a_success_resets_the_failure_count(port: int) -> None:
 @pytest.mark.timeout(60)
 def test_not_serving_counts_as_a_failure(port: int) -> None:
     async def body(pool: GrpcRayletClientPool, deaths: Deaths) -> None:
-        raylet = await FakeRaylet(node_info(4, port), [NOT_SERVING]).start()
+        raylet = await FakeRaylet(node_info(4, port), health_script=[NOT_SERVING]).start()
         checker = manager(pool, deaths)
         await checker.start(GcsInitData())
         checker.add_node(raylet.node)

@@ -1,8 +1,9 @@
 """GcsNodeManager over a real in-memory store, with real grpc.aio raylet stand-ins.
 
-The raylets (FakeRaylet: NodeManagerService + grpc health on loopback) and the recording
-publisher stand in for Ray's processes and the pubsub manager; the node manager (with the
-real health-check manager and raylet client pool) is what is tested.
+The raylets (gcs_ha.testing.fake_raylet: NodeManagerService + grpc health on loopback)
+and the recording publisher stand in for Ray's processes and the pubsub manager; the
+node manager (with the real health-check manager and raylet client pool) is what is
+tested.
 """
 
 from __future__ import annotations
@@ -12,18 +13,13 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 from gcs_ha.errors import InvalidRequestError, UnavailableError, UnknownOutcomeError
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.node_manager import GcsNodeManager
 from gcs_ha.managers.node_states import HEALTH_DEATH_MESSAGE
-from gcs_ha.proto.ray import node_manager_pb2 as nm
-from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.autoscaler_pb2 import DRAIN_NODE_REASON_PREEMPTION, DrainNodeRequest
 from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
@@ -33,6 +29,8 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
 from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
+from gcs_ha.testing.fake_raylet import FakeRaylet
+from gcs_ha.testing.polling import until
 
 _ports = itertools.count(13100)  # this file: 13100-13199
 ALIVE, DEAD = GcsNodeInfo.ALIVE, GcsNodeInfo.DEAD
@@ -70,59 +68,6 @@ class RecordingPublisher:
 
     def on(self, channel: int) -> list[pubsub_pb2.PubMessage]:
         return [m for m in self.messages if m.channel_type == channel]
-
-
-class RayletCalls(nm_grpc.NodeManagerServiceServicer):
-    """The NodeManagerService calls a GCS makes at restart and drain, recorded."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.metadata: dict[str, Any] = {}
-
-    def names(self) -> list[str]:
-        return sorted(name for name, _ in self.calls)
-
-    async def NotifyGCSRestart(self, request: Any, context: Any) -> nm.NotifyGCSRestartReply:
-        self.calls.append(("NotifyGCSRestart", request))
-        self.metadata = dict(context.invocation_metadata())
-        return nm.NotifyGCSRestartReply()
-
-    async def ReleaseUnusedActorWorkers(
-        self, request: Any, context: Any
-    ) -> nm.ReleaseUnusedActorWorkersReply:
-        self.calls.append(("ReleaseUnusedActorWorkers", request))
-        return nm.ReleaseUnusedActorWorkersReply()
-
-    async def ReleaseUnusedBundles(
-        self, request: Any, context: Any
-    ) -> nm.ReleaseUnusedBundlesReply:
-        self.calls.append(("ReleaseUnusedBundles", request))
-        return nm.ReleaseUnusedBundlesReply()
-
-    async def ShutdownRaylet(self, request: Any, context: Any) -> nm.ShutdownRayletReply:
-        self.calls.append(("ShutdownRaylet", request))
-        return nm.ShutdownRayletReply()
-
-
-class FakeRaylet:
-    """A raylet's gRPC surface on loopback: NodeManagerService and health for its id."""
-
-    def __init__(self, node: GcsNodeInfo) -> None:
-        self.node = node
-        self.rpc = RayletCalls()
-        self.health = AsyncHealthServicer()
-        self.server = grpc.aio.server()
-        nm_grpc.add_NodeManagerServiceServicer_to_server(self.rpc, self.server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{node.node_manager_port}")
-
-    async def start(self) -> FakeRaylet:
-        await self.health.set(self.node.node_id.hex(), health_pb2.HealthCheckResponse.SERVING)
-        await self.server.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.server.stop(None)
 
 
 class FlakyStore(InMemoryStoreClient):
@@ -178,15 +123,6 @@ def run(body: Callable[[Env], Awaitable[None]], **health: float) -> None:
             await env.stop()
 
     asyncio.run(main())
-
-
-async def until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 NO_CHECKS = {"initial_delay_s": 3600.0}  # health checks that never start in the test
@@ -447,13 +383,13 @@ def test_new_leader_keeps_the_node_table_and_greets_alive_raylets() -> None:
                 assert successor.nodes.check_alive([node_id(1), node_id(2)]) == [True, False]
                 assert successor.publisher.messages == []  # nobody registers again
                 await successor.nodes.on_leader_started()
-                await until(lambda: len(raylet.rpc.calls) == 3)
-                assert raylet.rpc.names() == [
+                await until(lambda: len(raylet.requests) == 3)
+                assert sorted(raylet.calls) == [
                     "NotifyGCSRestart",
                     "ReleaseUnusedActorWorkers",
                     "ReleaseUnusedBundles",
                 ]
-                calls = dict(raylet.rpc.calls)
+                calls = dict(raylet.requests)
                 assert list(calls["ReleaseUnusedActorWorkers"].worker_ids_in_use) == []
                 assert list(calls["ReleaseUnusedBundles"].bundles_in_use) == []
                 assert successor.health.nodes() == [node_id(1)]
@@ -492,8 +428,8 @@ def test_in_use_providers_feed_the_release_calls() -> None:
             await env.nodes.register_node(raylet.node)
             env.nodes.set_in_use_providers(workers=lambda nid: [b"w" * 28] if nid else [])
             await env.nodes.on_leader_started()
-            await until(lambda: len(raylet.rpc.calls) == 3)
-            calls = dict(raylet.rpc.calls)
+            await until(lambda: len(raylet.requests) == 3)
+            calls = dict(raylet.requests)
             assert list(calls["ReleaseUnusedActorWorkers"].worker_ids_in_use) == [b"w" * 28]
         finally:
             await raylet.stop()
@@ -508,8 +444,8 @@ def test_drain_asks_alive_raylets_to_shut_down() -> None:
             await env.nodes.register_node(raylet.node)
             asked = env.nodes.drain_nodes([node_id(1), node_id(7)])
             assert asked == [node_id(1), node_id(7)]
-            await until(lambda: len(raylet.rpc.calls) == 1)
-            [(name, request)] = raylet.rpc.calls
+            await until(lambda: len(raylet.requests) == 1)
+            [(name, request)] = raylet.requests
             assert (name, request.graceful) == ("ShutdownRaylet", True)
         finally:
             await raylet.stop()
@@ -550,7 +486,7 @@ def test_raylet_pool_metadata_errors_and_channels() -> None:
         raylet = await FakeRaylet(node_info(1)).start()
         try:
             await pool.notify_gcs_restart(raylet.node)
-            assert raylet.rpc.metadata["ray_cluster_id"] == "ab" * 28
+            assert raylet.metadata["ray_cluster_id"] == "ab" * 28
             assert await pool.health_check(raylet.node, 5.0) is True
             moved = GcsNodeInfo()
             moved.CopyFrom(raylet.node)

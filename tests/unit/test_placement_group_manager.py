@@ -1,6 +1,6 @@
 """The placement group manager and scheduler over a real in-memory store, the real
 resource manager and raylet client pool, against real grpc.aio NodeManagerService
-servers on loopback that stand in for raylets (gcs_ha.testing.bundle_raylet: they
+servers on loopback that stand in for raylets (gcs_ha.testing.fake_raylet: they
 reserve, commit and return bundles against their own resources and report their view
 as the syncer would). The manager and scheduler are what is tested.
 """
@@ -37,7 +37,8 @@ from gcs_ha.proto.ray.gcs_pb2 import (
 from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
-from gcs_ha.testing.bundle_raylet import BundleRaylet, bundle_key
+from gcs_ha.testing.fake_raylet import FakeRaylet, bundle_key, node_info
+from gcs_ha.testing.polling import until
 
 _ports = itertools.count(18000)  # this file: 18000-18399
 WAIT_S = 15.0
@@ -94,17 +95,16 @@ class Env:
     pool: GrpcRayletClientPool
     scheduler: GcsPlacementGroupScheduler
     manager: GcsPlacementGroupManager
-    raylets: dict[int, BundleRaylet] = field(default_factory=dict)
+    raylets: dict[int, FakeRaylet] = field(default_factory=dict)
     jobs: dict[bytes, str] = field(default_factory=dict)
 
-    async def add_node(self, n: int, **resources: float) -> BundleRaylet:
+    async def add_node(self, n: int, **resources: float) -> FakeRaylet:
         """A raylet that registers now (its registration view is accurate)."""
-        raylet = BundleRaylet(
-            node_id(n), next(_ports), resources or {"CPU": 4.0}, self.resources.update_from_view
-        )
+        node = node_info(node_id(n), next(_ports), resources or None)
+        raylet = FakeRaylet(node, report=self.resources.update_from_view)
         await raylet.start()
         self.raylets[n] = raylet
-        await self.tables.node_table.put(raylet.id, raylet.node)
+        await self.tables.node_table.put(raylet.node_id, raylet.node)
         self.resources.on_node_added(raylet.node)
         self.manager.on_node_added(raylet.node)
         return raylet
@@ -115,9 +115,9 @@ class Env:
         dead = GcsNodeInfo()
         dead.CopyFrom(raylet.node)
         dead.state = GcsNodeInfo.DEAD
-        await self.tables.node_table.put(raylet.id, dead)
+        await self.tables.node_table.put(raylet.node_id, dead)
         self.resources.on_node_dead(dead)
-        self.pool.forget(raylet.id)
+        self.pool.forget(raylet.node_id)
         await self.manager.on_node_removed(dead)
 
     def state(self, n: int) -> int:
@@ -163,14 +163,6 @@ def scheduling_state(env: Env, n: int) -> int:
     return record.stats.scheduling_state
 
 
-async def until(check: Callable[[], bool], what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def run(body: Callable[[Env], Awaitable[None]], **scheduler_args: Any) -> None:
     async def main() -> None:
         env = build(InMemoryStoreClient(), {JOB: "ns"}, **scheduler_args)
@@ -196,15 +188,18 @@ def test_create_prepares_commits_and_wait_returns() -> None:
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
         stored = await env.stored(1)
         assert stored.state == CREATED and stored.ray_namespace == "ns"
-        assert [b.node_id for b in stored.bundles] == [raylet.id, raylet.id]
-        assert raylet.calls == ["Prepare", "Commit"]  # one call per node for both bundles
+        assert [b.node_id for b in stored.bundles] == [raylet.node_id, raylet.node_id]
+        assert raylet.calls == [
+            "PrepareBundleResources",
+            "CommitBundleResources",
+        ]  # one call per node for both bundles
         assert raylet.committed() == [(pg_id(1), 0), (pg_id(1), 1)]
         assert raylet.available["CPU"] == 1.0
         assert stored.stats.scheduling_state == stored.stats.FINISHED
-        assert env.scheduler.bundles_on_node(raylet.id) == {pg_id(1): [0, 1]}
-        assert env.manager.placement_groups_on_node(raylet.id) == [pg_id(1)]
+        assert env.scheduler.bundles_on_node(raylet.node_id) == {pg_id(1): [0, 1]}
+        assert env.manager.placement_groups_on_node(raylet.node_id) == [pg_id(1)]
         assert (
-            sorted(bundle_key(b) for b in env.manager.bundles_in_use(raylet.id))
+            sorted(bundle_key(b) for b in env.manager.bundles_in_use(raylet.node_id))
             == raylet.committed()
         )
 
@@ -239,7 +234,7 @@ def test_create_is_idempotent_and_names_are_unique() -> None:
         )
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
         await env.manager.create_placement_group(spec(1, {"CPU": 1.0}, name="x"))  # replay
-        assert raylet.calls == ["Prepare", "Commit"]
+        assert raylet.calls == ["PrepareBundleResources", "CommitBundleResources"]
         with pytest.raises(NameTakenError, match="already exists"):
             await env.manager.create_placement_group(spec(2, {"CPU": 1.0}, name="x"))
         assert env.manager.get_placement_group(pg_id(2)) is None
@@ -321,7 +316,7 @@ def test_a_prepare_failure_rolls_back_the_other_nodes() -> None:
         await env.manager.create_placement_group(
             spec(1, {"CPU": 1.0}, {"CPU": 1.0}, strategy=STRICT_SPREAD)
         )
-        await until(lambda: "Remove" in one.calls, "rollback on node 1")
+        await until(lambda: "RemovePlacementGroupBundles" in one.calls, "rollback on node 1")
         assert one.bundles == {} and one.available == one.total
         assert env.state(1) == PENDING and (await env.stored(1)).state == PENDING
         two.refuse_prepare = False
@@ -340,7 +335,7 @@ def test_a_commit_failure_reschedules_the_lost_bundles() -> None:
             spec(1, {"CPU": 1.0}, {"CPU": 1.0}, strategy=SPREAD)
         )
         await until(lambda: env.state(1) == RESCHEDULING, "rescheduling")
-        await until(lambda: "Remove" in two.calls, "prepared bundle cancelled")
+        await until(lambda: "RemovePlacementGroupBundles" in two.calls, "prepared bundle cancelled")
         assert two.bundles == {}
         two.fail_commit = False
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
@@ -361,7 +356,13 @@ def test_remove_returns_the_resources() -> None:
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
         await env.manager.remove_placement_group(pg_id(1))
         assert (await env.stored(1)).state == REMOVED
-        await until(lambda: "Remove" in one.calls and "Remove" in two.calls, "bundles removed")
+        await until(
+            lambda: (
+                "RemovePlacementGroupBundles" in one.calls
+                and "RemovePlacementGroupBundles" in two.calls
+            ),
+            "bundles removed",
+        )
         assert one.available == one.total and two.available == two.total
         assert env.manager.get_named_placement_group("r", "ns") is None
         with pytest.raises(NotFoundError, match="removed"):
@@ -383,14 +384,17 @@ def test_remove_while_preparing_cancels_everything() -> None:
         one.hold_prepare = asyncio.Event()
         await env.manager.create_placement_group(spec(1, {"CPU": 1.0}))
         waiter = asyncio.ensure_future(env.manager.wait_until_ready(pg_id(1)))
-        await until(lambda: "Prepare" in one.calls, "prepare sent")
+        await until(lambda: "PrepareBundleResources" in one.calls, "prepare sent")
         await env.manager.remove_placement_group(pg_id(1))
         with pytest.raises(NotFoundError, match="before it is created"):
             await asyncio.wait_for(waiter, WAIT_S)
         one.hold_prepare.set()
-        await until(lambda: one.calls.count("Remove") >= 2 and not one.bundles, "cancelled")
-        assert "Commit" not in one.calls and env.state(1) == REMOVED
-        assert env.scheduler.bundles_in_use(one.id) == []
+        await until(
+            lambda: one.calls.count("RemovePlacementGroupBundles") >= 2 and not one.bundles,
+            "cancelled",
+        )
+        assert "CommitBundleResources" not in one.calls and env.state(1) == REMOVED
+        assert env.scheduler.bundles_in_use(one.node_id) == []
 
     run(body)
 
@@ -425,7 +429,7 @@ def test_node_death_reschedules_elsewhere() -> None:
         await until(lambda: env.state(1) == CREATED, "placed again")
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
         assert two.committed() == [(pg_id(1), 0), (pg_id(1), 1)]
-        assert {b.node_id for b in (await env.stored(1)).bundles} == {two.id}
+        assert {b.node_id for b in (await env.stored(1)).bundles} == {two.node_id}
         assert env.scheduler.bundles_on_node(node_id(1)) == {}
 
     run(body)
@@ -439,14 +443,18 @@ def test_node_death_keeps_the_live_bundles_of_a_spread_group() -> None:
         )
         await asyncio.wait_for(env.manager.wait_until_ready(pg_id(1)), WAIT_S)
         lost = [
-            b.bundle_id.bundle_index for b in (await env.stored(1)).bundles if b.node_id == two.id
+            b.bundle_id.bundle_index
+            for b in (await env.stored(1)).bundles
+            if b.node_id == two.node_id
         ]
         await env.kill_node(2)
         assert (await env.stored(1)).state == RESCHEDULING
         three = await env.add_node(3)
         await until(lambda: env.state(1) == CREATED, "rescheduled")
         assert three.committed() == [(pg_id(1), lost[0])]
-        assert len(one.committed()) == 1 and one.calls.count("Prepare") == 1  # untouched
+        assert (
+            len(one.committed()) == 1 and one.calls.count("PrepareBundleResources") == 1
+        )  # untouched
 
     run(body)
 
@@ -489,7 +497,7 @@ async def take_over(old: Env, new: Env, *, greet: bool = True) -> None:
         raylet.report_to = new.resources.update_from_view
         raylet.report()
         if greet:
-            in_use = new.manager.bundles_in_use(raylet.id)
+            in_use = new.manager.bundles_in_use(raylet.node_id)
             await new.pool.release_unused_bundles(raylet.node, in_use)
 
 
@@ -498,14 +506,17 @@ def test_failover_commits_a_prepared_group_exactly_once() -> None:
         one = await old.add_node(1)
         one.hold_commit = asyncio.Event()
         await old.manager.create_placement_group(spec(1, {"CPU": 1.0}, {"CPU": 1.0}))
-        await until(lambda: "Commit" in one.calls, "commit sent")
+        await until(lambda: "CommitBundleResources" in one.calls, "commit sent")
         assert (await old.stored(1)).state == PREPARED
         one.hold_commit = None
         await take_over(old, new)  # the old leader never saw the commit's reply
         await asyncio.wait_for(new.manager.wait_until_ready(pg_id(1)), WAIT_S)
         await until(lambda: bool(one.released_with), "released")
         assert one.released_with[0] == [(pg_id(1), 0), (pg_id(1), 1)]  # kept
-        assert one.calls.count("Prepare") == 1 and one.committed() == [(pg_id(1), 0), (pg_id(1), 1)]
+        assert one.calls.count("PrepareBundleResources") == 1 and one.committed() == [
+            (pg_id(1), 0),
+            (pg_id(1), 1),
+        ]
         assert one.available["CPU"] == 2.0
 
     failover(body)
@@ -517,14 +528,16 @@ def test_failover_releases_an_unrecorded_prepare_then_places_once(greet: bool) -
         one = await old.add_node(1, CPU=2.0)
         one.hold_prepare = asyncio.Event()
         await old.manager.create_placement_group(spec(1, {"CPU": 2.0}))
-        await until(lambda: "Prepare" in one.calls, "prepare sent")
+        await until(lambda: "PrepareBundleResources" in one.calls, "prepare sent")
         assert one.available["CPU"] == 0.0  # reserved, but the table says PENDING
         one.hold_prepare = None
         await take_over(old, new, greet=greet)
         await asyncio.wait_for(new.manager.wait_until_ready(pg_id(1)), WAIT_S)
-        assert one.calls.count("Release") == 1
-        first_release = one.calls.index("Release")
-        assert "Prepare" in one.calls[first_release:]  # placed again after the release
+        assert one.calls.count("ReleaseUnusedBundles") == 1
+        first_release = one.calls.index("ReleaseUnusedBundles")
+        assert (
+            "PrepareBundleResources" in one.calls[first_release:]
+        )  # placed again after the release
         assert one.released_with[0] == []
         assert one.committed() == [(pg_id(1), 0)] and one.available["CPU"] == 0.0
 
@@ -548,7 +561,7 @@ def test_failover_keeps_created_groups_and_removes_the_dead_jobs() -> None:
         await new.manager.wait_until_ready(pg_id(1))
         await until(lambda: bool(one.released_with), "released")
         assert (pg_id(1), 0) in one.released_with[0]
-        assert one.calls.count("Prepare") == 2  # nothing placed again
+        assert one.calls.count("PrepareBundleResources") == 2  # nothing placed again
 
     failover(body)
 
@@ -563,13 +576,13 @@ def test_failover_reschedules_bundles_of_nodes_that_died_meanwhile() -> None:
         dead = GcsNodeInfo()
         dead.CopyFrom(one.node)
         dead.state = GcsNodeInfo.DEAD
-        await new.tables.node_table.put(one.id, dead)  # died with no leader to see it
+        await new.tables.node_table.put(one.node_id, dead)  # died with no leader to see it
         await alive_job(new)
         await start(new)
         assert new.state(1) == RESCHEDULING
         two = await new.add_node(2)
         await asyncio.wait_for(new.manager.wait_until_ready(pg_id(1)), WAIT_S)
         assert two.committed() == [(pg_id(1), 0)]
-        assert (await new.stored(1)).bundles[0].node_id == two.id
+        assert (await new.stored(1)).bundles[0].node_id == two.node_id
 
     failover(body)

@@ -12,8 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import grpc
-import grpc.aio
 import pytest
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError, UnavailableError
@@ -26,8 +24,6 @@ from gcs_ha.managers.autoscaler_state_manager import (
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.proto.ray import autoscaler_pb2 as asc
-from gcs_ha.proto.ray import node_manager_pb2 as nm
-from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray.common_pb2 import (
     STRICT_SPREAD,
     Bundle,
@@ -52,6 +48,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
 from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
+from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
 
 A, B, C = (bytes([n]) * 28 for n in (1, 2, 3))
 BASE_PORT = 15100
@@ -84,47 +81,13 @@ def demand(cpu: float, ready: int = 0, infeasible: int = 0, backlog: int = 0) ->
 # -- a raylet stand-in and a tiny client pool -----------------------------------------
 
 
-class FakeRaylet(nm_grpc.NodeManagerServiceServicer):
-    """Answers the GCS's resource-load, drain and resize calls like a raylet."""
-
-    def __init__(self, node_id: bytes) -> None:
-        self.node_id = node_id
-        self.load = ResourcesData(node_id=node_id)
-        self.accept_drain = True
-        self.drains: list[nm.DrainRayletRequest] = []
-        self.load_calls = 0
-
-    async def GetResourceLoad(
-        self, request: nm.GetResourceLoadRequest, context: Any
-    ) -> nm.GetResourceLoadReply:
-        self.load_calls += 1
-        return nm.GetResourceLoadReply(resources=self.load)
-
-    async def DrainRaylet(
-        self, request: nm.DrainRayletRequest, context: Any
-    ) -> nm.DrainRayletReply:
-        self.drains.append(request)
-        if self.accept_drain:
-            return nm.DrainRayletReply(is_accepted=True)
-        return nm.DrainRayletReply(is_accepted=False, rejection_reason_message="busy")
-
-    async def ResizeLocalResourceInstances(
-        self, request: nm.ResizeLocalResourceInstancesRequest, context: Any
-    ) -> nm.ResizeLocalResourceInstancesReply:
-        return nm.ResizeLocalResourceInstancesReply(total_resources=dict(request.resources))
-
-
 @contextlib.asynccontextmanager
 async def raylet(node_id: bytes, port: int) -> AsyncIterator[FakeRaylet]:
-    server = grpc.aio.server()
-    servicer = FakeRaylet(node_id)
-    nm_grpc.add_NodeManagerServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    fake = await FakeRaylet(node_info(node_id, port)).start()
     try:
-        yield servicer
+        yield fake
     finally:
-        await server.stop(None)
+        await fake.stop()
 
 
 def raylet_pool() -> GrpcRayletClientPool:
@@ -337,7 +300,7 @@ def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
             nodes = {A: node(A, port_a), B: node(B, port_b)}  # nobody listens for B
             await resources.start(GcsInitData(nodes=nodes))
             await resources.pull_resource_loads()
-            assert ra.load_calls == 1
+            assert ra.calls.count("GetResourceLoad") == 1
             view = next(d for d in resources.resource_usage().batch if d.node_id == A)
             assert dict(view.resource_load) == {"CPU": 2}
             assert dict(view.resources_available) == {"CPU": 4, "memory": 1000}  # syncer's
@@ -397,14 +360,14 @@ def test_periodic_pull_runs_until_stop() -> None:
         async with raylet(A, BASE_PORT + 2) as ra:
             await resources.start(GcsInitData(nodes={A: node(A, BASE_PORT + 2)}))
             for _ in range(200):
-                if ra.load_calls >= 3:
+                if ra.calls.count("GetResourceLoad") >= 3:
                     break
                 await asyncio.sleep(0.05)
-            assert ra.load_calls >= 3
+            assert ra.calls.count("GetResourceLoad") >= 3
             await resources.stop()
-            calls = ra.load_calls
+            calls = ra.calls.count("GetResourceLoad")
             await asyncio.sleep(0.2)
-            assert ra.load_calls == calls
+            assert ra.calls.count("GetResourceLoad") == calls
         await pool.stop()
 
     run(body)
@@ -573,9 +536,8 @@ def test_drain_node() -> None:
                 deadline_timestamp_ms=777,
             )
             assert (await manager.drain_node(request)).is_accepted
-            assert [(d.reason_message, d.deadline_timestamp_ms) for d in ra.drains] == [
-                ("idle", 777)
-            ]
+            drains = ra.received("DrainRaylet")
+            assert [(d.reason_message, d.deadline_timestamp_ms) for d in drains] == [("idle", 777)]
             assert preempted == [A] and accepted == [A]
             assert [d.node_id for d in resources.draining_nodes()] == [A]
             ra.accept_drain = False

@@ -32,6 +32,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
 )
 from gcs_ha.proto.ray.gcs_service_pb2 import EQUAL, NOT_EQUAL, GetTaskEventsRequest
 from gcs_ha.proto.ray.profile_events_pb2 import ProfileEventEntry, ProfileEvents
+from gcs_ha.testing.polling import until
 
 Filters = GetTaskEventsRequest.Filters
 JOB1, JOB2 = b"\x01\x00\x00\x00", b"\x02\x00\x00\x00"
@@ -241,7 +242,7 @@ def test_a_finished_job_fails_its_unfinished_attempts() -> None:
         job = JobTableData(job_id=JOB1, is_dead=True, end_time=1234)
         manager.on_job_finished(job)
         manager.on_job_finished(job)  # a replay changes nothing more
-        await _until(lambda: latest_state(_get(manager, 1)) == "FAILED")
+        await until(lambda: latest_state(_get(manager, 1)) == "FAILED")
         failed = _get(manager, 1)
         assert failed.state_updates.state_ts_ns[common_pb2.FAILED] == 1234 * 1_000_000
         assert failed.state_updates.error_info.error_type == common_pb2.WORKER_DIED
@@ -266,7 +267,7 @@ def test_a_dead_worker_fails_the_attempts_it_ran() -> None:
             end_time_ms=77,
         )
         manager.on_worker_dead(dead)
-        await _until(lambda: latest_state(_get(manager, 1)) == "FAILED")
+        await until(lambda: latest_state(_get(manager, 1)) == "FAILED")
         error = _get(manager, 1).state_updates.error_info
         assert "segfault" in error.error_message and WORKER.hex() in error.error_message
         assert latest_state(_get(manager, 2)) == "RUNNING"
@@ -370,11 +371,3 @@ def _get(manager: TaskManager, n: int, job: bytes = JOB1) -> TaskEvents:
     only = [Filters.TaskIdFilter(predicate=EQUAL, task_id=task_id(n, job))]
     [found] = query(manager, task_filters=only)
     return found
-
-
-async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
