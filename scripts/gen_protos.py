@@ -1,7 +1,7 @@
 """Compile protos/ into gcs_ha/proto/ (python modules, .pyi stubs, gRPC stubs).
 
 Run `python scripts/gen_protos.py` after changing a .proto file; the test
-tests/unit/test_protos_fresh.py fails when the committed output is stale.
+tests/integration/test_protos_fresh.py fails when the committed output is stale.
 `--out DIR` writes elsewhere (the freshness test uses it).
 """
 

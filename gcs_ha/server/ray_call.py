@@ -6,7 +6,7 @@ awaited work that a demotion cancelled: a manager's background write, another ca
 pending registration) is answered UNAVAILABLE. Left alone, grpc.aio ends such a call
 without sending any status, and a Ray client call without a deadline (CreateActor) then
 waits forever: found as actors stuck DEPENDENCIES_UNREADY after leader changes during a
-burst of registrations (tests/unit/test_ray_call.py).
+burst of registrations (tests/integration/test_ray_call.py).
 """
 
 from __future__ import annotations
