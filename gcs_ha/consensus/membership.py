@@ -14,19 +14,18 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.member_rules import check_add, resolve_removal
+from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.errors import ConfigError, GcsHaError, NotLeaderError, UnavailableError
 from gcs_ha.futures import cancel_and_wait, settle
-from gcs_ha.storage.store_client import MEMBERS_TABLE
-
-if TYPE_CHECKING:
-    from gcs_ha.consensus.replica import RaftReplica
+from gcs_ha.storage.store_client import MEMBERS_TABLE, StoreClient
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +43,23 @@ def member_record(member: MemberInfo) -> bytes:
     return json.dumps(doc, sort_keys=True).encode()
 
 
+@dataclass(frozen=True)
+class MembershipDeps:
+    """What membership needs of its replica."""
+
+    store: StoreClient  # the replicated store: members-table writes
+    proposer: GroupCommitProposer  # held during a transfer
+    registered: Callable[[], dict[str, MemberInfo]]  # node id -> member, from the table
+    me: Callable[[], MemberInfo]  # this replica as it registers itself
+    is_serving: Callable[[], bool]
+    leader_hint: Callable[[], str]  # the leader's GCS address ("" when unknown)
+
+
 class MembershipOps:
     """Leader-side membership operations and self-registration. Loop thread only."""
 
-    def __init__(self, replica: RaftReplica, node: RaftLink) -> None:
-        self._replica = replica
+    def __init__(self, deps: MembershipDeps, node: RaftLink) -> None:
+        self._deps = deps
         self._node = node
         self._register_task: asyncio.Task[None] | None = None
         self._changing = False
@@ -65,7 +76,7 @@ class MembershipOps:
         """Add `member` to the Raft configuration and register it (a no-op if it already
         is one with the same addresses; ConfigError on a clash, member_rules)."""
         self._require_serving()
-        registered = self._replica.registered_members()
+        registered = self._deps.registered()
         check_add(member, registered, self._me())
         with self._one_change():
             if member.raft_address in self._node.status.peers:
@@ -82,7 +93,7 @@ class MembershipOps:
             if mine is None or (member.gcs_address and mine.gcs_address != member.gcs_address):
                 # (A member that registered itself keeps its record: its entry format.)
                 record = member_record(member)
-                await self._replica.store.put(MEMBERS_TABLE, member.node_id.encode(), record)
+                await self._deps.store.put(MEMBERS_TABLE, member.node_id.encode(), record)
 
     async def remove(self, node_id: str | None, raft_address: str | None, timeout: float) -> None:
         """Remove a member named by node id or Raft address (member_rules.resolve_removal).
@@ -91,7 +102,7 @@ class MembershipOps:
         removal = resolve_removal(
             node_id,
             raft_address,
-            self._replica.registered_members(),
+            self._deps.registered(),
             self._node.status.peers,
             self._me(),
         )
@@ -101,7 +112,7 @@ class MembershipOps:
                     lambda done: self._node.remove_node(removal.raft_address, done), timeout
                 )
             if removal.node_id is not None:
-                await self._replica.store.delete(MEMBERS_TABLE, removal.node_id.encode())
+                await self._deps.store.delete(MEMBERS_TABLE, removal.node_id.encode())
 
     @contextlib.contextmanager
     def _one_change(self) -> Iterator[None]:
@@ -118,7 +129,7 @@ class MembershipOps:
             self._changing = False
 
     def _me(self) -> MemberInfo:
-        return self._replica.me()
+        return self._deps.me()
 
     async def transfer(self, node_id: str | None, timeout: float) -> str:
         """Hand leadership to `node_id` (None: the most caught-up connected follower);
@@ -132,7 +143,7 @@ class MembershipOps:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         start_term = self._node.term()
-        proposer = self._replica.proposer()
+        proposer = self._deps.proposer
         proposer.hold()
         try:
             address = await self._hand_over(node_id, deadline)
@@ -147,7 +158,7 @@ class MembershipOps:
                 await asyncio.sleep(0.005)
         finally:
             proposer.release()
-        by_raft = {m.raft_address: m.node_id for m in self._replica.registered_members().values()}
+        by_raft = {m.raft_address: m.node_id for m in self._deps.registered().values()}
         return by_raft.get(address, address)
 
     async def _hand_over(self, node_id: str | None, deadline: float) -> str:
@@ -172,12 +183,12 @@ class MembershipOps:
         """The Raft address of the target once its log matches the leader's."""
         wanted = None
         if node_id is not None:
-            member = self._replica.registered_members().get(node_id)
+            member = self._deps.registered().get(node_id)
             if member is None:
                 raise ConfigError(f"no member with node id {node_id!r}")
             wanted = member.raft_address
         loop = asyncio.get_running_loop()
-        while self._replica.proposer().inflight:  # the last entries reach the log first
+        while self._deps.proposer.inflight:  # the last entries reach the log first
             if loop.time() > deadline:
                 raise UnavailableError("entries in flight did not complete for the transfer")
             await asyncio.sleep(0.005)
@@ -208,23 +219,22 @@ class MembershipOps:
     async def _register_self(self) -> None:
         """Keep this replica's record (addresses, entry format) in the members table; it
         is written in the first entry format, which every member reads."""
-        config = self._replica.config
-        me = self._replica.me()
+        me = self._deps.me()
         record = member_record(me)
         while True:
-            current = self._replica.registered_members().get(config.node_id)
+            current = self._deps.registered().get(me.node_id)
             if current == me:
                 await asyncio.sleep(REGISTER_RETRY_S * 10)
                 continue
             if self._node.status.leader is not None:
                 try:
                     data = envelope.encode(
-                        [envelope.put(MEMBERS_TABLE, config.node_id.encode(), record, True)]
+                        [envelope.put(MEMBERS_TABLE, me.node_id.encode(), record, True)]
                     )
                     await self._call(functools.partial(self._node.propose, data), 5.0)
                     logger.info(
                         "registered %s in the members table (reads entry formats up to %d)",
-                        config.node_id,
+                        me.node_id,
                         me.entry_version,
                     )
                     continue
@@ -233,9 +243,9 @@ class MembershipOps:
             await asyncio.sleep(REGISTER_RETRY_S)
 
     def _require_serving(self) -> None:
-        if not self._replica.is_serving():
+        if not self._deps.is_serving():
             raise NotLeaderError(
-                "membership changes go to the leader", self._replica.leader_gcs_hint() or None
+                "membership changes go to the leader", self._deps.leader_hint() or None
             )
 
     async def _call(self, start: Any, timeout: float) -> Any:

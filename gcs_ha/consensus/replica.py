@@ -35,7 +35,7 @@ from gcs_ha.consensus.capacity import CapacityGuard
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES, newest_version
 from gcs_ha.consensus.leadership import Leadership
-from gcs_ha.consensus.membership import MembershipOps
+from gcs_ha.consensus.membership import MembershipDeps, MembershipOps
 from gcs_ha.consensus.proposer import GroupCommitProposer
 from gcs_ha.consensus.raft_link import RaftLink
 from gcs_ha.consensus.read_barrier import ReadBarrier
@@ -95,7 +95,15 @@ class RaftReplica:
             self._not_serving_hint,
             unsafe_local_reads=unsafe.follower_reads(),
         )
-        self._membership = MembershipOps(self, self._link)
+        deps = MembershipDeps(
+            self._store,
+            self._proposer,
+            self.registered_members,
+            self.me,
+            self.is_serving,
+            self.leader_gcs_hint,
+        )
+        self._membership = MembershipOps(deps, self._link)
         self._started = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -264,7 +272,7 @@ class RaftReplica:
         await self._reads.wait()  # still the leader, with every acknowledged write applied
         return await asyncio.to_thread(_copy_image, self._require_env(), out)
 
-    # -- internals used by MembershipOps ----------------------------------------------
+    # -- what MembershipOps and benchmarks use -----------------------------------------
 
     def leader_gcs_hint(self) -> str:
         leader = self._link.status.leader
