@@ -10,7 +10,7 @@ process hands to pysyncobj (ConfigError naming the option when they do not fit).
 A follower stands for election after a random wait of one to two election timeouts
 without hearing from the leader (Raft's randomised timeout, [T, 2T]); the leader sends a
 heartbeat every `heartbeat`; a leader that hears from no majority for `leader-fallback`
-steps down (check-quorum). What each costs: docs/operations.md, "Raft timing".
+steps down (check-quorum). What each costs: docs/configuration.md, "Raft timing".
 """
 
 from __future__ import annotations

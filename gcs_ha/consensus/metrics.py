@@ -3,7 +3,7 @@
 The journal, the state machine and the snapshotter report durations through the
 `observe_*` callables of one `ConsensusMetrics`; the journal's size is read when the front
 end asks for the text (ipc.py METRICS), so they cost nothing in between. The front end serves the
-text next to its own (server/http_endpoint.py). docs/operations.md lists every metric.
+text next to its own (server/http_endpoint.py). docs/monitoring.md lists every metric.
 """
 
 from __future__ import annotations

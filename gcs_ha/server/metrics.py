@@ -10,7 +10,7 @@ Three sources, one text (Prometheus's format):
   replica's stream. When it does not answer within CONSENSUS_TIMEOUT_S the scrape
   still succeeds, with `gcs_ha_consensus_metrics_up 0`.
 
-Every name is listed, with what to alert on, in docs/operations.md ("Monitoring").
+Every name is listed, with what to alert on, in docs/monitoring.md.
 """
 
 from __future__ import annotations

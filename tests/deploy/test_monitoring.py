@@ -3,7 +3,7 @@
 - The rules pass `promtool check rules` and their unit tests (`promtool test rules`: each
   alert fires on the series that should fire it, and not on a healthy cluster).
 - The dashboard is well formed, and every metric it or the rules name is one that
-  docs/operations.md lists (tests/e2e/test_http_listener.py checks that list against a
+  docs/monitoring.md lists (tests/e2e/test_http_listener.py checks that list against a
   live replica).
 - A real Prometheus scrapes a live 3-replica cluster: every rule and panel expression
   evaluates, one replica leads, and GcsHaNoLeader's expression holds once two replicas
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "gcs-ha-alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "gcs-ha-alerts.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "gcs-ha-dashboard.json"
-DOCS = ROOT / "docs" / "operations.md"
+DOCS = ROOT / "docs" / "monitoring.md"
 PROMETHEUS_PORT = 14390
 
 
@@ -56,10 +56,11 @@ def panel_exprs() -> list[str]:
 
 
 def documented() -> tuple[set[str], tuple[str, ...]]:
-    """(metric names, name prefixes) of docs/operations.md's metrics table."""
+    """(metric names, name prefixes) of docs/monitoring.md's metrics table."""
     text = DOCS.read_text()
-    section = text[text.index("### Metrics") :]
-    names = set(re.findall(r"`(gcs_ha_[a-z_]+)", section[: section.index("\n### ", 1)]))
+    section = text[text.index("\n## Metrics") + 1 :]
+    section = section.split("\n## ", 1)[0]
+    names = set(re.findall(r"`(gcs_ha_[a-z_]+)", section))
     return {n for n in names if not n.endswith("_")}, tuple(n for n in names if n.endswith("_"))
 
 
@@ -96,7 +97,7 @@ def test_rules_and_dashboard_use_documented_metrics() -> None:
     names, prefixes = documented()
     used = set().union(*(metric_names(e) for e in [*rule_exprs().values(), *panel_exprs()]))
     unknown = sorted(n for n in used if n not in names and not n.startswith(prefixes))
-    assert not unknown, f"not in docs/operations.md's metrics table: {unknown}"
+    assert not unknown, f"not in docs/monitoring.md's metrics table: {unknown}"
 
 
 def query(expr: str) -> list[dict[str, Any]]:

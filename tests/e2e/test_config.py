@@ -1,4 +1,4 @@
-"""A cluster set up the way docs/operations.md ("Configuration") shows: one TOML file for
+"""A cluster set up the way docs/configuration.md shows: one TOML file for
 every machine and the operator (peers, cluster name, secret file, Raft timing, the
 address the admin commands talk to, `json = true`), each replica's own settings in its
 environment (GCS_HA_NODE_ID, GCS_HA_DATA_DIR, ...). Checks that the replicas run with

@@ -1,6 +1,6 @@
 """Each replica's HTTP listener, as a monitoring system uses it: probes, the leader, and
 Prometheus metrics from both of a replica's processes, through a leader's death and a
-lost quorum. Every metric docs/operations.md names is checked against a live scrape.
+lost quorum. Every metric docs/monitoring.md names is checked against a live scrape.
 Ports: gRPC 127.0.0.1:14300-14302, Raft 14310-14312, HTTP 14320-14322.
 """
 
@@ -22,7 +22,7 @@ from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -51,8 +51,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def documented_metrics() -> set[str]:
     text = DOCS.read_text()
-    section = text[text.index("### Metrics") :]
-    section = section[: section.index("\n### ", 1)]
+    section = text[text.index("\n## Metrics") + 1 :]
+    section = section.split("\n## ", 1)[0]
     return {name for name in re.findall(r"`(gcs_ha_[a-z_]+)", section) if not name.endswith("_")}
 
 
@@ -95,7 +95,7 @@ def test_probes_leader_and_metrics_follow_the_cluster(tmp_path: Path) -> None:
             f"{f.name}_total" for f in families if f.type == "counter"
         }
         missing = sorted(m for m in documented_metrics() if m not in names)
-        assert not missing, f"documented in docs/operations.md, not served: {missing}"
+        assert not missing, f"documented in docs/monitoring.md, not served: {missing}"
 
         # The leader dies: the survivors see a new leader and count the change.
         seen_before = value(on_follower, "gcs_ha_server_leader_changes_seen_total")
