@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from gcs_ha.managers.actor_manager import ActorDeps, GcsActorManager
+from gcs_ha.managers.actors.manager import ActorDeps, GcsActorManager
 from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
 from gcs_ha.managers.event_export_manager import EventExportManager
 from gcs_ha.managers.function_manager import FunctionManager

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc.aio
 
-from gcs_ha.managers.actor_manager import ActorDeps, GcsActorManager
+from gcs_ha.managers.actors.manager import ActorDeps, GcsActorManager
 from gcs_ha.managers.function_manager import FunctionManager
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from gcs_ha.errors import AlreadyExistsError, InvalidStateError, NotFoundError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_manager import ActorDeps, ActorFilters, GcsActorManager
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.manager import ActorDeps, ActorFilters, GcsActorManager
 from gcs_ha.managers.function_manager import FUN_NAMESPACE, FunctionManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager

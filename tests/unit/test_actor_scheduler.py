@@ -14,15 +14,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_node_selection import select_forwarding_node
-from gcs_ha.managers.actor_scheduler import (
+from gcs_ha.managers.actors.gcs_actor import DEAD, PENDING_CREATION, GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.node_selection import select_forwarding_node
+from gcs_ha.managers.actors.scheduler import (
     NIL_ACTOR_ID,
     NO_NODES_MESSAGE,
     GcsActorScheduler,
     SchedulerHandlers,
 )
-from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, GcsActor
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.common_pb2 import (
     LABEL_OPERATOR_IN,

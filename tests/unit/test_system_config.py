@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from gcs_ha.managers.actor_manager import SETTINGS as ACTOR_SETTINGS
-from gcs_ha.managers.actor_registry import ActorRegistry
+from gcs_ha.managers.actors.manager import SETTINGS as ACTOR_SETTINGS
+from gcs_ha.managers.actors.registry import ActorRegistry
 from gcs_ha.managers.node_manager import SETTINGS as NODE_SETTINGS
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.managers.system_config import Setting, apply_settings

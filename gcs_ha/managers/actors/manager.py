@@ -4,11 +4,11 @@ lifecycle, durable in the actor table and the actor task spec table.
 RegisterActor stores the creation task and the DEPENDENCIES_UNREADY record, publishes
 the record on GCS_ACTOR_CHANNEL (key: actor id) and replies. CreateActor makes the actor
 PENDING_CREATION (stored with the resolved creation task, so that a new leader resumes
-it), hands it to the scheduler (`actor_scheduler`) and replies once the constructor ran
+it), hands it to the scheduler (`scheduler`) and replies once the constructor ran
 and ALIVE is stored, or the creation was cancelled (SchedulingCancelled with the death
 cause), or the constructor raised (CreationTaskError). The transitions after that
-(restart within `max_restarts`, death causes, destruction) are `actor_lifecycle`'s;
-the indexes are `actor_registry`'s; the reads `actor_queries`'.
+(restart within `max_restarts`, death causes, destruction) are `lifecycle`'s;
+the indexes are `registry`'s; the reads `queries`'.
 
 Failover is Ray's GCS restart path (`start`, Ray's Initialize): the scheduler first
 cancels the leases the previous leader left queued; then the actors that can still live
@@ -49,14 +49,9 @@ from gcs_ha.errors import (
     NotFoundError,
     UnavailableError,
 )
-from gcs_ha.managers import actor_death as death
-from gcs_ha.managers import actor_queries
-from gcs_ha.managers.actor_lifecycle import ActorDeps, ActorLifecycle, CreateOutcome, now_ms
-from gcs_ha.managers.actor_queries import ActorFilters, ActorPage
-from gcs_ha.managers.actor_registry import MAX_DESTROYED, ActorRegistry
-from gcs_ha.managers.actor_scheduler import GcsActorScheduler
-from gcs_ha.managers.actor_writer import WriteTask
-from gcs_ha.managers.gcs_actor import (
+from gcs_ha.managers.actors import death
+from gcs_ha.managers.actors import queries as actor_queries
+from gcs_ha.managers.actors.gcs_actor import (
     ALIVE,
     DEAD,
     DEPENDENCIES_UNREADY,
@@ -68,6 +63,11 @@ from gcs_ha.managers.gcs_actor import (
     is_restartable,
     state_name,
 )
+from gcs_ha.managers.actors.lifecycle import ActorDeps, ActorLifecycle, CreateOutcome, now_ms
+from gcs_ha.managers.actors.queries import ActorFilters, ActorPage
+from gcs_ha.managers.actors.registry import MAX_DESTROYED, ActorRegistry
+from gcs_ha.managers.actors.scheduler import GcsActorScheduler
+from gcs_ha.managers.actors.writer import WriteTask
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.pubsub_manager import publish_actor, publish_error
 from gcs_ha.managers.system_config import Setting, apply_settings

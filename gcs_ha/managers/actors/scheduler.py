@@ -3,9 +3,9 @@ constructor there.
 
 One scheduling attempt per actor incarnation, run as a background task:
 
-  1. choose the forwarding raylet (`actor_node_selection`); none ALIVE: the manager's
+  1. choose the forwarding raylet (`node_selection`); none ALIVE: the manager's
      failure handler gets SCHEDULING_FAILED (it retries when a node registers);
-  2. write the lease intent (`actor_lease_intents`), then RequestWorkerLease with the
+  2. write the lease intent (`lease_intents`), then RequestWorkerLease with the
      LeaseSpec built from the creation task (grant_or_reject false; true on a spillback
      target, as in Ray). The reply says:
        - spillback (retry_at_raylet_address): lease again at that raylet if ALIVE, else
@@ -65,9 +65,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents, LeaseIntent
-from gcs_ha.managers.actor_node_selection import select_forwarding_node
-from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, RESTARTING, GcsActor
+from gcs_ha.managers.actors.gcs_actor import DEAD, PENDING_CREATION, RESTARTING, GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents, LeaseIntent
+from gcs_ha.managers.actors.node_selection import select_forwarding_node
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import CoreWorkerClientPool, RayletClientPool
 from gcs_ha.managers.resource_manager import NodeView
