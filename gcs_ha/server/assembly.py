@@ -21,8 +21,8 @@ from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.job_manager import JobManager
 from gcs_ha.managers.kv_manager import KvManager
 from gcs_ha.managers.node_manager import GcsNodeManager
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
+from gcs_ha.managers.placement_groups.manager import GcsPlacementGroupManager
+from gcs_ha.managers.placement_groups.scheduler import GcsPlacementGroupScheduler
 from gcs_ha.managers.pubsub_manager import PubsubManager
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager

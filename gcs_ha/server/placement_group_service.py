@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import grpc.aio
 
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
+from gcs_ha.managers.placement_groups.manager import GcsPlacementGroupManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.ray_call import Context, ray_call

@@ -18,8 +18,8 @@ import grpc.aio
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.node_manager import GcsNodeManager
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
+from gcs_ha.managers.placement_groups.manager import GcsPlacementGroupManager
+from gcs_ha.managers.placement_groups.scheduler import GcsPlacementGroupScheduler
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc

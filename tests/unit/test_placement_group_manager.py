@@ -17,8 +17,8 @@ import pytest
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager, NameTakenError
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
+from gcs_ha.managers.placement_groups.manager import GcsPlacementGroupManager, NameTakenError
+from gcs_ha.managers.placement_groups.scheduler import GcsPlacementGroupScheduler
 from gcs_ha.managers.resource_manager import GcsResourceManager
 from gcs_ha.proto.ray.common_pb2 import (
     PACK,

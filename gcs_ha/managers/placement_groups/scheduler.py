@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.managers.bundle_policy import (
+from gcs_ha.managers.manager import BackgroundTasks
+from gcs_ha.managers.placement_groups.bundle_policy import (
     BundleRequest,
     NodeResources,
     Status,
@@ -56,7 +57,6 @@ from gcs_ha.managers.bundle_policy import (
     fixed_subset,
     place,
 )
-from gcs_ha.managers.manager import BackgroundTasks
 from gcs_ha.managers.resource_manager import NodeView
 from gcs_ha.proto.ray.common_pb2 import STRICT_SPREAD, Bundle
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, PlacementGroupTableData

@@ -62,8 +62,8 @@ from gcs_ha.errors import (
 )
 from gcs_ha.futures import settle_all
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
-from gcs_ha.managers.placement_group_queue import PendingQueue
-from gcs_ha.managers.placement_group_scheduler import (
+from gcs_ha.managers.placement_groups.pending_queue import PendingQueue
+from gcs_ha.managers.placement_groups.scheduler import (
     Attempt,
     GcsPlacementGroupScheduler,
     Result,
