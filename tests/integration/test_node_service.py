@@ -28,8 +28,8 @@ from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.server.cluster_id import ClusterId
-from gcs_ha.server.node_service import NodeInfoDeps, mount
 from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.services.node_service import NodeInfoDeps, mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage

@@ -27,7 +27,7 @@ from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import PACK, STRICT_SPREAD, JobConfig, PlacementGroupSpec
 from gcs_ha.proto.ray.gcs_pb2 import JobTableData, PlacementGroupTableData
 from gcs_ha.server.outbound import GrpcRayletClientPool
-from gcs_ha.server.placement_group_service import mount
+from gcs_ha.server.services.placement_group_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage

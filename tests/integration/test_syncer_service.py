@@ -38,7 +38,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessageBatch,
     ResourceViewSyncMessage,
 )
-from gcs_ha.server import autoscaler_service, resource_service, syncer_service
+from gcs_ha.server.services import autoscaler_service, resource_service, syncer_service
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 
