@@ -30,9 +30,9 @@ from gcs_ha.managers.syncer_hub import SyncerHub
 from gcs_ha.managers.task_manager import TaskManager
 from gcs_ha.managers.worker_manager import WorkerManager
 from gcs_ha.proto.ray import gcs_pb2, gcs_service_pb2_grpc
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.gcs_server import GcsServer
-from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.server.services import (
     actor_service,
     autoscaler_service,

@@ -32,8 +32,8 @@ from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray.common_pb2 import JobConfig
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, JobTableData
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.services.actor_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient

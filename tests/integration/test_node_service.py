@@ -27,8 +27,8 @@ from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.cluster_id import ClusterId
-from gcs_ha.server.outbound import GrpcRayletClientPool
 from gcs_ha.server.services.node_service import NodeInfoDeps, mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient

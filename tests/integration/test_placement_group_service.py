@@ -26,7 +26,7 @@ from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import PACK, STRICT_SPREAD, JobConfig, PlacementGroupSpec
 from gcs_ha.proto.ray.gcs_pb2 import JobTableData, PlacementGroupTableData
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.services.placement_group_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient

@@ -32,8 +32,8 @@ from gcs_ha.proto.ray.common_pb2 import (
 from gcs_ha.proto.ray.core_worker_pb2 import PushTaskReply
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (

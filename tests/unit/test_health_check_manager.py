@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 
 _ports = itertools.count(13000)  # this file: 13000-13099
 SERVING = health_pb2.HealthCheckResponse.SERVING

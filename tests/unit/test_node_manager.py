@@ -30,7 +30,7 @@ from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, NodeSnapshot
 from gcs_ha.proto.ray.gcs_service_pb2 import GetAllNodeInfoRequest
 from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 

@@ -34,7 +34,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     PlacementGroupStats,
     PlacementGroupTableData,
 )
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.bundle_raylet import BundleRaylet, bundle_key

@@ -2,7 +2,7 @@
 
 The raylets are real grpc.aio NodeManagerService servers on loopback answering
 GetResourceLoad, DrainRaylet and ResizeLocalResourceInstances; the managers reach them
-through a small real client pool (the production pool is gcs_ha.server.outbound's).
+through a small real client pool (the production pool is gcs_ha.server.clients.raylets's).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessage,
     ResourceViewSyncMessage,
 )
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 

@@ -74,7 +74,7 @@ Persist = Callable[[dict[int, bytes]], Awaitable[bool]]
 
 
 class BundleRaylets(Protocol):
-    """The raylet calls of placement (gcs_ha.server.outbound implements them)."""
+    """The raylet calls of placement (gcs_ha.server.clients.raylets implements them)."""
 
     async def prepare_bundle_resources(
         self, node: GcsNodeInfo, bundles: Sequence[Bundle]

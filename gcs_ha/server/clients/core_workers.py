@@ -41,7 +41,7 @@ from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
 from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls, aio_channel
-from gcs_ha.server.outbound import MAX_MESSAGE_BYTES, call_metadata
+from gcs_ha.server.clients.raylets import MAX_MESSAGE_BYTES, call_metadata
 
 log = logging.getLogger(__name__)
 
