@@ -26,22 +26,19 @@ Errors: UnavailableError (above).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 import grpc.aio
 
-from gcs_ha.errors import UnavailableError
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray import core_worker_pb2 as cw
 from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
 from gcs_ha.ray_auth import RayAuth
-from gcs_ha.ray_tls import RayTls, aio_channel
-from gcs_ha.server.clients.raylets import MAX_MESSAGE_BYTES, call_metadata
+from gcs_ha.ray_tls import RayTls
+from gcs_ha.server.clients.channels import MAX_MESSAGE_BYTES, ChannelPool, Conn
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +55,8 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class _Conn:
-    """One core worker's channel and stub."""
-
-    def __init__(self, target: str, node_id: bytes, tls: RayTls | None) -> None:
-        self.target = target
-        self.node_id = node_id
-        self.channel = aio_channel(target, tls, CHANNEL_OPTIONS)
-        self.stub = cw_grpc.CoreWorkerServiceStub(self.channel)  # type: ignore[no-untyped-call]
+def _stub(channel: grpc.aio.Channel) -> Any:
+    return cw_grpc.CoreWorkerServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 class GrpcCoreWorkerClientPool:
@@ -79,11 +70,9 @@ class GrpcCoreWorkerClientPool:
     ) -> None:
         """`auth`: Ray's token, sent on every call in token mode (gcs_ha.ray_auth);
         `tls`: Ray's TLS settings, the channels are TLS when given (gcs_ha.ray_tls)."""
-        self._cluster_id_hex = cluster_id_hex
-        self._auth = auth or RayAuth()
-        self._tls = tls
-        self._conns: dict[bytes, _Conn] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._pool: ChannelPool[Any] = ChannelPool(
+            CHANNEL_OPTIONS, _stub, cluster_id_hex, auth, tls
+        )
 
     # -- Manager lifecycle -------------------------------------------------------------
 
@@ -96,10 +85,7 @@ class GrpcCoreWorkerClientPool:
 
     async def stop(self) -> None:
         """Close every channel (calls in flight fail) and wait for the closes."""
-        conns, self._conns = list(self._conns.values()), {}
-        await asyncio.gather(*(conn.channel.close(None) for conn in conns))
-        if self._closing:
-            await asyncio.wait(list(self._closing))
+        await self._pool.close()
 
     # -- the CoreWorkerClientPool port ------------------------------------------------
 
@@ -125,48 +111,26 @@ class GrpcCoreWorkerClientPool:
 
     def disconnect(self, worker_id: bytes) -> None:
         """Drop the worker's channel (closed in the background; its calls fail)."""
-        conn = self._conns.pop(bytes(worker_id), None)
-        if conn is not None:
-            self._close_later(conn)
+        self._pool.drop(worker_id)
 
     def disconnect_node(self, node_id: bytes) -> None:
         """Drop the channels of every worker of a dead node."""
-        for worker_id in [w for w, c in self._conns.items() if c.node_id == bytes(node_id)]:
-            self.disconnect(worker_id)
+        self._pool.drop_node(node_id)
 
     def is_connected(self, worker_id: bytes) -> bool:
         """Whether the pool holds a channel to the worker (for tests and logs)."""
-        return bytes(worker_id) in self._conns
+        return self._pool.get(worker_id) is not None
 
     # -- internals ---------------------------------------------------------------------
 
-    def _conn(self, address: Address) -> _Conn:
+    def _conn(self, address: Address) -> Conn[Any]:
         target = f"{address.ip_address}:{address.port}"
-        worker_id = bytes(address.worker_id)
-        conn = self._conns.get(worker_id)
-        if conn is not None and conn.target == target:
-            return conn
-        if conn is not None:
-            self._close_later(conn)
-        conn = self._conns[worker_id] = _Conn(target, bytes(address.node_id), self._tls)
-        return conn
+        return self._pool.conn(address.worker_id, target, bytes(address.node_id))
 
     async def _call(
         self, address: Address, method: str, request: Any, timeout_s: float | None = None
     ) -> Any:
-        rpc = getattr(self._conn(address).stub, method)
-        try:
-            return await rpc(request, timeout=timeout_s, metadata=self._metadata())
-        except grpc.aio.AioRpcError as exc:
-            where = f"{address.ip_address}:{address.port}"
-            detail = f"{exc.code().name} {exc.details() or ''}".rstrip()
-            worker = bytes(address.worker_id).hex()[:12]
-            raise UnavailableError(f"{method} to worker {worker} at {where}: {detail}") from exc
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return call_metadata(self._cluster_id_hex, self._auth)
-
-    def _close_later(self, conn: _Conn) -> None:
-        task = asyncio.get_running_loop().create_task(conn.channel.close(None))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        conn = self._conn(address)
+        what = f"{method} to worker {bytes(address.worker_id).hex()[:12]}"
+        rpc = getattr(conn.stubs, method)
+        return await self._pool.call(conn, rpc, request, timeout_s=timeout_s, what=what)
