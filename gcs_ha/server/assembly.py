@@ -30,7 +30,7 @@ from gcs_ha.managers.syncer_hub import SyncerHub
 from gcs_ha.managers.task_manager import TaskManager
 from gcs_ha.managers.worker_manager import WorkerManager
 from gcs_ha.proto.ray import gcs_pb2, gcs_service_pb2_grpc
-from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.core_workers import CoreWorkerDriverProbe, GrpcCoreWorkerClientPool
 from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.gcs_server import GcsServer
 from gcs_ha.server.services import (
@@ -47,7 +47,6 @@ from gcs_ha.server.services import (
     task_service,
     worker_service,
 )
-from gcs_ha.server.services.job_service import CoreWorkerDriverProbe
 from gcs_ha.server.services.kv_service import InternalKvService
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.store_client import StoreClient

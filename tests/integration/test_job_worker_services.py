@@ -40,6 +40,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     TaskStateUpdate,
     WorkerTableData,
 )
+from gcs_ha.server.clients.core_workers import CoreWorkerDriverProbe
 from gcs_ha.server.services import (
     event_export_service,
     job_service,
@@ -47,7 +48,6 @@ from gcs_ha.server.services import (
     task_service,
     worker_service,
 )
-from gcs_ha.server.services.job_service import CoreWorkerDriverProbe
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage

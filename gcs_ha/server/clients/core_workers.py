@@ -37,8 +37,8 @@ from gcs_ha.proto.ray import core_worker_pb2 as cw
 from gcs_ha.proto.ray import core_worker_pb2_grpc as cw_grpc
 from gcs_ha.proto.ray.common_pb2 import Address, CoreWorkerStats
 from gcs_ha.ray_auth import RayAuth
-from gcs_ha.ray_tls import RayTls
-from gcs_ha.server.clients.channels import MAX_MESSAGE_BYTES, ChannelPool, Conn
+from gcs_ha.ray_tls import RayTls, aio_channel
+from gcs_ha.server.clients.channels import MAX_MESSAGE_BYTES, ChannelPool, Conn, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +134,24 @@ class GrpcCoreWorkerClientPool:
         what = f"{method} to worker {bytes(address.worker_id).hex()[:12]}"
         rpc = getattr(conn.stubs, method)
         return await self._pool.call(conn, rpc, request, timeout_s=timeout_s, what=what)
+
+
+class CoreWorkerDriverProbe:
+    """The job manager's DriverProbe: CoreWorkerService.NumPendingTasks on the driver's
+    core worker, over a channel opened for the call (the dashboard's job list is the
+    only caller, and rare; nothing to keep between calls)."""
+
+    def __init__(self, auth: RayAuth | None = None, tls: RayTls | None = None) -> None:
+        self._auth = auth or RayAuth()
+        self._tls = tls
+
+    async def num_pending_tasks(self, driver: Address, timeout_s: float) -> int:
+        target = f"{driver.ip_address}:{driver.port}"
+        try:
+            async with aio_channel(target, self._tls) as channel:
+                reply = await _stub(channel).NumPendingTasks(
+                    cw.NumPendingTasksRequest(), timeout=timeout_s, metadata=self._auth.metadata()
+                )
+        except grpc.aio.AioRpcError as exc:
+            raise unavailable("NumPendingTasks to driver", target, exc) from exc
+        return int(reply.num_pending_tasks)
