@@ -194,7 +194,7 @@ class ReplicaProcess:
             )
             metrics = ReplicaMetrics(replica, gcs)
             server = grpc.aio.server(
-                options=GRPC_SERVER_OPTIONS, interceptors=[metrics.rpc, *gcs.interceptors]
+                options=GRPC_SERVER_OPTIONS, interceptors=[metrics.rpc, *gcs.routing.interceptors]
             )
             _bind(server, self._listen or cfg.gcs_address, self._ray_tls)
             http = HttpEndpoint(replica, gcs, metrics)
