@@ -20,14 +20,12 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 from gcs_ha.consensus.api import Replica
-from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData, Manager
 from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import cluster_id as cid
 from gcs_ha.server.forwarding import HOLD_S
 from gcs_ha.server.routing import POLL_S, Routing
-from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 
 log = logging.getLogger(__name__)
@@ -38,14 +36,6 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 STOP_TIMEOUT_S = 10.0  # a manager's stop that takes longer is logged and left behind
 
 AfterServing = Callable[[GcsInitData], Coroutine[Any, Any, None]]
-
-
-def without_read_barrier(store: StoreClient) -> StoreClient:
-    """A view of `store` whose reads skip the replicated store's read barrier (the
-    module docstring says why that is safe for the managers); other stores as they are."""
-    if isinstance(store, ReplicatedStoreClient):
-        return store.without_read_barrier()
-    return store
 
 
 class _Health:
@@ -120,7 +110,7 @@ class GcsServer:
         """The managers' tables (reads local, no barrier); available once the replica
         has started."""
         if self._tables is None:
-            self._tables = GcsTableStorage(without_read_barrier(self.replica.store))
+            self._tables = GcsTableStorage(self.replica.store_without_read_barrier())
         return self._tables
 
     def add_manager(self, manager: Manager) -> None:
