@@ -1,4 +1,4 @@
-"""GcsActorManager over a real in-memory store, with real raylet and core-worker client
+"""ActorManager over a real in-memory store, with real raylet and core-worker client
 pools talking to scripted grpc.aio raylets and workers on loopback
 (gcs_ha.testing.actor_fakes), the real function, runtime env and worker managers, and a
 recording publisher.
@@ -17,7 +17,7 @@ import pytest
 
 from gcs_ha.errors import AlreadyExistsError, InvalidStateError, NotFoundError
 from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actors.manager import ActorDeps, ActorFilters, GcsActorManager
+from gcs_ha.managers.actors.manager import ActorDeps, ActorFilters, ActorManager
 from gcs_ha.managers.function_manager import FUN_NAMESPACE, FunctionManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
@@ -85,7 +85,7 @@ class Env:
             self.runtime_envs,
         )
         options = {"lease_retry_s": 0.02, "create_retry_s": 0.02, "rng": random.Random(3)}
-        self.actors = GcsActorManager(deps, scheduler_options=options, owner_retry_s=0.05)
+        self.actors = ActorManager(deps, scheduler_options=options, owner_retry_s=0.05)
         self.workers.add_worker_dead_listener(self.actors.on_worker_dead)
         self.raylets: list[FakeRaylet] = []
         self.owner: FakeWorker | None = None

@@ -1,4 +1,4 @@
-"""GcsActorScheduler against real grpc.aio raylets and core workers on loopback.
+"""ActorScheduler against real grpc.aio raylets and core workers on loopback.
 
 The raylets and workers (tests/actor_fakes.py) stand in for Ray's processes and are
 scripted per test; the scheduler, with the real raylet and core-worker client pools, a
@@ -20,7 +20,7 @@ from gcs_ha.managers.actors.node_selection import select_forwarding_node
 from gcs_ha.managers.actors.scheduler import (
     NIL_ACTOR_ID,
     NO_NODES_MESSAGE,
-    GcsActorScheduler,
+    ActorScheduler,
     SchedulerHandlers,
 )
 from gcs_ha.managers.manager import GcsInitData
@@ -67,7 +67,7 @@ class Env:
         self.created: list[tuple[GcsActor, PushTaskReply]] = []
         self.failed: list[tuple[bytes, int, str]] = []
         self.raylets: list[FakeRaylet] = []
-        self.scheduler = GcsActorScheduler(
+        self.scheduler = ActorScheduler(
             self.nodes,
             self.views,
             self.raylets_pool,

@@ -1,4 +1,4 @@
-"""GcsNodeManager over a real in-memory store, with real grpc.aio raylet stand-ins.
+"""NodeManager over a real in-memory store, with real grpc.aio raylet stand-ins.
 
 The raylets (FakeRaylet: NodeManagerService + grpc health on loopback) and the recording
 publisher stand in for Ray's processes and the pubsub manager; the node manager (with the
@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
 from gcs_ha.errors import InvalidRequestError, UnavailableError, UnknownOutcomeError
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.node_manager import NodeManager
 from gcs_ha.managers.node_states import HEALTH_DEATH_MESSAGE
 from gcs_ha.proto.ray import node_manager_pb2 as nm
 from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
@@ -149,9 +149,9 @@ class Env:
         self.pool = GrpcRayletClientPool()
         params: dict[str, Any] = {"initial_delay_s": 0.02, "period_s": 0.03, "timeout_s": 1.0}
         params.update(health)
-        self.health = GcsHealthCheckManager(self.pool, failure_threshold=3, **params)
+        self.health = HealthCheckManager(self.pool, failure_threshold=3, **params)
         self.now_ms = 1_000
-        self.nodes = GcsNodeManager(
+        self.nodes = NodeManager(
             self.tables, self.publisher, self.pool, self.health, clock_ms=lambda: self.now_ms
         )
 
@@ -352,7 +352,7 @@ def test_a_raylet_that_stops_answering_dies_by_health_check() -> None:
 
 def test_dead_nodes_beyond_the_cap_are_evicted() -> None:
     async def body(env: Env) -> None:
-        env.nodes = GcsNodeManager(
+        env.nodes = NodeManager(
             env.tables, env.publisher, env.pool, env.health, max_dead_nodes=2
         )
         for n in (1, 2, 3):

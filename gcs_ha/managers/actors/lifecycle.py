@@ -47,7 +47,7 @@ from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
 from gcs_ha.managers.actors.owner_watch import OwnerWatch
 from gcs_ha.managers.actors.registry import ActorRegistry
 from gcs_ha.managers.actors.scheduler import (
-    GcsActorScheduler,
+    ActorScheduler,
     NodeDirectory,
     ResourceViews,
     SchedulerHandlers,
@@ -129,7 +129,7 @@ class ActorLifecycle:
         intents = ActorLeaseIntents(deps.tables.internal_kv)
         self.writer = ActorWriter(deps.tables, intents, tasks)
         handlers = SchedulerHandlers(self._persist_granted, self.on_created, self.on_failed)
-        self.scheduler = GcsActorScheduler(
+        self.scheduler = ActorScheduler(
             deps.nodes,
             deps.views,
             deps.raylets,

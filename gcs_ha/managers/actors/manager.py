@@ -66,7 +66,7 @@ from gcs_ha.managers.actors.gcs_actor import (
 from gcs_ha.managers.actors.lifecycle import ActorDeps, ActorLifecycle, CreateOutcome, now_ms
 from gcs_ha.managers.actors.queries import ActorFilters, ActorPage
 from gcs_ha.managers.actors.registry import MAX_DESTROYED, ActorRegistry
-from gcs_ha.managers.actors.scheduler import GcsActorScheduler
+from gcs_ha.managers.actors.scheduler import ActorScheduler
 from gcs_ha.managers.actors.writer import WriteTask
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.pubsub_manager import publish_actor, publish_error
@@ -74,7 +74,7 @@ from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray.common_pb2 import Address, TaskSpec
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, ErrorTableData, GcsNodeInfo, WorkerTableData
 
-__all__ = ["ActorDeps", "ActorFilters", "ActorPage", "CreateOutcome", "GcsActorManager"]
+__all__ = ["ActorDeps", "ActorFilters", "ActorManager", "ActorPage", "CreateOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ SETTINGS = {  # Ray's system config
 }
 
 
-class GcsActorManager:
+class ActorManager:
     """Serves ActorInfoGcsService; see the module docstring. A Manager ("actor")."""
 
     def __init__(
@@ -114,7 +114,7 @@ class GcsActorManager:
         return "actor"
 
     @property
-    def scheduler(self) -> GcsActorScheduler:
+    def scheduler(self) -> ActorScheduler:
         return self._life.scheduler
 
     # -- lifecycle ---------------------------------------------------------------------

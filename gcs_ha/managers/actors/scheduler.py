@@ -131,7 +131,7 @@ class _Attempt:
         self.wake.set()
 
 
-class GcsActorScheduler:
+class ActorScheduler:
     """Leases workers and pushes creation tasks; see the module docstring."""
 
     def __init__(

@@ -14,7 +14,7 @@ States (PlacementGroupTableData.state), each stored before it is acted on:
 Up to `max_attempts` groups are scheduled at once (Ray schedules one at a time; every
 attempt here waits for Raft writes, so attempts overlap to share them through group
 commit): a background loop takes the next group due from the pending queue and runs one
-`GcsPlacementGroupScheduler.schedule` attempt for it in a task of its own. The
+`PlacementGroupScheduler.schedule` attempt for it in a task of its own. The
 scheduler chooses nodes synchronously and deducts what it chose from its view before it
 awaits anything, so overlapping attempts never count the same free resources twice; a
 group is never in two attempts at once (one that comes due again meanwhile waits). A
@@ -65,7 +65,7 @@ from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.placement_groups.pending_queue import PendingQueue
 from gcs_ha.managers.placement_groups.scheduler import (
     Attempt,
-    GcsPlacementGroupScheduler,
+    PlacementGroupScheduler,
     Result,
     index_of,
     is_placed,
@@ -108,13 +108,13 @@ class LoadSink(Protocol):
     def update_placement_group_load(self, load: PlacementGroupLoad | None) -> None: ...
 
 
-class GcsPlacementGroupManager:
+class PlacementGroupManager:
     """Placement groups: the table, the queue, the lifecycle (a Manager)."""
 
     def __init__(
         self,
         tables: GcsTableStorage,
-        scheduler: GcsPlacementGroupScheduler,
+        scheduler: PlacementGroupScheduler,
         load_sink: LoadSink | None = None,
         *,
         namespace_of: Callable[[bytes], str] = lambda job_id: "",

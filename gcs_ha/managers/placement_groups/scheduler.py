@@ -158,7 +158,7 @@ def index_of(bundle: Bundle) -> int:
     return int(bundle.bundle_id.bundle_index)
 
 
-class GcsPlacementGroupScheduler:
+class PlacementGroupScheduler:
     """Chooses nodes and reserves bundles on raylets; see the module docstring."""
 
     def __init__(
