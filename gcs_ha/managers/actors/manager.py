@@ -1,29 +1,8 @@
-"""The actor manager (Ray's GcsActorManager): ActorInfoGcsService, and every actor's
-lifecycle, durable in the actor table and the actor task spec table.
-
-RegisterActor stores the creation task and the DEPENDENCIES_UNREADY record, publishes
-the record on GCS_ACTOR_CHANNEL (key: actor id) and replies. CreateActor makes the actor
-PENDING_CREATION (stored with the resolved creation task, so that a new leader resumes
-it), hands it to the scheduler (`scheduler`) and replies once the constructor ran
-and ALIVE is stored, or the creation was cancelled (SchedulingCancelled with the death
-cause), or the constructor raised (CreationTaskError). The transitions after that
-(restart within `max_restarts`, death causes, destruction) are `lifecycle`'s;
-the indexes are `registry`'s; the reads `queries`'.
-
-Failover is Ray's GCS restart path (`start`, Ray's Initialize): the scheduler first
-cancels the leases the previous leader left queued; then the actors that can still live
-are loaded (not DEAD unless restartable; owned ones only while their job, or their root
-detached actor, lives), their indexes rebuilt and their references taken (exported code,
-runtime env URIs, owner polls); then PENDING_CREATION and RESTARTING actors are resumed:
-straight to PushTask when a worker was leased and stored, else leased anew (after the
-node manager's ReleaseUnusedActorWorkers, which spares `workers_in_use(node)`); and
-deaths the previous leader stored but did not act on (a node DEAD in the node table, a
-worker dead in the worker table) are handled as the listeners would have. The other
-records become the destroyed cache; task specs nobody needs are deleted.
-
-Replays are harmless: RegisterActor of a registered actor answers OK once its write is
-stored; CreateActor of an actor being created waits for that creation, of an ALIVE one
-answers at once; KillActorViaGcs of a destroyed actor answers OK; out-of-scope and
+"""The actor manager (Ray's GcsActorManager): the ActorInfoGcsService calls (register,
+create, kill, out of scope, lineage restart, reads) over every actor's lifecycle, durable
+in the actor table and the actor task spec table. The transitions are `lifecycle`'s, the
+indexes `registry`'s, the reads `queries`', scheduling `scheduler`'s; `start` is Ray's GCS
+restart path. States, failover and replays: actors/DESIGN.md. Out-of-scope and
 lineage-restart reports carry a counter that makes stale ones no-ops.
 
 Errors: InvalidRequestError (not an actor creation task, no namespace),

@@ -1,27 +1,12 @@
-"""Outbound calls from the GCS to core workers: Ray's CoreWorkerClientPool over grpc.aio.
+"""Outbound calls from the GCS to core workers: Ray's CoreWorkerClientPool (the managers'
+port `gcs_ha.managers.ports.CoreWorkerClientPool`: PushTask, WaitForActorRefDeleted,
+GetCoreWorkerStats) over the channel pool (channels.py), one channel per worker, dropped
+when the worker or its node dies; no deadline but on GetCoreWorkerStats (a constructor
+may run for minutes, an owner keeps a reference as long as it likes); keepalive pings
+notice a vanished peer. A Manager ("core_worker_client_pool"). Also the job manager's
+driver probe (NumPendingTasks, a channel per call).
 
-The actor manager and scheduler call core workers (`gcs_ha.managers.ports.
-CoreWorkerClientPool`): PushTask of an actor's creation task to the worker a raylet
-leased for it; WaitForActorRefDeleted to the owner of a non-detached actor (a long poll
-that returns when the owner holds no more references); GetCoreWorkerStats (a new leader
-asks a worker whether it already runs the actor a previous leader pushed to it). One
-channel per worker, made on first use from the worker's `ip_address:port`, kept until
-`disconnect(worker_id)` (the worker died), `disconnect_node(node_id)` (its node died) or
-`stop()`.
-
-Calls carry the `ray_cluster_id` metadata when the cluster id is known (as Ray's GCS
-clients do) and have no deadline (GetCoreWorkerStats aside): a constructor may run for
-minutes and an owner keeps a reference for as long as it likes. Keepalive pings notice a
-peer that vanished without closing its connection. A worker that cannot be reached, or
-answers with a gRPC error, raises UnavailableError; callers decide whether to retry (the
-scheduler retries PushTask every 200 ms until the worker is known dead; the owner poll
-asks the worker's raylet IsLocalWorkerDead before giving up on the owner).
-
-The pool is a Manager (name "core_worker_client_pool"): added right after the raylet
-pool, it stops after the actor manager and closes every channel, which fails calls
-still in flight.
-
-Errors: UnavailableError (above).
+Errors: UnavailableError for any gRPC error; callers decide whether to retry.
 """
 
 from __future__ import annotations

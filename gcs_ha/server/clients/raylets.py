@@ -1,31 +1,14 @@
-"""Outbound calls from the GCS to raylets: Ray's RayletClientPool over grpc.aio channels.
-
-The managers call raylets only through `gcs_ha.managers.ports.RayletClientPool`; this is
-its implementation. One channel per node, made on first use from the node's
-`node_manager_address:node_manager_port` and kept until `forget(node_id)` (the node died)
-or `stop()` (this replica stops leading). A node whose address changed gets a new channel.
-
-Every call has a deadline except RequestWorkerLease (a raylet answers a lease once a
-worker started, which may take long; retrying a lease still queued would lease twice). A
-raylet that cannot be reached, answers with a gRPC error or runs out of time raises
-`UnavailableError` naming the node and the method; callers decide whether to retry.
+"""Outbound calls from the GCS to raylets: Ray's RayletClientPool (the managers' port
+`gcs_ha.managers.ports.RayletClientPool`), one method per NodeManagerService call and the
+health check, over the channel pool (channels.py), one channel per node. Every call has
+a deadline except RequestWorkerLease (a retried lease still queued would lease twice).
 ReleaseUnusedActorWorkers and ReleaseUnusedBundles record, per term, that the node got
-them (`wait_actor_workers_released`, `wait_bundles_released`): the actor and placement
-group schedulers hold their first lease or reservation on a node until then.
+them (`wait_actor_workers_released`, `wait_bundles_released`). A Manager ("raylet_client_pool"):
+added first, it stops last and closes every channel.
 
-The health check (grpc.health.v1 `Check` with service = the node id in hex,
-ray-gcs-contract.md section 9) returns False for an answer other than SERVING; a
-raylet restarted on the same port under a new id answers NOT_FOUND, which is a gRPC error
-and so raises UnavailableError too: both count as a failed check.
-
-Calls to Ray's NodeManagerService carry the `ray_cluster_id` metadata when the cluster id
-is known (as Ray's GCS clients do; a raylet accepts a call without it).
-
-The pool is also a Manager (name "raylet_client_pool"): added first, it stops last and
-closes every channel, which fails calls still in flight.
-
-Errors: UnavailableError (above); InvalidRequestError for a bundle that is not a
-`common_pb2.Bundle`.
+Errors: UnavailableError (unreachable, a gRPC error, out of time; a health check answered
+NOT_FOUND by a raylet restarted under a new id too); InvalidRequestError for a bundle
+that is not a `common_pb2.Bundle`.
 """
 
 from __future__ import annotations
