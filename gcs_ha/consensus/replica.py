@@ -143,6 +143,9 @@ class RaftReplica:
     def store(self) -> ReplicatedStoreClient:
         return self._store
 
+    def store_without_read_barrier(self) -> ReplicatedStoreClient:
+        return self._store.without_read_barrier()
+
     @property
     def consensus_pid(self) -> int | None:
         """The pid of this replica's consensus process."""

@@ -51,7 +51,7 @@ from typing import Protocol
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError, UnavailableError
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.resource_manager import GcsResourceManager, aggregate_demand
+from gcs_ha.managers.resource_manager import ResourceManager, aggregate_demand
 from gcs_ha.proto.ray import autoscaler_pb2 as asc
 from gcs_ha.proto.ray.common_pb2 import (
     STRICT_PACK,
@@ -89,12 +89,12 @@ class AutoscalerRaylets(Protocol):
     ) -> ResizeLocalResourceInstancesReply: ...
 
 
-class GcsAutoscalerStateManager:
+class AutoscalerStateManager:
     """Cluster resource state for the autoscaler (a Manager: "autoscaler_state")."""
 
     def __init__(
         self,
-        resources: GcsResourceManager,
+        resources: ResourceManager,
         kv: InternalKv,
         raylets: AutoscalerRaylets | None = None,
         *,

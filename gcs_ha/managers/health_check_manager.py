@@ -70,7 +70,7 @@ class _Checked:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class GcsHealthCheckManager:
+class HealthCheckManager:
     """Health-checks raylets and reports the ones that stop answering."""
 
     def __init__(

@@ -81,25 +81,6 @@ class Manager(Protocol):
         ...
 
 
-class StatelessManager:
-    """The lifecycle of a component that keeps no state between calls (every call goes to
-    the tables), such as the internal KV manager: start and stop have nothing to do. It
-    lets such a component take its place in the start order."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def start(self, init: GcsInitData) -> None:
-        """Nothing to rebuild."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-
 class BackgroundTasks:
     """A manager's background tasks: spawned while started, all cancelled by `cancel_all`
     (from the manager's `stop`). A task that fails is logged with its traceback, never

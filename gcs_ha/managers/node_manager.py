@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gcs_ha.errors import GcsHaError, InvalidRequestError
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.node_states import inferred_death, snapshot_after
 from gcs_ha.managers.ports import Publisher, RayletClientPool
@@ -100,7 +100,7 @@ class NodeList:
     total: int
 
 
-class GcsNodeManager:
+class NodeManager:
     """Registers, lists and buries raylets; see the module docstring."""
 
     def __init__(
@@ -108,7 +108,7 @@ class GcsNodeManager:
         tables: GcsTableStorage,
         publisher: Publisher,
         pool: NodeRayletClients,
-        health: GcsHealthCheckManager,
+        health: HealthCheckManager,
         *,
         max_dead_nodes: int = MAX_DEAD_NODES,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),

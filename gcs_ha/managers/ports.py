@@ -1,7 +1,7 @@
 """The seams managers call out through: publishing, and calls to raylets and workers.
 
 Managers depend on these protocols only; the server provides the implementations
-(pubsub: gcs_ha.managers.pubsub_manager; outbound gRPC: gcs_ha.server.outbound). Tests
+(pubsub: gcs_ha.managers.pubsub_manager; outbound gRPC: gcs_ha.server.clients.raylets). Tests
 may give real implementations wired to real processes, never stand-ins for the manager
 under test.
 """

@@ -117,7 +117,7 @@ class PulledUsage:
     at: float
 
 
-class GcsResourceManager:
+class ResourceManager:
     """Per-node resource views, demand and drain state (a Manager: "resource")."""
 
     def __init__(

@@ -20,7 +20,7 @@ on reconnect every message it holds, its own and those relayed to it. The hub:
     when the same node connects again, as Ray does.
 
 Streams are transport-free here: `connect` returns a `SyncStream`; the servicer
-(gcs_ha.server.syncer_service) feeds it what it reads and writes what `next_batch`
+(gcs_ha.server.services.syncer_service) feeds it what it reads and writes what `next_batch`
 returns. A stream's outgoing buffer holds at most one message per (node, type), the
 newest, so a slow raylet costs bounded memory and simply receives fewer, newer views.
 

@@ -13,24 +13,27 @@ from dataclasses import dataclass
 
 import grpc.aio
 
-from gcs_ha.managers.actor_manager import ActorDeps, GcsActorManager
-from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
+from gcs_ha.managers.actors.manager import ActorDeps, ActorManager
+from gcs_ha.managers.autoscaler_state_manager import AutoscalerStateManager
 from gcs_ha.managers.event_export_manager import EventExportManager
 from gcs_ha.managers.function_manager import FunctionManager
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.job_manager import JobManager
 from gcs_ha.managers.kv_manager import KvManager
-from gcs_ha.managers.node_manager import GcsNodeManager
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
+from gcs_ha.managers.node_manager import NodeManager
+from gcs_ha.managers.placement_groups.manager import PlacementGroupManager
+from gcs_ha.managers.placement_groups.scheduler import PlacementGroupScheduler
 from gcs_ha.managers.pubsub_manager import PubsubManager
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
 from gcs_ha.managers.syncer_hub import SyncerHub
 from gcs_ha.managers.task_manager import TaskManager
 from gcs_ha.managers.worker_manager import WorkerManager
 from gcs_ha.proto.ray import gcs_pb2, gcs_service_pb2_grpc
-from gcs_ha.server import (
+from gcs_ha.server.clients.core_workers import CoreWorkerDriverProbe, GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
+from gcs_ha.server.gcs_server import GcsServer
+from gcs_ha.server.services import (
     actor_service,
     autoscaler_service,
     event_export_service,
@@ -44,11 +47,7 @@ from gcs_ha.server import (
     task_service,
     worker_service,
 )
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.gcs_server import GcsServer
-from gcs_ha.server.job_service import CoreWorkerDriverProbe
-from gcs_ha.server.kv_service import InternalKvService
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.services.kv_service import InternalKvService
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.store_client import StoreClient
 
@@ -61,19 +60,19 @@ class RayGcs:
     core_workers: GrpcCoreWorkerClientPool
     kv: KvManager
     pubsub: PubsubManager
-    health: GcsHealthCheckManager
-    nodes: GcsNodeManager
-    resources: GcsResourceManager
+    health: HealthCheckManager
+    nodes: NodeManager
+    resources: ResourceManager
     syncer: SyncerHub
     functions: FunctionManager
     runtime_envs: RuntimeEnvManager
     tasks: TaskManager
     jobs: JobManager
-    placement_groups: GcsPlacementGroupManager
+    placement_groups: PlacementGroupManager
     workers: WorkerManager
-    actors: GcsActorManager
+    actors: ActorManager
     events: EventExportManager
-    autoscaler: GcsAutoscalerStateManager
+    autoscaler: AutoscalerStateManager
 
 
 def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
@@ -85,24 +84,24 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
         cluster_id_hex=lambda: gcs.cluster_id.hex, auth=gcs.ray_auth, tls=gcs.ray_tls
     )
     pubsub = PubsubManager(tables.subscriber_table)
-    health = GcsHealthCheckManager(pool)
-    nodes = GcsNodeManager(tables, pubsub, pool, health)
-    resources = GcsResourceManager(pool)
+    health = HealthCheckManager(pool)
+    nodes = NodeManager(tables, pubsub, pool, health)
+    resources = ResourceManager(pool)
     functions = FunctionManager(tables.internal_kv)
     runtime_envs = RuntimeEnvManager(tables.internal_kv)
     tasks = TaskManager()
     probe = CoreWorkerDriverProbe(gcs.ray_auth, gcs.ray_tls)
     jobs = JobManager(tables, pubsub, functions, runtime_envs, driver_probe=probe)
-    placement_groups = GcsPlacementGroupManager(
+    placement_groups = PlacementGroupManager(
         tables,
-        GcsPlacementGroupScheduler(resources, pool),
+        PlacementGroupScheduler(resources, pool),
         resources,
         namespace_of=lambda job_id: _ray_namespace(jobs, job_id),
     )
     core_workers = GrpcCoreWorkerClientPool(
         cluster_id_hex=lambda: gcs.cluster_id.hex, auth=gcs.ray_auth, tls=gcs.ray_tls
     )
-    actors = GcsActorManager(
+    actors = ActorManager(
         ActorDeps(tables, pubsub, nodes, resources, pool, core_workers, functions, runtime_envs)
     )
     kv = KvManager(InternalKv(store))
@@ -123,7 +122,7 @@ def build(gcs: GcsServer, store: StoreClient) -> RayGcs:
         workers=WorkerManager(tables, pubsub),
         actors=actors,
         events=EventExportManager(tasks),
-        autoscaler=GcsAutoscalerStateManager(
+        autoscaler=AutoscalerStateManager(
             resources,
             tables.internal_kv,
             pool,

@@ -25,7 +25,7 @@ from gcs_ha.cluster_ops import ClusterView, combine_answers
 from gcs_ha.consensus.api import ReplicaStatusInfo
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.ray_tls import RayTls, aio_channel
-from gcs_ha.server.admin_service import member_to_proto, status_to_proto
+from gcs_ha.server.services.admin_service import member_to_proto, status_to_proto
 
 ASK_TIMEOUT_S = 0.5
 CACHE_S = 1.0

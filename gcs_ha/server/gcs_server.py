@@ -1,43 +1,14 @@
 """GcsServer: Ray's GCS server lifecycle, driven by leadership (a LeadershipListener).
 
-Promotion (`on_serving(term)`, after the replica's barrier of `term` is applied), one unit:
-  1. read every table once into `GcsInitData`, from the local LMDB without read barriers
-     (`tables`, see below);
-  2. learn the cluster id (made and stored by the first leader ever) and write the
-     GCS-owned KV keys that must exist before Ray's first call;
-  3. start the managers in the order they were added (`Manager.start(init)`);
-  4. serve: the gRPC health service says SERVING, Ray's calls reach the typed servicers;
-  5. run the after-serving hooks as background tasks of the term (gcs_pid now; later
-     NotifyGCSRestart / ReleaseUnused* to every ALIVE raylet and raylet health checks
-     with a grace period: add them with `add_after_serving`).
-A step that fails stops what was started, is logged, and the promotion is retried with
-backoff while the term lasts: a leader never serves half started.
-
-Demotion (`on_demoted()`), one unit: stop serving at once (health NOT_SERVING, Ray's
-calls routed elsewhere), cancel the promotion if it is still running and the term's
-hooks, then stop every manager whose start was called, in reverse order. Transitions
-are serialised: a promotion starts only after the previous demotion finished.
-
-Reads without barriers: `tables` is a GcsTableStorage over the replica's store with
-its read barrier off (writes are unchanged: replicated, acknowledged after commit).
-On the serving leader local LMDB holds every entry committed before its term (the
-promotion barrier) and every write it acknowledged since, so a local read returns what
-a barrier read would, one Raft round trip sooner. The only difference is a deposed
-leader that has not noticed yet (at most `leader_fallback_s`, 0.6 s): it could read stale
-data, exactly as stale as the managers' in-memory state, and it cannot commit a write.
-The internal KV keeps its own read barrier (its reads go to storage on every call).
-
-Every replica also watches who leads (`LeaderView`, the replica's status polled every
-`poll_s`): forwarding uses it, a follower learns the cluster id from the leader once,
-and the health service's "gcs-ha.forwarding" says whether this replica can answer
-Ray's calls now (serving, or a leader is known to forward to). The overall status ""
-is SERVING on the serving leader only, so load balancers that health-check prefer it.
+Promotion (`on_serving`) reads the init data, starts the managers in order and serves;
+demotion (`on_demoted`) stops serving at once and stops the managers in reverse. It
+publishes the health service's "" and "gcs-ha.forwarding". Following the leader and
+routing Ray's calls are routing.py's. Steps and decisions: server/DESIGN.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -48,97 +19,23 @@ from grpc_health.v1 import health_pb2
 # installed type stubs do not declare `health.aio`.
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
-from gcs_ha import unsafe
-from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo
-from gcs_ha.consensus.replicated_store import ReplicatedStoreClient
-from gcs_ha.errors import GcsHaError, UnavailableError
+from gcs_ha.consensus.api import Replica
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData, Manager
 from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import cluster_id as cid
-from gcs_ha.server.forwarding import (
-    HOLD_S,
-    Forwarder,
-    ForwardingInterceptor,
-    Interceptor,
-    LeaderChannel,
-    RoutingState,
-    outbound_marker,
-)
-from gcs_ha.server.leader_history import LeaderHistory
-from gcs_ha.server.parse_guard import ParseGuardInterceptor
-from gcs_ha.server.token_auth import TokenAuthInterceptor
-from gcs_ha.storage.store_client import StoreClient
+from gcs_ha.server.forwarding import HOLD_S
+from gcs_ha.server.routing import POLL_S, Routing
 from gcs_ha.storage.tables import GcsTableStorage
 
 log = logging.getLogger(__name__)
 
 HEALTH_OVERALL = ""
 HEALTH_FORWARDING = "gcs-ha.forwarding"
-POLL_S = 0.05
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 5.0
 STOP_TIMEOUT_S = 10.0  # a manager's stop that takes longer is logged and left behind
-FETCH_EVERY_S = 0.5
 
 AfterServing = Callable[[GcsInitData], Coroutine[Any, Any, None]]
-
-
-def without_read_barrier(store: StoreClient) -> StoreClient:
-    """A view of `store` whose reads skip the replicated store's read barrier (the
-    module docstring says why that is safe for the managers); other stores as they are."""
-    if isinstance(store, ReplicatedStoreClient):
-        return store.without_read_barrier()
-    return store
-
-
-class LeaderView:
-    """Who leads, as this replica sees it (refreshed from the replica's status)."""
-
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
-        self.leader_node_id: str | None = None
-        self.is_self = False
-        self.address: str | None = None  # the leader's GCS address when it is another replica
-        self.term = 0
-        self.has_quorum = False  # this replica hears from a majority (Raft's view)
-        self.closed = False
-        self._changed = asyncio.Event()
-
-    def refresh(self) -> bool:
-        """Read the replica's status; True when the leader changed."""
-        try:
-            status: ReplicaStatusInfo | None = self._replica.status()
-        except GcsHaError:
-            status = None
-        seen = _leader_of(status)
-        self.term = status.term if status is not None else self.term
-        self.has_quorum = status is not None and status.has_quorum
-        changed = seen != (self.leader_node_id, self.is_self, self.address)
-        self.leader_node_id, self.is_self, self.address = seen
-        return changed
-
-    def notify(self) -> None:
-        """Wake every call waiting in `next_change`."""
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
-
-    async def next_change(self, timeout: float) -> None:
-        """Wait for the next refresh or serving change, at most `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), max(timeout, 0.0))
-
-
-def _leader_of(status: ReplicaStatusInfo | None) -> tuple[str | None, bool, str | None]:
-    """(leader node id, whether it is this replica, its GCS address if another one)."""
-    if status is None:
-        return None, False, None
-    leader = status.leader_node_id
-    if status.role == ROLE_LEADER or (leader is not None and leader == status.node_id):
-        return status.node_id, True, None
-    if leader is None:
-        return None, False, None
-    address = next((m.gcs_address for m in status.members if m.node_id == leader), "")
-    return leader, False, address or None
 
 
 class _Health:
@@ -165,11 +62,6 @@ class _Health:
         await self._servicer.set(service, status.SERVING if serving else status.NOT_SERVING)
 
 
-def _with_local_kv_get(answers: Callable[[str], bool]) -> Callable[[str], bool]:
-    """The unsafe follower-reads switch: InternalKVGet is answered wherever it arrives."""
-    return lambda method: method == unsafe.KV_GET_METHOD or answers(method)
-
-
 class GcsServer:
     """Promotes and demotes the GCS managers with leadership; routes Ray's calls."""
 
@@ -189,34 +81,17 @@ class GcsServer:
         self.replica = replica
         self.ray_auth = ray_auth or RayAuth()
         self.ray_tls = ray_tls
-        self.cluster_id = cid.ClusterId()
-        self.view = LeaderView(replica)
-        self.leader_history = LeaderHistory()
-        self._node_id = node_id
-        self._poll_s = poll_s
-        self._channels = LeaderChannel(ray_tls)
-        state = RoutingState(
+        self.routing = Routing(
+            replica,
+            node_id,
             serving=self.is_serving,
-            leader_is_self=lambda: self.view.is_self,
-            leader_address=lambda: self.view.address,
-            closed=lambda: self.view.closed,
-            next_change=self.view.next_change,
+            on_refresh=self._update_forwarding_health,
+            hold_s=hold_s,
+            poll_s=poll_s,
+            ray_auth=self.ray_auth,
+            ray_tls=ray_tls,
         )
-        answers_locally: Callable[[str], bool] = self.cluster_id.answers_locally
-        if unsafe.follower_reads():
-            answers_locally = _with_local_kv_get(answers_locally)
-        self.forwarder = Forwarder(node_id, self._channels)
-        forwarding = ForwardingInterceptor(state, self.forwarder, answers_locally, hold_s)
-        # Server interceptors, outermost first: give them to grpc.aio.server(...).
-        token: list[Interceptor] = (
-            [TokenAuthInterceptor(self.ray_auth)] if self.ray_auth.enabled else []
-        )
-        self.interceptors = [
-            *token,
-            cid.ClusterIdInterceptor(self.cluster_id),
-            forwarding,
-            ParseGuardInterceptor(),
-        ]
+        self.cluster_id = self.routing.cluster_id  # learned at promotion, or from the leader
         self._health = _Health(health)
         self._managers: list[Manager] = []
         self._after_serving: list[AfterServing] = [self._write_gcs_pid]
@@ -226,9 +101,6 @@ class GcsServer:
         self._promotion: asyncio.Task[None] | None = None
         self._transition: asyncio.Task[None] | None = None
         self._term_tasks = BackgroundTasks("gcs-term")
-        self._watch: asyncio.Task[None] | None = None
-        self._fetch: asyncio.Task[None] | None = None
-        self._next_fetch = 0.0
         self._stopped = False
 
     # -- building (before start) -------------------------------------------------------
@@ -238,7 +110,7 @@ class GcsServer:
         """The managers' tables (reads local, no barrier); available once the replica
         has started."""
         if self._tables is None:
-            self._tables = GcsTableStorage(without_read_barrier(self.replica.store))
+            self._tables = GcsTableStorage(self.replica.store_without_read_barrier())
         return self._tables
 
     def add_manager(self, manager: Manager) -> None:
@@ -264,12 +136,7 @@ class GcsServer:
         alive."""
         if self._stopped:
             return False
-        if self.is_serving():
-            return True
-        address = self.view.address
-        return (
-            address is not None and self.view.has_quorum and self._channels.reachable(address)
-        )
+        return self.is_serving() or self.routing.can_forward()
 
     @property
     def serving_term(self) -> int | None:
@@ -286,20 +153,16 @@ class GcsServer:
         status = self.replica.status()
         if status.serving:  # promoted before we listened; no event can interleave here
             self.on_serving(status.term)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_leader(), name="gcs-watch")
+        self.routing.start()
 
     async def stop(self) -> None:
         """Stop serving and every manager; route nothing more (process shutdown)."""
         self.on_demoted()
         self._stopped = True
-        self.view.closed = True
-        self.view.notify()
-        for task in (self._watch, self._fetch):
-            if task is not None:
-                task.cancel()
+        self.routing.close()
         if self._transition is not None:
             await asyncio.wait([self._transition])
-        await self._channels.close()
+        await self.routing.close_channels()
 
     # -- LeadershipListener ------------------------------------------------------------
 
@@ -383,56 +246,10 @@ class GcsServer:
             log.info("GCS serving as leader of term %d", term)
         self._health.set(HEALTH_OVERALL, term is not None)
         self._update_forwarding_health()
-        self.view.notify()
+        self.routing.view.notify()
 
     async def _write_gcs_pid(self, init: GcsInitData) -> None:
         await cid.write_gcs_pid(self.tables.internal_kv)
 
-    # -- following the leader ----------------------------------------------------------
-
     def _update_forwarding_health(self) -> None:
         self._health.set(HEALTH_FORWARDING, self.can_answer())
-
-    async def _watch_leader(self) -> None:
-        while True:
-            try:
-                self._follow_leader()
-            except Exception:  # keep following; a failure here must not stop routing
-                log.exception("following the GCS leader failed")
-            self.view.notify()
-            await asyncio.sleep(self._poll_s)
-
-    def _follow_leader(self) -> None:
-        view = self.view
-        changed = view.refresh()
-        self.leader_history.observe(view.leader_node_id if view.has_quorum else None, view.term)
-        if changed:
-            log.info("GCS leader: %s", view.leader_node_id or "none")
-            if view.address != self._channels.address:
-                self._channels.retire()
-        address = self.view.address
-        if address is not None:
-            self._channels.get(address)  # connect early; notice a dead leader early
-            self._maybe_fetch_cluster_id(address)
-        self._update_forwarding_health()
-
-    def _maybe_fetch_cluster_id(self, address: str) -> None:
-        """A follower that does not know the cluster id yet asks the leader (at most one
-        request at a time, every FETCH_EVERY_S)."""
-        loop = asyncio.get_running_loop()
-        busy = self._fetch is not None and not self._fetch.done()
-        if self.cluster_id.value is not None or busy or loop.time() < self._next_fetch:
-            return
-        self._next_fetch = loop.time() + FETCH_EVERY_S
-        self._fetch = loop.create_task(self._fetch_cluster_id(address), name="gcs-cluster-id")
-
-    async def _fetch_cluster_id(self, address: str) -> None:
-        try:
-            channel = self._channels.get(address)
-            metadata = (*outbound_marker(self._node_id), *self.ray_auth.metadata())
-            value = await cid.fetch_from_leader(channel, metadata)
-            self.cluster_id.learn(value)
-        except UnavailableError as exc:
-            log.debug("cluster id not learned yet: %s", exc)
-        except Exception:
-            log.exception("learning the cluster id from the leader at %s failed", address)

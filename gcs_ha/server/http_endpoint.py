@@ -131,12 +131,13 @@ class HttpEndpoint:
     def status_doc(self) -> dict[str, Any]:
         """What /status answers (JSON)."""
         status = self._status()
+        changes = self._gcs.routing.leader_history.recent()
         doc: dict[str, Any] = {
             "replica": status_dict(status),
             "leader": leader_doc(status),
             "serving": self._gcs.is_serving(),
             "ready": self._gcs.can_answer(),
-            "leader_changes": [dataclasses.asdict(c) for c in self._gcs.leader_history.recent()],
+            "leader_changes": [dataclasses.asdict(c) for c in changes],
             "time": time.time(),
         }
         use, error = self._store_use()
@@ -151,7 +152,7 @@ class HttpEndpoint:
             node_id=status.node_id,
             cluster_name=status.cluster_name,
             view=view,
-            changes=self._gcs.leader_history.recent(),
+            changes=self._gcs.routing.leader_history.recent(),
             store=use,
             store_error=error,
             ready=self._gcs.can_answer(),

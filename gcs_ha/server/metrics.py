@@ -104,14 +104,14 @@ class ReplicaStateCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_server_leader_changes_seen",
             "leaders this replica has seen (each new leader or term)",
-            value=gcs.leader_history.changes_seen,
+            value=gcs.routing.leader_history.changes_seen,
         )
         forwarded = CounterMetricFamily(
             f"{PREFIX}_server_forwarded_calls",
             "Ray calls forwarded to the leader, by method (each attempt)",
             labels=["grpc_method"],
         )
-        for method, count in sorted(gcs.forwarder.forwarded.items()):
+        for method, count in sorted(gcs.routing.forwarder.forwarded.items()):
             forwarded.add_metric([method.rpartition("/")[2]], count)
         yield forwarded
 

@@ -49,12 +49,12 @@ from gcs_ha.proto import admin_pb2_grpc
 from gcs_ha.ray_auth import RayAuth
 from gcs_ha.ray_tls import RayTls
 from gcs_ha.server import assembly
-from gcs_ha.server.admin_service import AdminService
 from gcs_ha.server.forwarding import MAX_MESSAGE_BYTES
 from gcs_ha.server.gcs_server import GcsServer
 from gcs_ha.server.handoff import HANDOFF_TIMEOUT_S, hand_off
 from gcs_ha.server.http_endpoint import HttpEndpoint
 from gcs_ha.server.metrics import ReplicaMetrics
+from gcs_ha.server.services.admin_service import AdminService
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class ReplicaProcess:
             )
             metrics = ReplicaMetrics(replica, gcs)
             server = grpc.aio.server(
-                options=GRPC_SERVER_OPTIONS, interceptors=[metrics.rpc, *gcs.interceptors]
+                options=GRPC_SERVER_OPTIONS, interceptors=[metrics.rpc, *gcs.routing.interceptors]
             )
             _bind(server, self._listen or cfg.gcs_address, self._ray_tls)
             http = HttpEndpoint(replica, gcs, metrics)

@@ -1,4 +1,4 @@
-"""GcsActorManager over a real in-memory store, with real raylet and core-worker client
+"""ActorManager over a real in-memory store, with real raylet and core-worker client
 pools talking to scripted grpc.aio raylets and workers on loopback
 (gcs_ha.testing.actor_fakes), the real function, runtime env and worker managers, and a
 recording publisher.
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from gcs_ha.errors import AlreadyExistsError, InvalidStateError, NotFoundError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_manager import ActorDeps, ActorFilters, GcsActorManager
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.manager import ActorDeps, ActorFilters, ActorManager
 from gcs_ha.managers.function_manager import FUN_NAMESPACE, FunctionManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
@@ -34,8 +34,8 @@ from gcs_ha.proto.ray.common_pb2 import (
 )
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, GcsNodeInfo, JobTableData, WorkerTableData
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (
@@ -84,7 +84,7 @@ class Env:
             self.runtime_envs,
         )
         options = {"lease_retry_s": 0.02, "create_retry_s": 0.02, "rng": random.Random(3)}
-        self.actors = GcsActorManager(deps, scheduler_options=options, owner_retry_s=0.05)
+        self.actors = ActorManager(deps, scheduler_options=options, owner_retry_s=0.05)
         self.workers.add_worker_dead_listener(self.actors.on_worker_dead)
         self.raylets: list[FakeRaylet] = []
         self.owner: FakeWorker | None = None

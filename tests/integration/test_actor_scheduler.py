@@ -1,4 +1,4 @@
-"""GcsActorScheduler against real grpc.aio raylets and core workers on loopback.
+"""ActorScheduler against real grpc.aio raylets and core workers on loopback.
 
 The raylets and workers (tests/actor_fakes.py) stand in for Ray's processes and are
 scripted per test; the scheduler, with the real raylet and core-worker client pools, a
@@ -14,15 +14,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_node_selection import select_forwarding_node
-from gcs_ha.managers.actor_scheduler import (
+from gcs_ha.managers.actors.gcs_actor import DEAD, PENDING_CREATION, GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.node_selection import select_forwarding_node
+from gcs_ha.managers.actors.scheduler import (
     NIL_ACTOR_ID,
     NO_NODES_MESSAGE,
-    GcsActorScheduler,
+    ActorScheduler,
     SchedulerHandlers,
 )
-from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, GcsActor
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.common_pb2 import (
     LABEL_OPERATOR_IN,
@@ -32,8 +32,8 @@ from gcs_ha.proto.ray.common_pb2 import (
 from gcs_ha.proto.ray.core_worker_pb2 import PushTaskReply
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.actor_fakes import (
@@ -64,7 +64,7 @@ class Env:
         self.created: list[tuple[GcsActor, PushTaskReply]] = []
         self.failed: list[tuple[bytes, int, str]] = []
         self.raylets: list[FakeRaylet] = []
-        self.scheduler = GcsActorScheduler(
+        self.scheduler = ActorScheduler(
             self.nodes,
             self.views,
             self.raylets_pool,

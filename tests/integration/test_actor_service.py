@@ -19,12 +19,12 @@ from typing import Any
 
 import grpc.aio
 
-from gcs_ha.managers.actor_manager import ActorDeps, GcsActorManager
+from gcs_ha.managers.actors.manager import ActorDeps, ActorManager
 from gcs_ha.managers.function_manager import FunctionManager
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import GcsNodeManager
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.node_manager import NodeManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.managers.runtime_env_manager import RuntimeEnvManager
 from gcs_ha.managers.worker_manager import WorkerManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
@@ -32,9 +32,9 @@ from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray.common_pb2 import JobConfig
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, JobTableData
 from gcs_ha.proto.ray.node_manager_pb2 import RequestWorkerLeaseReply
-from gcs_ha.server.actor_service import mount
-from gcs_ha.server.core_worker_clients import GrpcCoreWorkerClientPool
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.core_workers import GrpcCoreWorkerClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
+from gcs_ha.server.services.actor_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
@@ -68,12 +68,12 @@ class Gcs:
     tables: GcsTableStorage
     pool: GrpcRayletClientPool
     core_workers: GrpcCoreWorkerClientPool
-    nodes: GcsNodeManager
-    resources: GcsResourceManager
+    nodes: NodeManager
+    resources: ResourceManager
     functions: FunctionManager
     runtime_envs: RuntimeEnvManager
     workers: WorkerManager
-    actors: GcsActorManager
+    actors: ActorManager
 
     @classmethod
     def over(cls, store: StoreClient) -> Gcs:
@@ -81,8 +81,8 @@ class Gcs:
         publisher = RecordingPublisher()
         pool = GrpcRayletClientPool()
         core_workers = GrpcCoreWorkerClientPool()
-        nodes = GcsNodeManager(tables, publisher, pool, GcsHealthCheckManager(pool, 60.0))
-        resources = GcsResourceManager(None)
+        nodes = NodeManager(tables, publisher, pool, HealthCheckManager(pool, 60.0))
+        resources = ResourceManager(None)
         functions = FunctionManager(tables.internal_kv)
         runtime_envs = RuntimeEnvManager(tables.internal_kv, restart_pin_s=0)
         workers = WorkerManager(tables, publisher)
@@ -90,7 +90,7 @@ class Gcs:
             tables, publisher, nodes, resources, pool, core_workers, functions, runtime_envs
         )
         options = {"lease_retry_s": 0.05, "create_retry_s": 0.05}
-        actors = GcsActorManager(deps, scheduler_options=options)
+        actors = ActorManager(deps, scheduler_options=options)
         nodes.add_node_added_listener(resources.on_node_added)
         nodes.add_node_removed_listener(resources.on_node_dead)
         nodes.set_in_use_providers(workers=actors.workers_in_use)

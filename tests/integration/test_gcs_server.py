@@ -194,8 +194,8 @@ def test_leadership_moves_managers_with_it(tmp_path: Path) -> None:
             assert of(events, other) == ["a.start", "b.start", "serving"]
             assert servers[other].cluster_id.value == servers[first].cluster_id.value
             # The former leader sees the new one (within a status poll or two).
-            await until(lambda: servers[first].view.leader_node_id == other)
-            assert servers[first].view.address == configs[int(other[1:])].gcs_address
+            await until(lambda: servers[first].routing.view.leader_node_id == other)
+            assert servers[first].routing.view.address == configs[int(other[1:])].gcs_address
             await until_health(servers[first], HEALTH_FORWARDING, SERVING)
             assert await health(servers[first], HEALTH_OVERALL) == NOT_SERVING
 

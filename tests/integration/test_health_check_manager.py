@@ -1,4 +1,4 @@
-"""GcsHealthCheckManager against real grpc.aio health servers on loopback.
+"""HealthCheckManager against real grpc.aio health servers on loopback.
 
 The servers stand in for raylets (grpc.health.v1 Check with service = node id hex); the
 health-check manager is what is tested. Periods are short (tens of ms) and every wait
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.testing.fake_raylet import FakeRaylet
 from gcs_ha.testing.polling import until
 
@@ -51,7 +51,7 @@ class Deaths:
 
 def manager(
     pool: GrpcRayletClientPool, deaths: Deaths, **overrides: float
-) -> GcsHealthCheckManager:
+) -> HealthCheckManager:
     params: dict[str, Any] = {
         "initial_delay_s": 0.02,
         "period_s": 0.03,
@@ -59,7 +59,7 @@ def manager(
         "failure_threshold": 3,
     }
     params.update(overrides)
-    return GcsHealthCheckManager(pool, deaths, **params)
+    return HealthCheckManager(pool, deaths, **params)
 
 
 def run(body: Callable[[GrpcRayletClientPool, Deaths], Awaitable[None]]) -> None:
@@ -223,9 +223,9 @@ def test_remove_node_and_stop_cancel_checks(port: int) -> None:
 def test_rejects_bad_parameters() -> None:
     pool = GrpcRayletClientPool()
     with pytest.raises(ValueError):
-        GcsHealthCheckManager(pool, failure_threshold=0)
+        HealthCheckManager(pool, failure_threshold=0)
     with pytest.raises(ValueError):
-        GcsHealthCheckManager(pool, period_s=-1)
+        HealthCheckManager(pool, period_s=-1)
 
 
 @pytest.mark.timeout(60)

@@ -40,14 +40,14 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     TaskStateUpdate,
     WorkerTableData,
 )
-from gcs_ha.server import (
+from gcs_ha.server.clients.core_workers import CoreWorkerDriverProbe
+from gcs_ha.server.services import (
     event_export_service,
     job_service,
     runtime_env_service,
     task_service,
     worker_service,
 )
-from gcs_ha.server.job_service import CoreWorkerDriverProbe
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage

@@ -1,4 +1,4 @@
-"""GcsNodeManager over a real in-memory store, with real grpc.aio raylet stand-ins.
+"""NodeManager over a real in-memory store, with real grpc.aio raylet stand-ins.
 
 The raylets (gcs_ha.testing.fake_raylet: NodeManagerService + grpc health on loopback)
 and the recording publisher stand in for Ray's processes and the pubsub manager; the
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from gcs_ha.errors import InvalidRequestError, UnavailableError, UnknownOutcomeError
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.node_manager import NodeManager
 from gcs_ha.managers.node_states import HEALTH_DEATH_MESSAGE
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.autoscaler_pb2 import DRAIN_NODE_REASON_PREEMPTION, DrainNodeRequest
@@ -26,7 +26,7 @@ from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, NodeSnapshot
 from gcs_ha.proto.ray.gcs_service_pb2 import GetAllNodeInfoRequest
 from gcs_ha.proto.ray.ray_syncer_pb2 import ResourceViewSyncMessage
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.fake_raylet import FakeRaylet
@@ -94,9 +94,9 @@ class Env:
         self.pool = GrpcRayletClientPool()
         params: dict[str, Any] = {"initial_delay_s": 0.02, "period_s": 0.03, "timeout_s": 1.0}
         params.update(health)
-        self.health = GcsHealthCheckManager(self.pool, failure_threshold=3, **params)
+        self.health = HealthCheckManager(self.pool, failure_threshold=3, **params)
         self.now_ms = 1_000
-        self.nodes = GcsNodeManager(
+        self.nodes = NodeManager(
             self.tables, self.publisher, self.pool, self.health, clock_ms=lambda: self.now_ms
         )
 
@@ -288,7 +288,7 @@ def test_a_raylet_that_stops_answering_dies_by_health_check() -> None:
 
 def test_dead_nodes_beyond_the_cap_are_evicted() -> None:
     async def body(env: Env) -> None:
-        env.nodes = GcsNodeManager(
+        env.nodes = NodeManager(
             env.tables, env.publisher, env.pool, env.health, max_dead_nodes=2
         )
         for n in (1, 2, 3):

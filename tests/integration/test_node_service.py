@@ -19,17 +19,17 @@ import grpc.aio
 import pytest
 
 from gcs_ha.errors import UnknownOutcomeError
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.node_manager import NodeManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import NodeDeathInfo
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.server.cluster_id import ClusterId
-from gcs_ha.server.node_service import NodeInfoDeps, mount
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.services.node_service import NodeInfoDeps, mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
@@ -75,7 +75,7 @@ class FlakyStore(InMemoryStoreClient):
 class Gcs:
     """A node manager served on a grpc.aio server, and a client stub to it."""
 
-    nodes: GcsNodeManager
+    nodes: NodeManager
     publisher: RecordingPublisher
     stub: pb_grpc.NodeInfoGcsServiceStub
     address: str
@@ -87,8 +87,8 @@ async def serving(store: StoreClient, port: int) -> AsyncIterator[Gcs]:
     tables = GcsTableStorage(store)
     publisher = RecordingPublisher()
     pool = GrpcRayletClientPool()
-    health = GcsHealthCheckManager(pool, initial_delay_s=3600.0)
-    nodes = GcsNodeManager(tables, publisher, pool, health)
+    health = HealthCheckManager(pool, initial_delay_s=3600.0)
+    nodes = NodeManager(tables, publisher, pool, health)
     cluster_id = ClusterId()
     cluster_id.learn(CLUSTER_ID)
     init = await GcsInitData.load(tables)

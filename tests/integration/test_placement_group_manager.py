@@ -17,9 +17,9 @@ import pytest
 
 from gcs_ha.errors import InvalidRequestError, NotFoundError
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager, NameTakenError
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.placement_groups.manager import NameTakenError, PlacementGroupManager
+from gcs_ha.managers.placement_groups.scheduler import PlacementGroupScheduler
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.proto.ray.common_pb2 import (
     PACK,
     SPREAD,
@@ -34,7 +34,7 @@ from gcs_ha.proto.ray.gcs_pb2 import (
     PlacementGroupStats,
     PlacementGroupTableData,
 )
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 from gcs_ha.testing.fake_raylet import FakeRaylet, bundle_key, node_info
@@ -91,10 +91,10 @@ def spec(
 class Env:
     store: InMemoryStoreClient
     tables: GcsTableStorage
-    resources: GcsResourceManager
+    resources: ResourceManager
     pool: GrpcRayletClientPool
-    scheduler: GcsPlacementGroupScheduler
-    manager: GcsPlacementGroupManager
+    scheduler: PlacementGroupScheduler
+    manager: PlacementGroupManager
     raylets: dict[int, FakeRaylet] = field(default_factory=dict)
     jobs: dict[bytes, str] = field(default_factory=dict)
 
@@ -133,12 +133,12 @@ class Env:
 
 def build(env_store: InMemoryStoreClient, jobs: dict[bytes, str], **scheduler_args: Any) -> Env:
     tables = GcsTableStorage(env_store)
-    resources = GcsResourceManager(None)
+    resources = ResourceManager(None)
     pool = GrpcRayletClientPool()
     args: dict[str, Any] = {"cancel_interval_s": 0.1, "greet_wait_s": 0.2}
     args.update(scheduler_args)
-    scheduler = GcsPlacementGroupScheduler(resources, pool, **args)
-    manager = GcsPlacementGroupManager(
+    scheduler = PlacementGroupScheduler(resources, pool, **args)
+    manager = PlacementGroupManager(
         tables, scheduler, resources, namespace_of=lambda job: jobs.get(job, ""), tick_s=0.1
     )
     return Env(env_store, tables, resources, pool, scheduler, manager, jobs=jobs)

@@ -15,19 +15,19 @@ from typing import Any
 
 import grpc.aio
 
-from gcs_ha.managers.health_check_manager import GcsHealthCheckManager
+from gcs_ha.managers.health_check_manager import HealthCheckManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.node_manager import GcsNodeManager
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
-from gcs_ha.managers.placement_group_scheduler import GcsPlacementGroupScheduler
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.node_manager import NodeManager
+from gcs_ha.managers.placement_groups.manager import PlacementGroupManager
+from gcs_ha.managers.placement_groups.scheduler import PlacementGroupScheduler
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.proto.ray import pubsub_pb2
 from gcs_ha.proto.ray.common_pb2 import PACK, STRICT_SPREAD, JobConfig, PlacementGroupSpec
 from gcs_ha.proto.ray.gcs_pb2 import JobTableData, PlacementGroupTableData
-from gcs_ha.server.outbound import GrpcRayletClientPool
-from gcs_ha.server.placement_group_service import mount
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
+from gcs_ha.server.services.placement_group_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.store_client import StoreClient
 from gcs_ha.storage.tables import GcsTableStorage
@@ -79,19 +79,19 @@ class Gcs:
 
     tables: GcsTableStorage
     pool: GrpcRayletClientPool
-    nodes: GcsNodeManager
-    resources: GcsResourceManager
-    groups: GcsPlacementGroupManager
+    nodes: NodeManager
+    resources: ResourceManager
+    groups: PlacementGroupManager
 
     @classmethod
     def over(cls, store: StoreClient) -> Gcs:
         tables = GcsTableStorage(store)
         pool = GrpcRayletClientPool()
-        health = GcsHealthCheckManager(pool, initial_delay_s=60.0)
-        nodes = GcsNodeManager(tables, DroppingPublisher(), pool, health)
-        resources = GcsResourceManager(None)
-        scheduler = GcsPlacementGroupScheduler(resources, pool, cancel_interval_s=0.1)
-        groups = GcsPlacementGroupManager(tables, scheduler, resources, tick_s=0.1)
+        health = HealthCheckManager(pool, initial_delay_s=60.0)
+        nodes = NodeManager(tables, DroppingPublisher(), pool, health)
+        resources = ResourceManager(None)
+        scheduler = PlacementGroupScheduler(resources, pool, cancel_interval_s=0.1)
+        groups = PlacementGroupManager(tables, scheduler, resources, tick_s=0.1)
         nodes.add_node_added_listener(resources.on_node_added)
         nodes.add_node_removed_listener(resources.on_node_dead)
         nodes.add_node_added_listener(groups.on_node_added)

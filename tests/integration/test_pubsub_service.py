@@ -18,7 +18,7 @@ from gcs_ha.managers.pubsub_manager import Plane, PubsubManager, publish_actor, 
 from gcs_ha.proto.ray import gcs_pb2, pubsub_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.server.pubsub_service import mount
+from gcs_ha.server.services.pubsub_service import mount
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.storage.tables import GcsTableStorage
 

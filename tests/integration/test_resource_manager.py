@@ -1,8 +1,8 @@
-"""GcsResourceManager and GcsAutoscalerStateManager over a real store and real raylet stand-ins.
+"""ResourceManager and AutoscalerStateManager over a real store and real raylet stand-ins.
 
 The raylets are real grpc.aio NodeManagerService servers on loopback answering
 GetResourceLoad, DrainRaylet and ResizeLocalResourceInstances; the managers reach them
-through a small real client pool (the production pool is gcs_ha.server.outbound's).
+through a small real client pool (the production pool is gcs_ha.server.clients.raylets's).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from gcs_ha.errors import InvalidRequestError, NotFoundError, UnavailableError
 from gcs_ha.managers.autoscaler_state_manager import (
     AUTOSCALER_NAMESPACE,
     CLUSTER_CONFIG_KEY,
-    GcsAutoscalerStateManager,
+    AutoscalerStateManager,
     parse_label_selector,
 )
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.proto.ray import autoscaler_pb2 as asc
 from gcs_ha.proto.ray.common_pb2 import (
     STRICT_SPREAD,
@@ -45,7 +45,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessage,
     ResourceViewSyncMessage,
 )
-from gcs_ha.server.outbound import GrpcRayletClientPool
+from gcs_ha.server.clients.raylets import GrpcRayletClientPool
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
@@ -105,12 +105,12 @@ def view_message(node_id: bytes, version: int, **fields: Any) -> RaySyncMessage:
     )
 
 
-# -- GcsResourceManager ----------------------------------------------------------------
+# -- ResourceManager ----------------------------------------------------------------
 
 
 def test_start_seeds_alive_nodes_from_registration_and_remembers_dead_ones() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         dead = node(C, state=GcsNodeInfo.DEAD)
         await resources.start(GcsInitData(nodes={A: node(A), B: node(B), C: dead}))
         assert sorted(resources.alive_nodes()) == [A, B]
@@ -129,7 +129,7 @@ def test_start_seeds_alive_nodes_from_registration_and_remembers_dead_ones() -> 
 
 def test_views_update_availability_drain_state_and_activity() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         seen: list[bytes] = []
         resources.add_view_listener(lambda node_id, _view: seen.append(node_id))
         await resources.start(GcsInitData(nodes={A: node(A), B: node(B)}))
@@ -167,7 +167,7 @@ def test_latest_view_is_read_in_place_and_copied_only_for_whole_records() -> Non
     record when they are asked, so they always agree with what the schedulers saw."""
 
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         await resources.start(GcsInitData(nodes={A: node(A)}))
 
         def usage_of_a() -> ResourcesData:
@@ -212,7 +212,7 @@ def test_latest_view_is_read_in_place_and_copied_only_for_whole_records() -> Non
 
 def test_resource_usage_sums_demand_by_shape_and_carries_pg_load() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         await resources.start(GcsInitData(nodes={A: node(A), B: node(B)}))
         selector = LabelSelector(
             label_constraints=[
@@ -268,7 +268,7 @@ def test_resource_usage_sums_demand_by_shape_and_carries_pg_load() -> None:
 
 def test_node_added_and_dead_hooks() -> None:
     async def body() -> None:
-        resources = GcsResourceManager(max_dead_nodes=1)
+        resources = ResourceManager(max_dead_nodes=1)
         await resources.start(GcsInitData())
         assert resources.resource_usage().batch == []
         resources.on_node_added(node(A))
@@ -288,7 +288,7 @@ def test_node_added_and_dead_hooks() -> None:
 def test_pull_fetches_loads_from_raylets_and_survives_a_dead_one() -> None:
     async def body() -> None:
         pool = raylet_pool()
-        resources = GcsResourceManager(pool, pull_period_s=0)  # rounds run by hand
+        resources = ResourceManager(pool, pull_period_s=0)  # rounds run by hand
         port_a, port_b = BASE_PORT, BASE_PORT + 1
         async with raylet(A, port_a) as ra:
             ra.load = ResourcesData(
@@ -320,7 +320,7 @@ def test_a_pulled_report_stands_in_for_the_view_until_the_syncer_sends_one() -> 
 
     async def body() -> None:
         pool = raylet_pool()
-        resources = GcsResourceManager(pool, pull_period_s=0)
+        resources = ResourceManager(pool, pull_period_s=0)
         seen: list[bytes] = []
         resources.add_view_listener(lambda node_id, _view: seen.append(node_id))
         async with raylet(A, BASE_PORT + 3) as ra:
@@ -356,7 +356,7 @@ def test_a_pulled_report_stands_in_for_the_view_until_the_syncer_sends_one() -> 
 def test_periodic_pull_runs_until_stop() -> None:
     async def body() -> None:
         pool = raylet_pool()
-        resources = GcsResourceManager(pool, pull_period_s=0.05)
+        resources = ResourceManager(pool, pull_period_s=0.05)
         async with raylet(A, BASE_PORT + 2) as ra:
             await resources.start(GcsInitData(nodes={A: node(A, BASE_PORT + 2)}))
             for _ in range(200):
@@ -373,21 +373,21 @@ def test_periodic_pull_runs_until_stop() -> None:
     run(body)
 
 
-# -- GcsAutoscalerStateManager -----------------------------------------------------------
+# -- AutoscalerStateManager -----------------------------------------------------------
 
 
 async def autoscaler(
-    resources: GcsResourceManager, pool: GrpcRayletClientPool | None = None, **kw: Any
-) -> tuple[GcsAutoscalerStateManager, InternalKv]:
+    resources: ResourceManager, pool: GrpcRayletClientPool | None = None, **kw: Any
+) -> tuple[AutoscalerStateManager, InternalKv]:
     kv = InternalKv(InMemoryStoreClient())
-    manager = GcsAutoscalerStateManager(resources, kv, pool, **kw)
+    manager = AutoscalerStateManager(resources, kv, pool, **kw)
     await manager.start(GcsInitData())
     return manager, kv
 
 
 def test_cluster_resource_state_node_states() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         alive_c = node(C, instance_id="i-c", node_type_name="worker", labels={"zone": "a"})
         init = GcsInitData(nodes={A: node(A), B: node(B, state=GcsNodeInfo.DEAD), C: alive_c})
         await resources.start(init)
@@ -423,7 +423,7 @@ def test_cluster_resource_state_node_states() -> None:
 
 def test_cluster_resource_state_demand_gangs_and_constraints() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         await resources.start(GcsInitData(nodes={A: node(A), B: node(B)}))
         for node_id, demands in (
             (A, [demand(1, ready=2, backlog=1)]),
@@ -493,7 +493,7 @@ def test_label_selector_parsing() -> None:
 
 def test_autoscaling_state_reports_and_cluster_config() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         await resources.start(GcsInitData())
         manager, kv = await autoscaler(resources, session_name="s1")
         manager.report_autoscaling_state(asc.AutoscalingState(autoscaler_state_version=5))
@@ -515,7 +515,7 @@ def test_autoscaling_state_reports_and_cluster_config() -> None:
 def test_drain_node() -> None:
     async def body() -> None:
         pool = raylet_pool()
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         port = BASE_PORT + 3
         preempted: list[bytes] = []
         accepted: list[bytes] = []
@@ -559,7 +559,7 @@ def test_drain_node() -> None:
 def test_resize_raylet_resource_instances() -> None:
     async def body() -> None:
         pool = raylet_pool()
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         port = BASE_PORT + 5
         async with raylet(A, port):
             await resources.start(GcsInitData(nodes={A: node(A, port), B: node(B, BASE_PORT + 6)}))

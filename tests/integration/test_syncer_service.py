@@ -20,9 +20,9 @@ import grpc.aio
 import pytest
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
+from gcs_ha.managers.autoscaler_state_manager import AutoscalerStateManager
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.managers.syncer_hub import SyncerHub
 from gcs_ha.proto.ray import autoscaler_pb2 as asc
 from gcs_ha.proto.ray import autoscaler_pb2_grpc as asc_grpc
@@ -38,7 +38,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessageBatch,
     ResourceViewSyncMessage,
 )
-from gcs_ha.server import autoscaler_service, resource_service, syncer_service
+from gcs_ha.server.services import autoscaler_service, resource_service, syncer_service
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient
 from gcs_ha.testing.fake_raylet import FakeRaylet, node_info
@@ -103,8 +103,8 @@ class LoadPool:
 @dataclass
 class Gcs:
     hub: SyncerHub
-    resources: GcsResourceManager
-    autoscaler: GcsAutoscalerStateManager
+    resources: ResourceManager
+    autoscaler: AutoscalerStateManager
     beats: list[bytes] = field(default_factory=list)
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
@@ -128,11 +128,11 @@ class Gcs:
 @contextlib.asynccontextmanager
 async def gcs(pull_period_s: float = 0) -> AsyncIterator[Gcs]:
     pool = LoadPool()
-    resources = GcsResourceManager(pool, pull_period_s=pull_period_s)
+    resources = ResourceManager(pool, pull_period_s=pull_period_s)
     beats: list[bytes] = []
     hub = SyncerHub(receiver=resources, heartbeat=beats.append)
     kv = InternalKv(InMemoryStoreClient())
-    state = GcsAutoscalerStateManager(resources, kv, session_name="session_t")
+    state = AutoscalerStateManager(resources, kv, session_name="session_t")
     server = grpc.aio.server()
     syncer_service.mount(server, hub)
     resource_service.mount(server, resources)

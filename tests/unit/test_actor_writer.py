@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 
 from gcs_ha.errors import GcsHaError, NotLeaderError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_writer import ActorWriter
-from gcs_ha.managers.gcs_actor import GcsActor
+from gcs_ha.managers.actors.gcs_actor import GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.writer import ActorWriter
 from gcs_ha.managers.manager import BackgroundTasks
 from gcs_ha.storage.internal_kv import InternalKv
 from gcs_ha.storage.memory import InMemoryStoreClient

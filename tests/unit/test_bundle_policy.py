@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gcs_ha.managers.bundle_policy import (
+from gcs_ha.managers.placement_groups.bundle_policy import (
     BundleRequest,
     NodeResources,
     Placement,

@@ -1,7 +1,7 @@
 """SyncerHub: relay, snapshot, version dropping, heartbeats, dead nodes, stream lifecycle.
 
 The hub is driven through its stream interface (what the gRPC servicer uses); the
-receiver is the real GcsResourceManager. Streams over real gRPC are in
+receiver is the real ResourceManager. Streams over real gRPC are in
 tests/integration/test_syncer_service.py.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from gcs_ha.errors import UnavailableError
 from gcs_ha.managers.manager import GcsInitData
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.managers.syncer_hub import GCS_NODE_ID, SyncerHub, SyncStream
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.proto.ray.ray_syncer_pb2 import (
@@ -68,7 +68,7 @@ def node(node_id: bytes, state: int = GcsNodeInfo.ALIVE) -> GcsNodeInfo:
 
 async def started_hub(
     beats: list[bytes] | None = None,
-    receiver: GcsResourceManager | None = None,
+    receiver: ResourceManager | None = None,
     init: GcsInitData | None = None,
 ) -> SyncerHub:
     hub = SyncerHub(receiver=receiver, heartbeat=None if beats is None else beats.append)
@@ -120,7 +120,7 @@ def test_new_stream_gets_a_snapshot_of_the_other_nodes() -> None:
 
 def test_stale_versions_are_dropped_and_not_relayed() -> None:
     async def body() -> None:
-        resources = GcsResourceManager()
+        resources = ResourceManager()
         await resources.start(GcsInitData(nodes={A: node(A)}))
         hub = await started_hub(receiver=resources)
         a, b = hub.connect(A), hub.connect(B)

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from gcs_ha.managers.actor_manager import SETTINGS as ACTOR_SETTINGS
-from gcs_ha.managers.actor_registry import ActorRegistry
+from gcs_ha.managers.actors.manager import SETTINGS as ACTOR_SETTINGS
+from gcs_ha.managers.actors.registry import ActorRegistry
 from gcs_ha.managers.node_manager import SETTINGS as NODE_SETTINGS
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.managers.worker_manager import SETTINGS as WORKER_SETTINGS
 
@@ -39,7 +39,7 @@ def test_values_are_scaled_checked_and_missing_ones_kept(caplog: pytest.LogCaptu
 
 
 def test_managers_take_rays_settings() -> None:
-    resources = GcsResourceManager()
+    resources = ResourceManager()
     resources.apply_system_config(
         {
             "gcs_pull_resource_loads_period_milliseconds": 500,

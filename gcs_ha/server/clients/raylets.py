@@ -1,31 +1,14 @@
-"""Outbound calls from the GCS to raylets: Ray's RayletClientPool over grpc.aio channels.
-
-The managers call raylets only through `gcs_ha.managers.ports.RayletClientPool`; this is
-its implementation. One channel per node, made on first use from the node's
-`node_manager_address:node_manager_port` and kept until `forget(node_id)` (the node died)
-or `stop()` (this replica stops leading). A node whose address changed gets a new channel.
-
-Every call has a deadline except RequestWorkerLease (a raylet answers a lease once a
-worker started, which may take long; retrying a lease still queued would lease twice). A
-raylet that cannot be reached, answers with a gRPC error or runs out of time raises
-`UnavailableError` naming the node and the method; callers decide whether to retry.
+"""Outbound calls from the GCS to raylets: Ray's RayletClientPool (the managers' port
+`gcs_ha.managers.ports.RayletClientPool`), one method per NodeManagerService call and the
+health check, over the channel pool (channels.py), one channel per node. Every call has
+a deadline except RequestWorkerLease (a retried lease still queued would lease twice).
 ReleaseUnusedActorWorkers and ReleaseUnusedBundles record, per term, that the node got
-them (`wait_actor_workers_released`, `wait_bundles_released`): the actor and placement
-group schedulers hold their first lease or reservation on a node until then.
+them (`wait_actor_workers_released`, `wait_bundles_released`). A Manager ("raylet_client_pool"):
+added first, it stops last and closes every channel.
 
-The health check (grpc.health.v1 `Check` with service = the node id in hex,
-ray-gcs-contract.md section 9) returns False for an answer other than SERVING; a
-raylet restarted on the same port under a new id answers NOT_FOUND, which is a gRPC error
-and so raises UnavailableError too: both count as a failed check.
-
-Calls to Ray's NodeManagerService carry the `ray_cluster_id` metadata when the cluster id
-is known (as Ray's GCS clients do; a raylet accepts a call without it).
-
-The pool is also a Manager (name "raylet_client_pool"): added first, it stops last and
-closes every channel, which fails calls still in flight.
-
-Errors: UnavailableError (above); InvalidRequestError for a bundle that is not a
-`common_pb2.Bundle`.
+Errors: UnavailableError (unreachable, a gRPC error, out of time; a health check answered
+NOT_FOUND by a raylet restarted under a new id too); InvalidRequestError for a bundle
+that is not a `common_pb2.Bundle`.
 """
 
 from __future__ import annotations
@@ -34,26 +17,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gcs_ha.errors import InvalidRequestError, UnavailableError
+from gcs_ha.errors import InvalidRequestError
 from gcs_ha.managers.manager import GcsInitData
 from gcs_ha.proto.ray import node_manager_pb2 as nm
 from gcs_ha.proto.ray import node_manager_pb2_grpc as nm_grpc
 from gcs_ha.proto.ray.common_pb2 import ActorDeathCause, Bundle, LeaseSpec
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 from gcs_ha.ray_auth import RayAuth
-from gcs_ha.ray_tls import RayTls, aio_channel
+from gcs_ha.ray_tls import RayTls
+from gcs_ha.server.clients.channels import MAX_MESSAGE_BYTES, ChannelPool, Conn, unavailable
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # Ray's max_grpc_message_size
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -64,29 +48,21 @@ CHANNEL_OPTIONS = [
     # A new raylet on a dead one's address must not share its subchannel in backoff.
     ("grpc.use_local_subchannel_pool", 1),
 ]
-CLUSTER_ID_METADATA = "ray_cluster_id"
-
-Reply = TypeVar("Reply", bound=Message)
 
 
-def call_metadata(
-    cluster_id_hex: Callable[[], str | None] | None, auth: RayAuth
-) -> tuple[tuple[str, str], ...]:
-    """The metadata of a call to a raylet or core worker: the cluster id once known, and
-    Ray's token in token mode."""
-    cluster_hex = cluster_id_hex() if cluster_id_hex is not None else None
-    token = auth.metadata()
-    return ((CLUSTER_ID_METADATA, cluster_hex), *token) if cluster_hex else token
+@dataclass(frozen=True)
+class _Stubs:
+    """One raylet's stubs."""
+
+    node_manager: Any
+    health: health_pb2_grpc.HealthStub
 
 
-class _Conn:
-    """One raylet's channel and stubs."""
-
-    def __init__(self, address: str, tls: RayTls | None) -> None:
-        self.address = address
-        self.channel = aio_channel(address, tls, CHANNEL_OPTIONS)
-        self.node_manager = nm_grpc.NodeManagerServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+def _stubs(channel: grpc.aio.Channel) -> _Stubs:
+    return _Stubs(
+        node_manager=nm_grpc.NodeManagerServiceStub(channel),  # type: ignore[no-untyped-call]
+        health=health_pb2_grpc.HealthStub(channel),
+    )
 
 
 class GrpcRayletClientPool:
@@ -101,12 +77,8 @@ class GrpcRayletClientPool:
     ) -> None:
         """`auth`: Ray's token, sent on every call in token mode (gcs_ha.ray_auth);
         `tls`: Ray's TLS settings, the channels are TLS when given (gcs_ha.ray_tls)."""
-        self._cluster_id_hex = cluster_id_hex
-        self._auth = auth or RayAuth()
-        self._tls = tls
+        self._pool = ChannelPool(CHANNEL_OPTIONS, _stubs, cluster_id_hex, auth, tls)
         self._timeout_s = call_timeout_s
-        self._conns: dict[bytes, _Conn] = {}
-        self._closing: set[asyncio.Task[None]] = set()
         self._released: dict[bytes, asyncio.Event] = {}  # this term's actor worker releases
         self._bundles_released: dict[bytes, asyncio.Event] = {}  # this term's bundle releases
 
@@ -123,10 +95,7 @@ class GrpcRayletClientPool:
 
     async def stop(self) -> None:
         """Close every channel (calls in flight fail) and wait for the closes."""
-        conns, self._conns = list(self._conns.values()), {}
-        await asyncio.gather(*(conn.channel.close(None) for conn in conns))
-        if self._closing:
-            await asyncio.wait(list(self._closing))
+        await self._pool.close()
 
     # -- the RayletClientPool port -----------------------------------------------------
 
@@ -135,11 +104,11 @@ class GrpcRayletClientPool:
         conn = self._conn(node)
         request = health_pb2.HealthCheckRequest(service=node.node_id.hex())
         try:
-            reply = await conn.health.Check(
-                request, timeout=timeout_s, metadata=self._auth.metadata()
+            reply = await conn.stubs.health.Check(
+                request, timeout=timeout_s, metadata=self._pool.auth.metadata()
             )
         except grpc.aio.AioRpcError as exc:
-            raise _unavailable(node, "health check", exc) from exc
+            raise unavailable(f"health check to {_peer(node)}", conn.address, exc) from exc
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def notify_gcs_restart(self, node: GcsNodeInfo) -> None:
@@ -285,52 +254,30 @@ class GrpcRayletClientPool:
 
     def forget(self, node_id: bytes) -> None:
         """Drop the node's channel (closed in the background)."""
-        conn = self._conns.pop(bytes(node_id), None)
-        if conn is not None:
-            self._close_later(conn)
+        self._pool.drop(node_id)
 
     # -- internals ---------------------------------------------------------------------
 
     def address_of(self, node_id: bytes) -> str | None:
         """The address of the node's cached channel, if any (for tests and logs)."""
-        conn = self._conns.get(bytes(node_id))
+        conn = self._pool.get(node_id)
         return None if conn is None else conn.address
 
-    def _conn(self, node: GcsNodeInfo) -> _Conn:
+    def _conn(self, node: GcsNodeInfo) -> Conn[_Stubs]:
         address = f"{node.node_manager_address}:{node.node_manager_port}"
-        node_id = bytes(node.node_id)
-        conn = self._conns.get(node_id)
-        if conn is not None and conn.address == address:
-            return conn
-        if conn is not None:
-            self._close_later(conn)
-        conn = self._conns[node_id] = _Conn(address, self._tls)
-        return conn
+        return self._pool.conn(node.node_id, address)
 
     async def _call(
         self, node: GcsNodeInfo, method: str, request: Message, *, deadline: bool = True
     ) -> Any:
         """Call NodeManagerService.`method` on the node's raylet with the pool's deadline
         (or none)."""
-        rpc = getattr(self._conn(node).node_manager, method)
+        conn = self._conn(node)
+        rpc = getattr(conn.stubs.node_manager, method)
         timeout = self._timeout_s if deadline else None
-        try:
-            return await rpc(request, timeout=timeout, metadata=self._metadata())
-        except grpc.aio.AioRpcError as exc:
-            raise _unavailable(node, method, exc) from exc
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return call_metadata(self._cluster_id_hex, self._auth)
-
-    def _close_later(self, conn: _Conn) -> None:
-        task = asyncio.get_running_loop().create_task(conn.channel.close(None))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        what = f"{method} to {_peer(node)}"
+        return await self._pool.call(conn, rpc, request, timeout_s=timeout, what=what)
 
 
-def _unavailable(node: GcsNodeInfo, what: str, exc: grpc.aio.AioRpcError) -> UnavailableError:
-    where = f"{node.node_manager_address}:{node.node_manager_port}"
-    return UnavailableError(
-        f"{what} to raylet {node.node_id.hex()[:12]} at {where}: "
-        f"{exc.code().name} {exc.details() or ''}".rstrip()
-    )
+def _peer(node: GcsNodeInfo) -> str:
+    return f"raylet {node.node_id.hex()[:12]}"

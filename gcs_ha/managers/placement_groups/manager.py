@@ -1,41 +1,10 @@
 """The placement group manager (Ray's GcsPlacementGroupManager): the placement group
-table, the queue of groups waiting for nodes, and the group lifecycle.
-
-States (PlacementGroupTableData.state), each stored before it is acted on:
-  PENDING      created (CreatePlacementGroup), no bundle placed yet;
-  PREPARED     every bundle of the attempt reserved on its raylet (the scheduler's
-               durable point; a new leader commits them again);
-  CREATED      every bundle committed; WaitPlacementGroupUntilReady returns;
-  RESCHEDULING some bundles lost their node (it died, or a commit failed): those are
-               placed again, the others stay where they are;
-  REMOVED      RemovePlacementGroup, or the creator (job, and actor) is gone for a
-               group that is not detached; the record stays in the table.
-
-Up to `max_attempts` groups are scheduled at once (Ray schedules one at a time; every
-attempt here waits for Raft writes, so attempts overlap to share them through group
-commit): a background loop takes the next group due from the pending queue and runs one
-`GcsPlacementGroupScheduler.schedule` attempt for it in a task of its own. The
-scheduler chooses nodes synchronously and deducts what it chose from its view before it
-awaits anything, so overlapping attempts never count the same free resources twice; a
-group is never in two attempts at once (one that comes due again meanwhile waits). A
-FAILED attempt is retried with Ray's backoff (100 ms, x1.5, at most 1 s); an INFEASIBLE
-group waits until a node is added; a group rescheduled after a node death goes first.
-Every `tick_s` the pending groups are reported to the resource manager (the autoscaler's
-pending gang requests) and the queue is woken.
-
-Failover (`start`, from GcsInitData): REMOVED groups are only kept for reads; PREPARED
-groups are committed again first; PENDING and RESCHEDULING groups are queued; bundles of
-CREATED and RESCHEDULING groups are the scheduler's committed index and, with the
-PREPARED ones, the bundles every raylet must keep (ReleaseUnusedBundles: everything else
-an old leader reserved is freed). A bundle stored on a node that is no longer ALIVE loses
-its node (a CREATED group becomes RESCHEDULING; written in the background). Groups
-whose creator job is dead are removed, as Ray's GCS does at restart.
-
-Replays are harmless: CreatePlacementGroup of a known id (even a removed one) succeeds
-without change, RemovePlacementGroup of a removed or unknown group succeeds. Writes made
-by the scheduling loop (PREPARED, CREATED, RESCHEDULING) are retried until they land or
-the manager stops (a full record put is idempotent); client calls' writes fail the call
-(the client replays it).
+table, the queue of groups waiting for nodes (`pending_queue`), and the group lifecycle
+(PENDING, PREPARED, CREATED, RESCHEDULING, REMOVED, each stored before it is acted on).
+A background loop runs up to `max_attempts` `PlacementGroupScheduler.schedule` attempts
+at once, a group never in two; every `tick_s` the pending groups are reported to the
+resource manager (the autoscaler's gang requests). `start` is Ray's GCS restart path.
+States, failover, replays: placement_groups/DESIGN.md.
 
 Errors: InvalidRequestError (a placement group id that is not 18 bytes), NameTakenError
 (an InvalidStateError: a live group has the name in the namespace; Ray's Invalid), NotFoundError
@@ -62,10 +31,10 @@ from gcs_ha.errors import (
 )
 from gcs_ha.futures import settle_all
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
-from gcs_ha.managers.placement_group_queue import PendingQueue
-from gcs_ha.managers.placement_group_scheduler import (
+from gcs_ha.managers.placement_groups.pending_queue import PendingQueue
+from gcs_ha.managers.placement_groups.scheduler import (
     Attempt,
-    GcsPlacementGroupScheduler,
+    PlacementGroupScheduler,
     Result,
     index_of,
     is_placed,
@@ -108,13 +77,13 @@ class LoadSink(Protocol):
     def update_placement_group_load(self, load: PlacementGroupLoad | None) -> None: ...
 
 
-class GcsPlacementGroupManager:
+class PlacementGroupManager:
     """Placement groups: the table, the queue, the lifecycle (a Manager)."""
 
     def __init__(
         self,
         tables: GcsTableStorage,
-        scheduler: GcsPlacementGroupScheduler,
+        scheduler: PlacementGroupScheduler,
         load_sink: LoadSink | None = None,
         *,
         namespace_of: Callable[[bytes], str] = lambda job_id: "",

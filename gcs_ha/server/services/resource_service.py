@@ -1,4 +1,4 @@
-"""Ray's NodeResourceInfoGcsService on gcs-ha: a thin servicer over the GcsResourceManager.
+"""Ray's NodeResourceInfoGcsService on gcs-ha: a thin servicer over the ResourceManager.
 
 GetAllAvailableResources / GetAllTotalResources (`ray.available_resources()`,
 `ray.cluster_resources()`), GetAllResourceUsage (the autoscaler monitor, every 5 s) and
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc.aio
 
-from gcs_ha.managers.resource_manager import GcsResourceManager
+from gcs_ha.managers.resource_manager import ResourceManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.ray_call import Context, ray_call
@@ -19,7 +19,7 @@ from gcs_ha.server.ray_call import Context, ray_call
 class NodeResourceInfoService(pb_grpc.NodeResourceInfoGcsServiceServicer):
     """The four NodeResourceInfoGcsService calls."""
 
-    def __init__(self, manager: GcsResourceManager) -> None:
+    def __init__(self, manager: ResourceManager) -> None:
         self._resources = manager
 
     async def GetAllAvailableResources(
@@ -57,7 +57,7 @@ class NodeResourceInfoService(pb_grpc.NodeResourceInfoGcsServiceServicer):
         return await ray_call(context, pb.GetDrainingNodesReply(), handle)
 
 
-def mount(server: grpc.aio.Server, manager: GcsResourceManager) -> None:
+def mount(server: grpc.aio.Server, manager: ResourceManager) -> None:
     """Serve ray.rpc.NodeResourceInfoGcsService on `server` through `manager`."""
     servicer = NodeResourceInfoService(manager)
     pb_grpc.add_NodeResourceInfoGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -1,36 +1,12 @@
 """The placement group scheduler (Ray's GcsPlacementGroupScheduler): nodes for a group's
-unplaced bundles, reserved on the raylets in two phases.
-
-One attempt (`schedule`) for one group:
-  1. choose nodes with `bundle_policy.place` over the cluster resource view (the resource
-     manager's, fed by the syncer), less what this scheduler reserved and the raylets
-     have not reported yet (a deduction, dropped at the node's next view after the
-     reservation settled, or after `hold_s`);
-  2. PrepareBundleResources on every chosen node, concurrently, each node's bundles in one
-     call; if any node refuses or cannot be reached, the prepared ones are cancelled
-     (RemovePlacementGroupBundles, in the background, up to 5 tries 1 s apart) and the
-     attempt FAILED;
-  3. `persist(locations)`: the manager stores the group PREPARED with the bundles' nodes
-     (the durable point: a new leader finishes from here by committing again);
-  4. CommitBundleResources per node, concurrently. Bundles whose commit failed are
-     cancelled where their node still lives and reported `uncommitted`.
-A group stored PREPARED (a leader died between 3 and 4) is committed again, without
-choosing anew. Bundles that are committed are indexed by node (`bundles_on_node`,
-`remove_node` when a node dies); `destroy` cancels a group's committed and in-flight
-bundles and makes its in-flight attempt end CANCELLED, cancelling whatever it still
-prepared or committed after that.
-
-Failover (ray-gcs-contract.md 10): `reset` is given the bundles the table says are placed
-(CREATED and RESCHEDULING groups) and the PREPARED groups. The nodes ALIVE at that moment
-get ReleaseUnusedBundles with exactly those bundles (`bundles_in_use`; the node manager
-sends it when serving begins), so a raylet frees whatever an old leader reserved that
-the table does not name. Nothing is prepared on such a node before that release ended
-(else it could free the new reservation): the scheduler waits for the raylet pool to
-report it (`wait_bundles_released`) and, if none came within `greet_wait_s` (no node
-manager greeted the node), sends the release itself. PREPARED groups are committed at
-once: their bundles are in the list. Until a node known at `reset` sends its first
-resource view, its view is the registration's (all free), so it is not a candidate
-either.
+unplaced bundles, reserved on the raylets in two phases. One attempt (`schedule`): choose
+nodes (`bundle_policy.place` over the resource view, less this scheduler's reservations
+the raylets have not reported yet), PrepareBundleResources per node, `persist` (the
+manager stores PREPARED: the durable point), CommitBundleResources per node. Committed
+bundles are indexed by node (`bundles_on_node`, `remove_node`); `destroy` cancels a
+group's bundles and its attempt. `reset` (at start) takes the bundles the table names
+and holds prepares on a node until its ReleaseUnusedBundles ended (`greet_wait_s`).
+Mechanism and decisions: placement_groups/DESIGN.md.
 
 Errors: none of its own. Raylet failures (UnavailableError) are outcomes, not errors;
 `persist` may raise (the attempt then ends without cancelling what was prepared: the
@@ -48,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gcs_ha.errors import UnavailableError
-from gcs_ha.managers.bundle_policy import (
+from gcs_ha.managers.manager import BackgroundTasks
+from gcs_ha.managers.placement_groups.bundle_policy import (
     BundleRequest,
     NodeResources,
     Status,
@@ -56,7 +33,6 @@ from gcs_ha.managers.bundle_policy import (
     fixed_subset,
     place,
 )
-from gcs_ha.managers.manager import BackgroundTasks
 from gcs_ha.managers.resource_manager import NodeView
 from gcs_ha.proto.ray.common_pb2 import STRICT_SPREAD, Bundle
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, PlacementGroupTableData
@@ -74,7 +50,7 @@ Persist = Callable[[dict[int, bytes]], Awaitable[bool]]
 
 
 class BundleRaylets(Protocol):
-    """The raylet calls of placement (gcs_ha.server.outbound implements them)."""
+    """The raylet calls of placement (gcs_ha.server.clients.raylets implements them)."""
 
     async def prepare_bundle_resources(
         self, node: GcsNodeInfo, bundles: Sequence[Bundle]
@@ -158,7 +134,7 @@ def index_of(bundle: Bundle) -> int:
     return int(bundle.bundle_id.bundle_index)
 
 
-class GcsPlacementGroupScheduler:
+class PlacementGroupScheduler:
     """Chooses nodes and reserves bundles on raylets; see the module docstring."""
 
     def __init__(

@@ -1,5 +1,5 @@
 """Ray's PlacementGroupInfoGcsService on gcs-ha: a thin servicer over the
-GcsPlacementGroupManager.
+PlacementGroupManager.
 
 Errors travel as in every Ray service here (gcs_ha.server.ray_call): InvalidRequestError
 (a malformed id) as InvalidArgument, NotFoundError (waiting on a removed group) as
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import grpc.aio
 
-from gcs_ha.managers.placement_group_manager import GcsPlacementGroupManager
+from gcs_ha.managers.placement_groups.manager import PlacementGroupManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.ray_call import Context, ray_call
@@ -25,7 +25,7 @@ from gcs_ha.server.ray_call import Context, ray_call
 class PlacementGroupInfoService(pb_grpc.PlacementGroupInfoGcsServiceServicer):
     """The six PlacementGroupInfoGcsService methods."""
 
-    def __init__(self, manager: GcsPlacementGroupManager) -> None:
+    def __init__(self, manager: PlacementGroupManager) -> None:
         self._groups = manager
 
     async def CreatePlacementGroup(
@@ -84,7 +84,7 @@ class PlacementGroupInfoService(pb_grpc.PlacementGroupInfoGcsServiceServicer):
         return await ray_call(context, pb.WaitPlacementGroupUntilReadyReply(), handle)
 
 
-def mount(server: grpc.aio.Server, manager: GcsPlacementGroupManager) -> PlacementGroupInfoService:
+def mount(server: grpc.aio.Server, manager: PlacementGroupManager) -> PlacementGroupInfoService:
     """Serve PlacementGroupInfoGcsService of `manager` on `server`."""
     servicer = PlacementGroupInfoService(manager)
     pb_grpc.add_PlacementGroupInfoGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -1,54 +1,15 @@
 """The actor scheduler (Ray's GcsActorScheduler): gets a worker for an actor and runs its
-constructor there.
+constructor there, one background attempt per actor incarnation: choose a raylet
+(`node_selection`), write the lease intent (`lease_intents`), RequestWorkerLease
+(spillback, rejection, cancellation; RPC errors retried every `lease_retry_s`), store the
+worker, PushTask the creation task (retried every `create_retry_s`). Attempts are indexed
+per node and worker so the manager can cancel them (`cancel_on_node`, `cancel_on_worker`,
+`cancel_on_leasing`); a worker granted to a cancelled attempt is killed (KillLocalActor).
+At `start` it takes over a previous leader's lease intents. Mechanism and failover:
+actors/DESIGN.md, "Scheduling" and "Failover".
 
-One scheduling attempt per actor incarnation, run as a background task:
-
-  1. choose the forwarding raylet (`actor_node_selection`); none ALIVE: the manager's
-     failure handler gets SCHEDULING_FAILED (it retries when a node registers);
-  2. write the lease intent (`actor_lease_intents`), then RequestWorkerLease with the
-     LeaseSpec built from the creation task (grant_or_reject false; true on a spillback
-     target, as in Ray). The reply says:
-       - spillback (retry_at_raylet_address): lease again at that raylet if ALIVE, else
-         choose again;
-       - rejected: choose again;
-       - canceled: the failure handler gets the raylet's failure type and message;
-       - granted: step 3.
-     An RPC error retries at the same raylet every `lease_retry_s` (Ray's
-     gcs_lease_worker_retry_interval_ms = 200), after a best-effort CancelWorkerLease of
-     the request that may have arrived;
-  3. record the worker (address, pid, resource mapping) and persist the actor record
-     (the manager's `persist`), then PushTask the creation task to the worker, retried
-     every `create_retry_s` (gcs_create_actor_retry_interval_ms = 200) until the worker
-     answers; the success handler gets the reply (the manager makes the actor ALIVE).
-
-Actors being leased are indexed per node, actors being created per node and worker
-(Ray's node_to_actors_when_leasing_ / node_to_workers_when_creating_). The manager
-cancels through those indexes when a node or worker dies or the actor is killed
-(`cancel_on_node`, `cancel_on_worker`, `cancel_on_leasing`): the attempt is marked
-cancelled at once and its task ends at its next step; a worker granted or created for a
-cancelled attempt is killed (KillLocalActor) so that no lease leaks.
-
-Failover (Ray's GCS restart path): `start` takes over the lease intents a previous
-leader left. An actor still waiting for a worker (PENDING_CREATION or RESTARTING) asks
-again for its old lease first: the same lease id at the same raylet, which Ray's raylet
-answers with the worker it already granted, or joins to the request it still queues
-(lease ids make RequestWorkerLease idempotent). Without that, a lease granted just as
-leadership moved held its worker for good: ReleaseUnusedActorWorkers frees only workers
-that host an actor, and that one never got its constructor (scripts/ray_churn.py found
-it). The other intents are cancelled (CancelWorkerLease, before any
-ReleaseUnusedActorWorkers, since `start` runs before the new leader serves); the ones no
-resumed actor asked for, once the manager resumed them (`drop_unadopted`). Then the
-manager reschedules its in-flight actors: an actor that already has a leased worker
-(`reschedule`) is looked up on that worker first (GetCoreWorkerStats: Ray's core worker
-crashes on a second creation task, so a constructor the previous leader pushed is waited
-for, not pushed again) and pushed only if the worker does not host it; the others lease
-anew. Leases to a node that was ALIVE at `start` wait until the node manager's
-ReleaseUnusedActorWorkers to that node has finished (Ray's
-nodes_of_releasing_unused_workers_): a worker granted before it would be released.
-
-Errors: none raised to callers; RPC failures are retried as above, store failures of the
-intent and record writes are retried at the same pace, and an attempt ends quietly when
-its manager stops.
+Errors: none raised to callers; RPC and store failures are retried, and an attempt ends
+quietly when its manager stops.
 """
 
 from __future__ import annotations
@@ -65,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents, LeaseIntent
-from gcs_ha.managers.actor_node_selection import select_forwarding_node
-from gcs_ha.managers.gcs_actor import DEAD, PENDING_CREATION, RESTARTING, GcsActor
+from gcs_ha.managers.actors.gcs_actor import DEAD, PENDING_CREATION, RESTARTING, GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents, LeaseIntent
+from gcs_ha.managers.actors.node_selection import select_forwarding_node
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.ports import CoreWorkerClientPool, RayletClientPool
 from gcs_ha.managers.resource_manager import NodeView
@@ -131,7 +92,7 @@ class _Attempt:
         self.wake.set()
 
 
-class GcsActorScheduler:
+class ActorScheduler:
     """Leases workers and pushes creation tasks; see the module docstring."""
 
     def __init__(

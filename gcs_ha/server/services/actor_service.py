@@ -1,4 +1,4 @@
-"""Ray's ActorInfoGcsService on gcs-ha: a thin servicer over the GcsActorManager.
+"""Ray's ActorInfoGcsService on gcs-ha: a thin servicer over the ActorManager.
 
 Errors travel as in every Ray service here (gcs_ha.server.ray_call): InvalidRequestError
 as InvalidArgument, AlreadyExistsError as AlreadyExists (a name taken), InvalidStateError
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import grpc.aio
 
-from gcs_ha.managers.actor_manager import ActorFilters, GcsActorManager
+from gcs_ha.managers.actors.manager import ActorFilters, ActorManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.ray_call import Context, ray_call
@@ -29,7 +29,7 @@ CANCELLED_MESSAGE = "Actor creation cancelled."
 class ActorInfoService(pb_grpc.ActorInfoGcsServiceServicer):
     """The nine ActorInfoGcsService methods."""
 
-    def __init__(self, manager: GcsActorManager) -> None:
+    def __init__(self, manager: ActorManager) -> None:
         self._actors = manager
 
     async def RegisterActor(
@@ -146,7 +146,7 @@ def _filters(request: pb.GetAllActorInfoRequest) -> ActorFilters:
     )
 
 
-def mount(server: grpc.aio.Server, manager: GcsActorManager) -> ActorInfoService:
+def mount(server: grpc.aio.Server, manager: ActorManager) -> ActorInfoService:
     """Serve ActorInfoGcsService of `manager` on `server`."""
     servicer = ActorInfoService(manager)
     pb_grpc.add_ActorInfoGcsServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

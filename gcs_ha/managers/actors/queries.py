@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gcs_ha.managers.actor_registry import ActorRegistry
-from gcs_ha.managers.gcs_actor import DEAD
+from gcs_ha.managers.actors.gcs_actor import DEAD
+from gcs_ha.managers.actors.registry import ActorRegistry
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData
 from gcs_ha.storage.tables import GcsTableStorage
 

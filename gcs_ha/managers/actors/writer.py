@@ -31,8 +31,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from gcs_ha.errors import GcsHaError
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.gcs_actor import GcsActor
+from gcs_ha.managers.actors.gcs_actor import GcsActor
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
 from gcs_ha.managers.manager import BackgroundTasks
 from gcs_ha.proto.ray.common_pb2 import TaskSpec
 from gcs_ha.storage.tables import GcsTableStorage

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from gcs_ha.managers.gcs_actor import GcsActor, hard_node_ids
+from gcs_ha.managers.actors.gcs_actor import GcsActor, hard_node_ids
 from gcs_ha.managers.resource_manager import NodeView
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo
 

@@ -9,7 +9,7 @@ driver shows in RayActorError. Pure functions of their arguments.
 
 from __future__ import annotations
 
-from gcs_ha.managers.gcs_actor import DEPENDENCIES_UNREADY, PENDING_CREATION, GcsActor
+from gcs_ha.managers.actors.gcs_actor import DEPENDENCIES_UNREADY, PENDING_CREATION, GcsActor
 from gcs_ha.proto.ray.common_pb2 import (
     NODE_OUT_OF_MEMORY,
     ActorDeathCause,

@@ -1,5 +1,5 @@
 """Ray's `ray.rpc.autoscaler.AutoscalerStateService` on gcs-ha: a thin servicer over the
-GcsAutoscalerStateManager.
+AutoscalerStateManager.
 
 Unlike the other GCS services, these replies have no `status` field (Ray answers them
 with the gRPC status alone), so a domain error ends the call with a gRPC status:
@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 
 from gcs_ha.errors import GcsHaError, InvalidRequestError, NotFoundError, UnavailableError
-from gcs_ha.managers.autoscaler_state_manager import GcsAutoscalerStateManager
+from gcs_ha.managers.autoscaler_state_manager import AutoscalerStateManager
 from gcs_ha.proto.ray import autoscaler_pb2 as pb
 from gcs_ha.proto.ray import autoscaler_pb2_grpc as pb_grpc
 from gcs_ha.server.ray_call import Context
@@ -51,7 +51,7 @@ async def autoscaler_call(context: Context, handler: Callable[[], Awaitable[R]])
 class AutoscalerStateService(pb_grpc.AutoscalerStateServiceServicer):
     """The seven AutoscalerStateService calls."""
 
-    def __init__(self, manager: GcsAutoscalerStateManager) -> None:
+    def __init__(self, manager: AutoscalerStateManager) -> None:
         self._state = manager
 
     async def GetClusterResourceState(
@@ -107,7 +107,7 @@ class AutoscalerStateService(pb_grpc.AutoscalerStateServiceServicer):
         return await autoscaler_call(context, handle)
 
 
-def mount(server: grpc.aio.Server, manager: GcsAutoscalerStateManager) -> None:
+def mount(server: grpc.aio.Server, manager: AutoscalerStateManager) -> None:
     """Serve ray.rpc.autoscaler.AutoscalerStateService on `server` through `manager`."""
     servicer = AutoscalerStateService(manager)
     pb_grpc.add_AutoscalerStateServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

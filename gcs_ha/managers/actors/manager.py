@@ -1,29 +1,8 @@
-"""The actor manager (Ray's GcsActorManager): ActorInfoGcsService, and every actor's
-lifecycle, durable in the actor table and the actor task spec table.
-
-RegisterActor stores the creation task and the DEPENDENCIES_UNREADY record, publishes
-the record on GCS_ACTOR_CHANNEL (key: actor id) and replies. CreateActor makes the actor
-PENDING_CREATION (stored with the resolved creation task, so that a new leader resumes
-it), hands it to the scheduler (`actor_scheduler`) and replies once the constructor ran
-and ALIVE is stored, or the creation was cancelled (SchedulingCancelled with the death
-cause), or the constructor raised (CreationTaskError). The transitions after that
-(restart within `max_restarts`, death causes, destruction) are `actor_lifecycle`'s;
-the indexes are `actor_registry`'s; the reads `actor_queries`'.
-
-Failover is Ray's GCS restart path (`start`, Ray's Initialize): the scheduler first
-cancels the leases the previous leader left queued; then the actors that can still live
-are loaded (not DEAD unless restartable; owned ones only while their job, or their root
-detached actor, lives), their indexes rebuilt and their references taken (exported code,
-runtime env URIs, owner polls); then PENDING_CREATION and RESTARTING actors are resumed:
-straight to PushTask when a worker was leased and stored, else leased anew (after the
-node manager's ReleaseUnusedActorWorkers, which spares `workers_in_use(node)`); and
-deaths the previous leader stored but did not act on (a node DEAD in the node table, a
-worker dead in the worker table) are handled as the listeners would have. The other
-records become the destroyed cache; task specs nobody needs are deleted.
-
-Replays are harmless: RegisterActor of a registered actor answers OK once its write is
-stored; CreateActor of an actor being created waits for that creation, of an ALIVE one
-answers at once; KillActorViaGcs of a destroyed actor answers OK; out-of-scope and
+"""The actor manager (Ray's GcsActorManager): the ActorInfoGcsService calls (register,
+create, kill, out of scope, lineage restart, reads) over every actor's lifecycle, durable
+in the actor table and the actor task spec table. The transitions are `lifecycle`'s, the
+indexes `registry`'s, the reads `queries`', scheduling `scheduler`'s; `start` is Ray's GCS
+restart path. States, failover and replays: actors/DESIGN.md. Out-of-scope and
 lineage-restart reports carry a counter that makes stale ones no-ops.
 
 Errors: InvalidRequestError (not an actor creation task, no namespace),
@@ -49,14 +28,9 @@ from gcs_ha.errors import (
     NotFoundError,
     UnavailableError,
 )
-from gcs_ha.managers import actor_death as death
-from gcs_ha.managers import actor_queries
-from gcs_ha.managers.actor_lifecycle import ActorDeps, ActorLifecycle, CreateOutcome, now_ms
-from gcs_ha.managers.actor_queries import ActorFilters, ActorPage
-from gcs_ha.managers.actor_registry import MAX_DESTROYED, ActorRegistry
-from gcs_ha.managers.actor_scheduler import GcsActorScheduler
-from gcs_ha.managers.actor_writer import WriteTask
-from gcs_ha.managers.gcs_actor import (
+from gcs_ha.managers.actors import death
+from gcs_ha.managers.actors import queries as actor_queries
+from gcs_ha.managers.actors.gcs_actor import (
     ALIVE,
     DEAD,
     DEPENDENCIES_UNREADY,
@@ -68,13 +42,18 @@ from gcs_ha.managers.gcs_actor import (
     is_restartable,
     state_name,
 )
+from gcs_ha.managers.actors.lifecycle import ActorDeps, ActorLifecycle, CreateOutcome, now_ms
+from gcs_ha.managers.actors.queries import ActorFilters, ActorPage
+from gcs_ha.managers.actors.registry import MAX_DESTROYED, ActorRegistry
+from gcs_ha.managers.actors.scheduler import ActorScheduler
+from gcs_ha.managers.actors.writer import WriteTask
 from gcs_ha.managers.manager import BackgroundTasks, GcsInitData
 from gcs_ha.managers.pubsub_manager import publish_actor, publish_error
 from gcs_ha.managers.system_config import Setting, apply_settings
 from gcs_ha.proto.ray.common_pb2 import Address, TaskSpec
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData, ErrorTableData, GcsNodeInfo, WorkerTableData
 
-__all__ = ["ActorDeps", "ActorFilters", "ActorPage", "CreateOutcome", "GcsActorManager"]
+__all__ = ["ActorDeps", "ActorFilters", "ActorManager", "ActorPage", "CreateOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +65,7 @@ SETTINGS = {  # Ray's system config
 }
 
 
-class GcsActorManager:
+class ActorManager:
     """Serves ActorInfoGcsService; see the module docstring. A Manager ("actor")."""
 
     def __init__(
@@ -114,7 +93,7 @@ class GcsActorManager:
         return "actor"
 
     @property
-    def scheduler(self) -> GcsActorScheduler:
+    def scheduler(self) -> ActorScheduler:
         return self._life.scheduler
 
     # -- lifecycle ---------------------------------------------------------------------

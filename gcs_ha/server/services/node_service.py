@@ -1,4 +1,4 @@
-"""Ray's NodeInfoGcsService on gcs-ha: a thin servicer over the GcsNodeManager.
+"""Ray's NodeInfoGcsService on gcs-ha: a thin servicer over the NodeManager.
 
 GetClusterId comes from `ClusterIdServicer` (gcs_ha.server.cluster_id), which any
 replica answers once it knows the id; every other method runs on the serving leader
@@ -17,7 +17,7 @@ from typing import Protocol
 
 import grpc.aio
 
-from gcs_ha.managers.node_manager import GcsNodeManager
+from gcs_ha.managers.node_manager import NodeManager
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.server.cluster_id import ClusterId, ClusterIdServicer
@@ -29,7 +29,7 @@ RAY_VERSION = "2.60.0"
 class NodeInfoService(ClusterIdServicer):
     """NodeInfoGcsService: GetClusterId (inherited) and the node calls."""
 
-    def __init__(self, manager: GcsNodeManager, cluster_id: ClusterId) -> None:
+    def __init__(self, manager: NodeManager, cluster_id: ClusterId) -> None:
         super().__init__(cluster_id)
         self._nodes = manager
 
@@ -100,7 +100,7 @@ class NodeInfoManagers(Protocol):
     """What `mount` needs: the node manager and this replica's cluster id."""
 
     @property
-    def node_manager(self) -> GcsNodeManager: ...
+    def node_manager(self) -> NodeManager: ...
 
     @property
     def cluster_id(self) -> ClusterId: ...
@@ -110,7 +110,7 @@ class NodeInfoManagers(Protocol):
 class NodeInfoDeps:
     """A plain NodeInfoManagers."""
 
-    node_manager: GcsNodeManager
+    node_manager: NodeManager
     cluster_id: ClusterId
 
 

@@ -20,8 +20,8 @@
   unresolved actors of the dead worker/node are destroyed (OWNER_DIED); the actors it
   ran or was creating restart (WORKER_DIED / NODE_DIED, or the constructor's exception).
 
-Every change is made in memory first, then stored (`actor_writer`), then published and
-replied to; see gcs_ha.managers.actor_manager for the whole picture.
+Every change is made in memory first, then stored (`writer`), then published and
+replied to; see gcs_ha.managers.actors.manager for the whole picture.
 """
 
 from __future__ import annotations
@@ -34,19 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gcs_ha.errors import GcsHaError, InvalidStateError
-from gcs_ha.managers import actor_death as death
-from gcs_ha.managers.actor_lease_intents import ActorLeaseIntents
-from gcs_ha.managers.actor_owner_watch import OwnerWatch
-from gcs_ha.managers.actor_registry import ActorRegistry
-from gcs_ha.managers.actor_scheduler import (
-    GcsActorScheduler,
-    NodeDirectory,
-    ResourceViews,
-    SchedulerHandlers,
-)
-from gcs_ha.managers.actor_writer import ActorWriter, WriteTask
-from gcs_ha.managers.function_manager import FunctionManager
-from gcs_ha.managers.gcs_actor import (
+from gcs_ha.managers.actors import death
+from gcs_ha.managers.actors.gcs_actor import (
     ALIVE,
     DEAD,
     DEPENDENCIES_UNREADY,
@@ -54,6 +43,17 @@ from gcs_ha.managers.gcs_actor import (
     GcsActor,
     is_restartable,
 )
+from gcs_ha.managers.actors.lease_intents import ActorLeaseIntents
+from gcs_ha.managers.actors.owner_watch import OwnerWatch
+from gcs_ha.managers.actors.registry import ActorRegistry
+from gcs_ha.managers.actors.scheduler import (
+    ActorScheduler,
+    NodeDirectory,
+    ResourceViews,
+    SchedulerHandlers,
+)
+from gcs_ha.managers.actors.writer import ActorWriter, WriteTask
+from gcs_ha.managers.function_manager import FunctionManager
 from gcs_ha.managers.manager import BackgroundTasks
 from gcs_ha.managers.ports import CoreWorkerClientPool, Publisher, RayletClientPool
 from gcs_ha.managers.pubsub_manager import publish_actor
@@ -129,7 +129,7 @@ class ActorLifecycle:
         intents = ActorLeaseIntents(deps.tables.internal_kv)
         self.writer = ActorWriter(deps.tables, intents, tasks)
         handlers = SchedulerHandlers(self._persist_granted, self.on_created, self.on_failed)
-        self.scheduler = GcsActorScheduler(
+        self.scheduler = ActorScheduler(
             deps.nodes,
             deps.views,
             deps.raylets,

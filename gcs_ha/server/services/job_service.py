@@ -1,5 +1,4 @@
-"""Ray's JobInfoGcsService on gcs-ha: a thin servicer over the JobManager, and the
-outbound NumPendingTasks probe the job manager uses to fill `is_running_tasks`.
+"""Ray's JobInfoGcsService on gcs-ha: a thin servicer over the JobManager.
 
 Errors travel as in every Ray service here (gcs_ha.server.ray_call): InvalidRequestError
 (a malformed job id, a negative limit) in the reply's status as InvalidArgument; store
@@ -12,14 +11,9 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 
-from gcs_ha.errors import UnavailableError
 from gcs_ha.managers.job_manager import JobManager
-from gcs_ha.proto.ray import core_worker_pb2, core_worker_pb2_grpc
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
-from gcs_ha.proto.ray.common_pb2 import Address
-from gcs_ha.ray_auth import RayAuth
-from gcs_ha.ray_tls import RayTls, aio_channel
 from gcs_ha.server.ray_call import Context, ray_call
 
 
@@ -68,30 +62,6 @@ class JobInfoService(pb_grpc.JobInfoGcsServiceServicer):
             reply.job_info_list.extend(jobs)
 
         return await ray_call(context, pb.GetAllJobInfoReply(), handle)
-
-
-class CoreWorkerDriverProbe:
-    """The job manager's DriverProbe: CoreWorkerService.NumPendingTasks on the driver's
-    core worker, over a channel opened for the call (the dashboard's job list is the
-    only caller, and rare; nothing to keep between calls)."""
-
-    def __init__(self, auth: RayAuth | None = None, tls: RayTls | None = None) -> None:
-        self._auth = auth or RayAuth()
-        self._tls = tls
-
-    async def num_pending_tasks(self, driver: Address, timeout_s: float) -> int:
-        target = f"{driver.ip_address}:{driver.port}"
-        try:
-            async with aio_channel(target, self._tls) as channel:
-                stub = core_worker_pb2_grpc.CoreWorkerServiceStub(channel)  # type: ignore[no-untyped-call]
-                reply = await stub.NumPendingTasks(
-                    core_worker_pb2.NumPendingTasksRequest(),
-                    timeout=timeout_s,
-                    metadata=self._auth.metadata(),
-                )
-        except grpc.aio.AioRpcError as exc:
-            raise UnavailableError(f"driver at {target}: {exc.code().name}") from exc
-        return int(reply.num_pending_tasks)
 
 
 def mount(server: grpc.aio.Server, manager: JobManager) -> JobInfoService:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from gcs_ha.managers.gcs_actor import GcsActor
+from gcs_ha.managers.actors.gcs_actor import GcsActor
 from gcs_ha.proto.ray.common_pb2 import Address
 from gcs_ha.proto.ray.gcs_pb2 import ActorTableData
 

@@ -1,0 +1,1 @@
+"""The actor wing: Ray's GcsActorManager and GcsActorScheduler (DESIGN.md beside this file)."""

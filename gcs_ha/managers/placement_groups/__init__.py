@@ -1,0 +1,2 @@
+"""The placement group wing: Ray's GcsPlacementGroupManager and GcsPlacementGroupScheduler
+(DESIGN.md beside this file)."""
