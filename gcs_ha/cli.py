@@ -34,6 +34,7 @@ from gcs_ha.admin_auth import admin_key
 from gcs_ha.admin_client import call_on_leader
 from gcs_ha.bench.commands import actors as bench_actors
 from gcs_ha.bench.commands import failover as bench_failover
+from gcs_ha.bench.commands import scale as bench_scale
 from gcs_ha.bench.commands import storage as bench_storage
 from gcs_ha.bench.kv import kv as bench_kv
 from gcs_ha.cli_config import configure
@@ -486,6 +487,7 @@ bench.add_command(bench_storage)
 bench.add_command(bench_failover)
 bench.add_command(bench_kv)
 bench.add_command(bench_actors)
+bench.add_command(bench_scale)
 cli.add_command(drill)
 cli.add_command(snapshot)
 cli.add_command(recover)

@@ -321,3 +321,98 @@ def actors(
         click.echo(line, err=as_json)
     if any("error" in row for row in rows):
         sys.exit(1)
+
+
+def _scale_systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
+    from gcs_ha.bench.kv_systems import SYSTEMS  # noqa: PLC0415
+
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(n not in SYSTEMS for n in names):
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(SYSTEMS)}")
+    return names
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
+@click.option(
+    "--systems",
+    default="ray-memory,ray-redis,gcs-ha-3",
+    show_default=True,
+    callback=_scale_systems,
+    help="Systems to measure, comma-separated: ray-memory, ray-redis, gcs-ha-1, gcs-ha-3.",
+)
+@click.option(
+    "--nodes",
+    default="50,100,250,500,1000",
+    show_default=True,
+    callback=_int_list,
+    help="Simulated node counts, comma-separated.",
+)
+@click.option("--actors", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Detached actors created at each point; 0 skips.")  # fmt: skip
+@click.option("--pgs", type=click.IntRange(min=0), default=1_000, show_default=True,
+              help="One-bundle placement groups created at each point; 0 skips.")  # fmt: skip
+@click.option("--probes", type=click.IntRange(min=1), default=20, show_default=True,
+              help="View changes timed until GetAllResourceUsage shows them.")  # fmt: skip
+@click.option("--settle", type=click.FloatRange(min=0.0), default=15.0, show_default=True,
+              help="Seconds of steady state after registration (idle CPU).")  # fmt: skip
+@click.option("--no-failover", is_flag=True, help="Skip the kill -9 of the gcs-ha leader.")
+@click.option("--nodes-per-channel", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Simulated nodes sharing one connection to the GCS.")  # fmt: skip
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=33000,
+    show_default=True,
+    help="Ray's GCS BASE, Redis BASE+1, gcs-ha gRPC BASE+10+i and Raft BASE+20+i; every "
+    "simulated node BASE+100 on its own 127.x.y.z.",
+)
+@click.option("--ip-prefix", default="127.1", show_default=True,
+              help="Simulated node i binds PREFIX.<i//250>.<i%250+1>.")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=10.0), default=600.0, show_default=True,
+              help="Seconds any one step may take before the point fails.")  # fmt: skip
+@run_dir_options("the data and every log")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@progress_option
+def scale(
+    *,
+    as_json: bool,
+    systems: tuple[str, ...],
+    nodes: tuple[int, ...],
+    actors: int,
+    pgs: int,
+    probes: int,
+    settle: float,
+    no_failover: bool,
+    nodes_per_channel: int,
+    base_port: int,
+    ip_prefix: str,
+    timeout: float,
+    data_dir: Path | None,
+    keep: bool,
+    verbose: bool,
+    progress: bool | None,
+) -> None:
+    """Simulated raylets (gcs_ha.testing.raylet_sim) against each system alone, at each
+    node count: false node deaths, view propagation, CPU and memory, actor and placement
+    group rates, and for gcs-ha a kill -9 of the leader."""
+    from gcs_ha.bench.scale import ScaleBenchConfig, render_table, run_scale_bench, step_count  # noqa: PLC0415
+
+    _setup_logging(verbose)
+    parts = ip_prefix.split(".")
+    if len(parts) != 2 or parts[0] != "127" or not parts[1].isdigit() or int(parts[1]) > 255:
+        raise click.BadParameter(f"{ip_prefix!r}: give 127.<0-255>", param_hint="--ip-prefix")
+    config = ScaleBenchConfig(
+        systems=systems, nodes=nodes, actors=actors, pgs=pgs, probes=probes, settle_s=settle,
+        failover=not no_failover, base_port=base_port, ip_prefix=ip_prefix,
+        nodes_per_channel=nodes_per_channel, timeout_s=timeout, data_dir=data_dir, keep=keep,
+    )  # fmt: skip
+    total = step_count(config)
+    try:
+        with for_command(progress, "bench scale", total, unit="points", verbose=verbose) as steps:
+            rows = run_scale_bench(config, steps)
+    except GcsHaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(rows, indent=2) if as_json else render_table(rows))
+    if any("error" in row for row in rows):
+        sys.exit(1)

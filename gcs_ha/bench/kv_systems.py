@@ -65,6 +65,7 @@ class RunningSystem:
     procs: dict[str, Process] = field(default_factory=dict)  # label -> process
     logs: dict[str, Path] = field(default_factory=dict)  # label -> its output
     roles: RoleCpu | None = None  # gcs-ha: CPU by replica role
+    cluster: ProcessCluster | None = None  # gcs-ha: the replicas (bench scale kills one)
 
     def check_alive(self) -> None:
         """UnavailableError naming the first server process that has exited."""
@@ -230,7 +231,7 @@ def _gcs_ha(name: str, base_dir: Path, base_port: int) -> Iterator[RunningSystem
             leader = cluster.wait_for_leader(timeout=START_TIMEOUT_S)
             for i in range(n):  # registrations done: no writes of the cluster's own
                 cluster.wait_for_members(n, i, timeout=START_TIMEOUT_S)
-            running = RunningSystem(name, cluster.gcs_address(leader))
+            running = RunningSystem(name, cluster.gcs_address(leader), cluster=cluster)
             for i in range(n):
                 proc = cluster.process(i)
                 assert proc is not None
