@@ -63,7 +63,8 @@ async def failover(fleet: Fleet, t_kill: float, timeout_s: float = 60.0) -> dict
         return None
 
     async def actor() -> float | None:
-        spec = workload.actor_spec(fleet, fleet.job_id or b"\x01\x00\x00\x00")
+        # 0 CPU: its lease changes no view, so `views` waits for the views as of the kill
+        spec = workload.actor_spec(fleet, fleet.job_id or b"\x01\x00\x00\x00", cpu=0.0)
         await workload.create_actor(gcs, spec, deadline_s=timeout_s)
         return time.monotonic() - t_kill
 

@@ -103,8 +103,8 @@ def actor_spec(fleet: Fleet, job_id: bytes, cpu: float = ACTOR_CPU) -> TaskSpec:
         parent_task_id=b"\x00" * 24,
         caller_id=b"\x00" * 24,
         num_returns=1,
-        required_resources={"CPU": cpu},
-        required_placement_resources={"CPU": cpu},
+        required_resources={"CPU": cpu} if cpu else {},
+        required_placement_resources={"CPU": cpu} if cpu else {},
     )
     spec.caller_address.CopyFrom(driver_address(fleet))
     descriptor = spec.function_descriptor.python_function_descriptor
