@@ -95,6 +95,7 @@ def run_scale_bench(config: ScaleBenchConfig, steps: Steps = QUIET) -> list[dict
             for n in config.nodes:
                 steps.begin(f"{name}: {n} nodes")
                 rows.append(_point(config, name, n, base / f"{name}-{n}"))
+                log.info("point: %s", json.dumps(rows[-1]))  # -v: rows survive an aborted run
                 steps.advance()
     return add_ratios(rows)
 
