@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -45,9 +45,7 @@ from gcs_ha.proto.ray.ray_syncer_pb2 import (
     RaySyncMessageBatch,
     ResourceViewSyncMessage,
 )
-
-if TYPE_CHECKING:
-    from gcs_ha.testing.raylet_sim.fleet import Fleet, GcsStubs
+from gcs_ha.testing.raylet_sim.gcs import GcsStubs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +57,15 @@ POLL_RETRY_S = 1.0
 SYNCER_PATH = "/ray.rpc.syncer.RaySyncer/StartSync"
 LIVENESS = pubsub_pb2.GCS_NODE_ADDRESS_AND_LIVENESS_CHANNEL
 Spill = Callable[[Mapping[str, float], "SimNode"], "SimNode | None"]
+
+
+class Fleet(Protocol):
+    """What a node asks of its fleet (gcs_ha.testing.raylet_sim.fleet.Fleet)."""
+
+    def stubs_for(self, index: int) -> GcsStubs: ...
+    def spill_target(self, need: Mapping[str, float], origin: SimNode) -> SimNode | None: ...
+    def report_worker(self, node: SimNode, address: Address) -> None: ...
+    def background(self, coro: Any) -> None: ...
 
 
 @dataclass

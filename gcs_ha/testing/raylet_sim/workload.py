@@ -39,7 +39,8 @@ from gcs_ha.proto.ray.common_pb2 import (
     TaskSpec,
 )
 from gcs_ha.proto.ray.gcs_pb2 import GcsNodeInfo, JobTableData
-from gcs_ha.testing.raylet_sim.fleet import Fleet, GcsStubs
+from gcs_ha.testing.raylet_sim.fleet import Fleet
+from gcs_ha.testing.raylet_sim.gcs import GcsStubs
 from gcs_ha.testing.raylet_sim.node import EPSILON, SimNode
 
 T = TypeVar("T")
