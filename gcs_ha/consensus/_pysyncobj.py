@@ -61,6 +61,11 @@ identities on the link stay the real addresses. `gcs-ha drill` puts a fault-inje
 (gcs_ha.drill.relay) on the links that way. It is read by `make_conf`, i.e. when a replica
 starts; unset (production), every connection dials the peer itself.
 
+Seams for the in-process simulation (gcs_ha/testing/raft_sim.py): `outgoing` is the step
+every transport applies to a message before it leaves (our send patches), `Transport` is
+pysyncobj's transport base class, and `simulated_time` swaps the clock and random source
+that pysyncobj and the patches read for a test's.
+
 Errors raised: InvalidRequestError (oversized command), ConfigError (bad `make_conf` input,
 a malformed GCS_HA_RAFT_DIAL), ValueError (unknown patch name; a programming error).
 """
@@ -100,6 +105,7 @@ from pysyncobj import (
     replicated_sync,
 )
 from pysyncobj.node import Node, TCPNode
+from pysyncobj.transport import Transport
 
 from gcs_ha.consensus.config import RaftTiming
 from gcs_ha.consensus.envelope import MAX_ENTRY_BYTES
@@ -128,10 +134,12 @@ __all__ = [
     "SyncObjConsumer",
     "SyncObjException",
     "TCPNode",
+    "Transport",
     "apply_patches",
     "is_enabled",
     "load_dial_map",
     "make_conf",
+    "outgoing",
     "parse_dial_map",
     "patch_enabled",
     "read_echoes",
@@ -140,6 +148,7 @@ __all__ = [
     "replicated_sync",
     "restricted_loads",
     "set_read_tag",
+    "simulated_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,7 +198,7 @@ def leader_gone_delay(self_id: str, others: Iterable[str], leader_id: str) -> fl
     """How long a follower whose link to `leader_id` closed waits before standing."""
     survivors = sorted({self_id, *others} - {leader_id})
     rank = survivors.index(self_id)
-    return LEADER_GONE_FIRST_S + rank * LEADER_GONE_SLOT_S + random.uniform(0, LEADER_GONE_JITTER_S)
+    return LEADER_GONE_FIRST_S + rank * LEADER_GONE_SLOT_S + _rng.uniform(0, LEADER_GONE_JITTER_S)
 
 
 JOINING_ATTRIBUTE: Final = "gcsha_joining"
@@ -232,6 +241,10 @@ _enabled: dict[str, bool] = dict.fromkeys(PATCHES, True)
 _lock = threading.Lock()
 # (peer host, port) -> (relay host, port) from GCS_HA_RAFT_DIAL (`load_dial_map`).
 _dial_map: dict[tuple[str, int], tuple[str, int]] = {}
+# The clock and random source of this module's timers (leader_gone, quiet_joiner,
+# untrusted_limits); `simulated_time` swaps them, and pysyncobj's, for a test's.
+_clock: Callable[[], float] = time.monotonic
+_rng: random.Random = random.Random()
 
 # Everything pysyncobj legitimately pickles onto the wire or into a log command, beyond plain
 # containers: its node classes (membership commands, status replies), and what protocol 2
@@ -317,6 +330,26 @@ def _set(name: str, enabled: bool) -> None:
     if name == "pickle5":
         # pysyncobj.pickle reads this module global on every dump (journal meta included).
         setattr(pysyncobj.pickle, "__protocol", 5 if enabled else 2)
+
+
+# --------------------------------------------------------------------------- test seam
+
+
+@contextlib.contextmanager
+def simulated_time(clock: Callable[[], float], rng: random.Random) -> Iterator[None]:
+    """Test seam (gcs_ha/testing/raft_sim.py): for the duration of the block, pysyncobj's
+    SyncObj and this module's patches read `clock` instead of time.monotonic and draw
+    their random timeouts from `rng`. Process-wide: create, tick and destroy the
+    SyncObjs inside the block, and run no other SyncObj meanwhile."""
+    global _clock, _rng
+    module = pysyncobj.syncobj
+    saved = (_clock, _rng, module.monotonicTime, module.random)
+    _clock, _rng = clock, rng
+    module.monotonicTime, module.random = clock, rng
+    try:
+        yield
+    finally:
+        _clock, _rng, module.monotonicTime, module.random = saved
 
 
 # --------------------------------------------------------------------------- pickle
@@ -462,7 +495,7 @@ def _so_on_tick(self: Any, timeToWait: float = 0.0) -> None:
     if _enabled["flush_leader_tick"] and self._SyncObj__raftState == RAFT_LEADER:
         _flush_journal(self)
     if _enabled["quiet_joiner"] and _unjoined(self):
-        self._SyncObj__raftElectionDeadline = time.monotonic() + self.conf.raftMinTimeout
+        self._SyncObj__raftElectionDeadline = _clock() + self.conf.raftMinTimeout
     _ORIG["on_tick"](self, timeToWait)
 
 
@@ -511,7 +544,7 @@ def _so_node_disconnected(self: Any, node: Any) -> None:
         others = (str(n.id) for n in self._SyncObj__otherNodes)
         delay = leader_gone_delay(str(self._SyncObj__selfNode.id), others, str(node.id))
         logger.info("the link to leader %s closed: election in %.0f ms", node, delay * 1000)
-        soon = time.monotonic() + delay
+        soon = _clock() + delay
         self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
 
 
@@ -596,15 +629,22 @@ def _follower_on_append(sync_obj: Any, node: Any, message: dict[str, Any]) -> No
         state.echo_tag = None
 
 
-def _transport_send(self: Any, node: Any, message: Any) -> bool:
-    """Flush before a durable reply leaves; put the conflict hint into a reject."""
-    sync_obj = self._syncObj
+def outgoing(sync_obj: Any, message: Any) -> Any:
+    """What every transport does to a message of `sync_obj` before it leaves: flush the
+    journal before a durable reply (an ack, a vote); put our fields on it (the B1 hint in
+    a reject, a read tag or its echo). Returns the message to send. TCPTransport.send
+    calls it; a simulated transport (gcs_ha/testing/raft_sim.py) calls it too."""
     if _enabled["flush_before_ack"] and _is_durable_reply(message):
         _flush_journal(sync_obj)
     state = _state(sync_obj)
     if state is not None:
         message = _with_patch_fields(sync_obj, state, message)
-    sent: bool = _ORIG["send"](self, node, message)
+    return message
+
+
+def _transport_send(self: Any, node: Any, message: Any) -> bool:
+    """Flush before a durable reply leaves; put the conflict hint into a reject."""
+    sent: bool = _ORIG["send"](self, node, outgoing(self._syncObj, message))
     return sent
 
 
@@ -633,7 +673,7 @@ def _transport_on_incoming(self: Any, conn: Any) -> None:
     """pysyncobj sets TCP keepalive only on sockets it connects; also on accepted ones.
     An accepted connection is untrusted until its handshake ends (``untrusted_limits``)."""
     if _enabled["untrusted_limits"]:
-        conn._gcsha_untrusted_since = time.monotonic()
+        conn._gcsha_untrusted_since = _clock()
         if len(self._unknownConnections) >= MAX_UNTRUSTED_CONNECTIONS:
             logger.warning("too many Raft connections in their handshake; closing a new one")
             conn.disconnect()
@@ -655,7 +695,7 @@ def _transport_on_incoming_message(self: Any, conn: Any, message: Any) -> None:
 def _transport_on_tick(self: Any) -> None:
     """Close accepted connections whose handshake outlived HANDSHAKE_TIMEOUT_S."""
     if _enabled["untrusted_limits"]:
-        deadline = time.monotonic() - HANDSHAKE_TIMEOUT_S
+        deadline = _clock() - HANDSHAKE_TIMEOUT_S
         for conn in list(self._unknownConnections):
             since = getattr(conn, "_gcsha_untrusted_since", None)
             if since is not None and since < deadline:

@@ -34,9 +34,11 @@ class _GcsSyncObj(ps.SyncObj):  # type: ignore[misc]
     """SyncObj with one replicated method. Keep it free of properties: pysyncobj's
     constructor inspects every attribute."""
 
-    def __init__(self, self_address: str, peers: list[str], conf: Any, sm: LmdbStateMachine):
+    def __init__(
+        self, self_address: str, peers: list[str], conf: Any, sm: LmdbStateMachine, **kw: Any
+    ):
         self._gcs_sm = sm
-        super().__init__(self_address, peers, conf)
+        super().__init__(self_address, peers, conf, **kw)
 
     @ps.replicated  # type: ignore[untyped-decorator]
     def apply_entry(self, data: bytes) -> list[pb.Result] | None:
@@ -47,16 +49,28 @@ class RaftNode:
     """Owns one SyncObj (autoTick off). Everything here runs in the consensus thread."""
 
     def __init__(
-        self, sm: LmdbStateMachine, self_address: str, peers: list[str], conf: Any
+        self,
+        sm: LmdbStateMachine,
+        self_address: str,
+        peers: list[str],
+        conf: Any,
+        *,
+        transport_class: Callable[..., Any] | None = None,
     ) -> None:
-        """Binds the Raft port now; ConfigError when it cannot be bound."""
+        """Binds the Raft port now; ConfigError when it cannot be bound.
+        `transport_class` (tests): pysyncobj's transport factory instead of TCP, e.g. the
+        in-memory network of gcs_ha/testing/raft_sim.py; then no port is bound."""
         if conf.autoTick:
             raise ConfigError("RaftNode ticks SyncObj itself: build the conf with autoTick off")
-        _check_bindable(conf.bindAddress)
+        kw: dict[str, Any] = {}
+        if transport_class is None:
+            _check_bindable(conf.bindAddress)
+        else:
+            kw["transportClass"] = transport_class
         self._self_address = self_address
         self._tick_s = float(conf.autoTickPeriod)
         try:
-            self._obj = _GcsSyncObj(self_address, peers, conf, sm)
+            self._obj = _GcsSyncObj(self_address, peers, conf, sm, **kw)
         except ps.SyncObjException as exc:
             raise ConfigError(f"cannot bind the Raft port {conf.bindAddress}: {exc}") from exc
 
