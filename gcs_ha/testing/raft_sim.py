@@ -195,6 +195,19 @@ class SimNode:
         journal = self.journal
         return [] if journal is None else [(e[1], e[2]) for e in journal[:]]
 
+    def last(self) -> tuple[int, int]:
+        """(index, term) of the last entry in this node's Raft log."""
+        journal = self.journal
+        if journal is None or not len(journal):
+            return (0, 0)
+        entry = journal[-1]
+        return int(entry[1]), int(entry[2])
+
+    def log_commands(self) -> list[bytes]:
+        """The command of every entry in this node's Raft log (as pysyncobj stores it)."""
+        journal = self.journal
+        return [] if journal is None else [bytes(e[0]) for e in journal[:]]
+
 
 @dataclass
 class Outcome:
@@ -503,7 +516,7 @@ class RaftSim:
     def converged(self, names: Iterable[str] | None = None) -> bool:
         """Whether the running nodes (or `names`) hold the same log and applied all of it."""
         nodes = [self.nodes[n] for n in names] if names is not None else self._running()
-        logs = {tuple(n.log()[-1:]) for n in nodes}
+        logs = {n.last() for n in nodes}
         return len(logs) == 1 and all(self._caught_up(n) for n in nodes)
 
     def digests(self) -> dict[str, tuple[int, str]]:
@@ -513,7 +526,7 @@ class RaftSim:
     @staticmethod
     def _caught_up(node: SimNode) -> bool:
         raft = node.raft
-        return raft is not None and raft.last_applied() == node.log()[-1][0]
+        return raft is not None and raft.last_applied() == node.last()[0]
 
 
 def _dirname(name: str) -> str:
