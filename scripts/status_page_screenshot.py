@@ -10,26 +10,13 @@ Ports: gRPC base..base+2, Raft base+10.., HTTP base+20.. on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from gcs_ha.testing import kv_calls
+from gcs_ha.testing.browser import browse
 from gcs_ha.testing.cluster import ProcessCluster
-
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-]
 
 
 def writes(cluster: ProcessCluster, leader: int, n: int, first: int) -> None:
@@ -43,8 +30,6 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=14200)
     args = parser.parse_args()
     base = args.base_port
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is missing (apt-get install chromium)"
     with (
         tempfile.TemporaryDirectory() as tmp,
         ProcessCluster(
@@ -69,8 +54,7 @@ def main() -> None:
         time.sleep(20)
         witness = next(i for i in range(3) if i not in (leader, new))  # never restarted
         url = f"http://{cluster.http_address(witness)}/"
-        cmd = [chromium, *FLAGS, f"--user-data-dir={tmp}/chromium", f"--screenshot={args.out}"]
-        subprocess.run([*cmd, url], check=True, capture_output=True, timeout=60)
+        browse(url, Path(tmp), f"--screenshot={args.out.absolute()}")
     print(f"wrote {args.out}")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
+from gcs_ha.bench.common import csv_names, measurement_options, run_dir_options, run_repeated
 from gcs_ha.errors import GcsHaError
 from gcs_ha.progress import for_command, progress_option
 
@@ -200,10 +200,7 @@ def failover(
 def _systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
     from gcs_ha.bench.actors_systems import SYSTEMS  # noqa: PLC0415
 
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if not names or any(n not in SYSTEMS for n in names):
-        raise click.BadParameter(f"{value!r}: choose from {', '.join(SYSTEMS)}")
-    return names
+    return csv_names(value, SYSTEMS)
 
 
 @click.command()
@@ -326,10 +323,7 @@ def actors(
 def _scale_systems(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
     from gcs_ha.bench.kv_systems import SYSTEMS  # noqa: PLC0415
 
-    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if not names or any(n not in SYSTEMS for n in names):
-        raise click.BadParameter(f"{value!r}: choose from {', '.join(SYSTEMS)}")
-    return names
+    return csv_names(value, SYSTEMS)
 
 
 @click.command()

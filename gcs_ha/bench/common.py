@@ -7,7 +7,7 @@ import logging
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,3 +127,13 @@ def run_dir_options(kept: str) -> Callable[[F], F]:
         )(func)
 
     return decorate
+
+
+def csv_names(value: str, known: Iterable[str]) -> tuple[str, ...]:
+    """An option's comma-separated names, each one of `known`, without repeats, in order
+    (click.BadParameter naming the choices otherwise)."""
+    known = tuple(known)
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(n not in known for n in names):
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(known)}")
+    return names

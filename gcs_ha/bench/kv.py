@@ -36,7 +36,7 @@ from typing import Any
 
 import click
 
-from gcs_ha.bench.common import measurement_options, run_dir_options, run_repeated
+from gcs_ha.bench.common import csv_names, measurement_options, run_dir_options, run_repeated
 from gcs_ha.bench.cpu import thread_cpu
 from gcs_ha.bench.kv_report import add_ratios, median_rows, ratio_lines, render_table
 from gcs_ha.bench.kv_systems import (
@@ -222,11 +222,7 @@ def _csv_ints(_ctx: Any, _param: Any, value: str) -> tuple[int, ...]:
 
 def _csv_choice(choices: Sequence[str]) -> Any:
     def parse(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
-        names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-        bad = [n for n in names if n not in choices]
-        if not names or bad:
-            raise click.BadParameter(f"{value!r}: choose from {', '.join(choices)}")
-        return names
+        return csv_names(value, choices)
 
     return parse
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import struct
-import subprocess
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,41 +23,11 @@ from typing import Any
 import pytest
 
 from gcs_ha.errors import UnavailableError
+from gcs_ha.testing.browser import browse
 from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.polling import wait_until
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-)
-
-
-def browse(url: str, tmp: Path, *flags: str) -> bytes:
-    """Run headless Chromium on `url` with `flags`; its standard output."""
-    path = shutil.which("chromium")
-    assert path, "chromium is missing: install Debian's chromium package (./dev test does)"
-    cmd = [path, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chromium'}", *flags, url]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # its own process group: the browser and its helpers
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
-    return out
-
 
 class Page(HTMLParser):
     """The members' rows, the timeline's segments and the page's text."""

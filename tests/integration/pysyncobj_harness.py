@@ -1,9 +1,10 @@
 """In-process pysyncobj clusters for the patch-layer tests.
 
-`ListJournal` is a small in-memory journal injected through `SyncObjConf.journalFile`; it
-records what the durability tests and the B2 test need (flushes, truncations below an
-acknowledged index, commit-index updates). `Counter` is a SyncObj with one replicated
-method. Ports come from the 21000-21999 range given to these tests.
+`ListJournal` is the simulator's in-memory journal (raft_sim.MemoryJournal), injected
+through `SyncObjConf.journalFile`; it also records what the durability tests and the B2
+test need (flushes, truncations below an acknowledged index, commit-index updates).
+`Counter` is a SyncObj with one replicated method. Ports come from the 21000-21999 range
+given to these tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gcs_ha.consensus._pysyncobj import BATCH_SIZE_BYTES, SyncObj, SyncObjConf, replicated
+from gcs_ha.testing.raft_sim import MemoryJournal
 
 _ports = itertools.count(21000)
 _ports_lock = threading.Lock()
@@ -29,8 +31,9 @@ def free_addresses(n: int) -> list[str]:
     return [f"127.0.0.1:{p}" for p in ports]
 
 
-class ListJournal:
-    """A Raft journal kept in a Python list, with instrumentation.
+class ListJournal(MemoryJournal):
+    """The simulator's in-memory journal (gcs_ha/testing/raft_sim.py), with more
+    instrumentation for these TCP tests.
 
     `events` (when `record` is set) holds ("flush", last index) and ("commit", index) in
     order. `acked` is the last index at the latest flush: pysyncobj (patched) flushes right
@@ -39,23 +42,15 @@ class ListJournal:
     """
 
     def __init__(self, entries: Iterable[tuple[bytes, int, int]] = (), term: int = 0) -> None:
-        self.entries: list[tuple[bytes, int, int]] = list(entries)
+        super().__init__()
+        self.entries.extend(entries)
         self.term = term
-        self.voted_for: Any = None
-        self.commit_index = 1
-        self.flushes = 0
         self.acked = 0
         self.truncations = 0
         self.bad_truncations = 0
         self.deepest_cut = 0
         self.record = False
         self.events: list[tuple[str, int]] = []
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        self.entries.append((command, idx, term))
-
-    def clear(self) -> None:
-        self.entries.clear()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom < len(self.entries):
@@ -64,46 +59,18 @@ class ListJournal:
             if new_last < self.acked:
                 self.bad_truncations += 1
                 self.deepest_cut = max(self.deepest_cut, self.acked - new_last)
-        del self.entries[entryFrom:]
-
-    def deleteEntriesTo(self, entryTo: int) -> None:
-        del self.entries[:entryTo]
-
-    def __getitem__(self, item: Any) -> Any:
-        return self.entries[item]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def _destroy(self) -> None:
-        pass
+        super().deleteEntriesFrom(entryFrom)
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         if self.record and raftCommitIndex != self.commit_index:
             self.events.append(("commit", raftCommitIndex))
-        self.commit_index = raftCommitIndex
-
-    def getRaftCommitIndex(self) -> int:
-        return self.commit_index
-
-    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
-        self.term, self.voted_for = term, votedForNodeId
-
-    def getCurrentTerm(self) -> int:
-        return self.term
-
-    def getVotedForNodeId(self) -> Any:
-        return self.voted_for
-
-    def onOneSecondTimer(self) -> None:
-        pass
+        super().setRaftCommitIndex(raftCommitIndex)
 
     def flush(self) -> None:
-        self.flushes += 1
-        last = self.entries[-1][1] if self.entries else 0
-        self.acked = max(self.acked, last)
+        super().flush()
+        self.acked = max(self.acked, self.flushed)
         if self.record:
-            self.events.append(("flush", last))
+            self.events.append(("flush", self.flushed))
 
     def snapshot(self) -> list[tuple[bytes, int, int]]:
         """A copy of the entries (taken from another thread: list() is atomic enough)."""
