@@ -5,6 +5,8 @@ session of its own, which every process it starts inherits; its raylet is found 
 the session's members, and `close` SIGKILLs every session (and every driver). Drivers are
 `python -c script args` processes with stdin and stdout piped, stderr appended to
 drivers.log. Ray is never imported here: only Ray's own processes import it.
+`ray_on_gcs_ha` is the one harness of the real-Ray tests: a led 3-replica cluster, Ray's
+processes on its followers, everything stopped at the end and Ray's logs kept on failure.
 
 Errors: AssertionError when a node does not start (the test fails with its output).
 """
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from gcs_ha.testing.polling import wait_until
 from gcs_ha.testing.sessions import cmdline, exe_name, kill_sessions, session_members
 
 RAY_ENV: Mapping[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}
+KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's temp dir even when all passed
 START_TIMEOUT_S = 150.0
 PORT_NAMES = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen",
               "dashboard-agent-grpc", "runtime-env-agent")  # fmt: skip
@@ -138,6 +141,16 @@ def last_json(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, An
     return result
 
 
+def ray_head(address: str, *options: str) -> list[str]:
+    """`gcs-ha ray-head --address=ADDRESS -- OPTIONS` (OPTIONS: `ray start`'s)."""
+    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *options]
+
+
+def ray_worker(address: str, *options: str) -> list[str]:
+    """`ray start --address=ADDRESS OPTIONS`: a worker node (this environment's Ray)."""
+    return venv_cli("ray", "start", f"--address={address}", *options)
+
+
 def ray_head_command(
     address: str,
     temp_dir: str,
@@ -158,7 +171,7 @@ def ray_head_command(
     ray_args += [f"--include-dashboard={str(dashboard).lower()}", f"--dashboard-host={host}"]
     ray_args += [f"--dashboard-port={first_port + 7}", f"--ray-client-server-port={first_port + 6}"]
     ray_args += port_options(first_port, workers)
-    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args, *extra]
+    return ray_head(address, *ray_args, *extra)
 
 
 @dataclass
@@ -169,33 +182,79 @@ class RayOnGcsHa:
     ray: RayProcesses
     address: str  # a follower's gRPC address: the one Ray's processes are given
     temp_dir: str  # Ray's --temp-dir, short (Ray's socket paths must fit)
+    leader: int  # the first leader
+    followers: tuple[str, str]  # both followers' gRPC addresses; `address` is the first
+
+    def start_nodes(
+        self, head: Sequence[str], workers: Sequence[Sequence[str]] = ()
+    ) -> tuple[RayNode, list[RayNode]]:
+        """Start "head" (`gcs-ha ray-head` given the first follower) with `ray start`
+        options `head`, then "node1", "node2"... (`ray start --address`, given the second
+        follower, the first, the second...) with options workers[0], workers[1]...; each
+        with Ray's temp dir. Returns the head and the worker nodes."""
+        temp = f"--temp-dir={self.temp_dir}"
+        head_node = self.ray.start("head", ray_head(self.followers[0], *head, temp))
+        worker_nodes = [
+            self.ray.start(f"node{k}", ray_worker(self.followers[k % 2], *options, temp))
+            for k, options in enumerate(workers, start=1)
+        ]
+        return head_node, worker_nodes
 
 
 @contextlib.contextmanager
 def ray_on_gcs_ha(
-    base: Path, gcs_port: int, raft_port: int, host: str, prefix: str
+    base: Path,
+    gcs_port: int,
+    raft_port: int,
+    host: str,
+    prefix: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    failed: Callable[[], bool] = lambda: False,
 ) -> Iterator[RayOnGcsHa]:
     """Start a 3-replica cluster on `host` (logs under base/gcs) and give a RayProcesses
-    logging to base/ray-logs and a Ray temp dir named `prefix`...; at the end every Ray
-    process and replica is stopped, and Ray's temp dir removed unless the block raised
-    (its path is printed then)."""
+    logging to base/ray-logs and a Ray temp dir named `prefix`... . RAY_ENV and `env` are
+    added to the environment of the replicas, of Ray's processes and, during the block, of
+    this process (the `ray` commands a test runs itself). At the end every Ray process and
+    replica is stopped, and Ray's temp dir removed unless the block raised, `failed()`
+    (say, a module fixture's earlier tests failed) or GCS_HA_KEEP_RAY_LOGS is set (its
+    path is printed then)."""
+    env = {**RAY_ENV, **(env or {})}
     temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     (base / "ray-logs").mkdir(parents=True, exist_ok=True)
-    ray = RayProcesses(base / "ray-logs")
+    ray = RayProcesses(base / "ray-logs", env)
     passed = False
-    with ProcessCluster(3, base / "gcs", gcs_port, raft_port, host=host) as gcs:
+    with (
+        _environment(env),
+        ProcessCluster(3, base / "gcs", gcs_port, raft_port, host=host) as gcs,
+    ):
         try:
             gcs.start()
             leader = gcs.wait_for_leader(timeout=60)
-            follower = next(i for i in sorted(gcs.members) if i != leader)
-            yield RayOnGcsHa(gcs, ray, gcs.gcs_address(follower), temp_dir)
+            f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
+            yield RayOnGcsHa(gcs, ray, f1, temp_dir, leader, (f1, f2))
             passed = True
         finally:
             ray.close()
-            if passed:
+            if passed and not failed() and not os.environ.get(KEEP_LOGS):
                 shutil.rmtree(temp_dir, ignore_errors=True)
             else:
                 print(f"Ray logs kept in {temp_dir}, gcs-ha and driver logs in {base}")
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` set in os.environ during the block, the old values back after it."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def kill_leader(gcs: ProcessCluster) -> int:
