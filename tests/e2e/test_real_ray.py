@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,13 +30,19 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.polling import wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayNode, RayProcesses, last_json, port_options
+from gcs_ha.testing.ray_nodes import (
+    RayNode,
+    RayProcesses,
+    last_json,
+    port_options,
+    ray_head,
+    ray_on_gcs_ha,
+)
 from gcs_ha.testing.sessions import alive, cmdline, session_members
 
 HOST = "127.0.0.2"
@@ -47,7 +51,6 @@ ALIVE, DEAD = gcs_pb2.GcsNodeInfo.ALIVE, gcs_pb2.GcsNodeInfo.DEAD
 EXPECTED = common_pb2.NodeDeathInfo.EXPECTED_TERMINATION
 UNEXPECTED = common_pb2.NodeDeathInfo.UNEXPECTED_TERMINATION
 TASKS = 1000
-KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
 
 
 def ray_ports(k: int) -> list[str]:
@@ -108,18 +111,15 @@ class Cluster:
     measured: dict[str, float] = field(default_factory=dict)
 
 
-def head_command(address: str, temp_dir: str, *extra: str) -> list[str]:
-    """`gcs-ha ray-head`: 1 CPU, no dashboard UI (its head process still runs)."""
+def head_options(*extra: str) -> list[str]:
+    """The head's `ray start` options: 1 CPU, no dashboard UI (its head process still runs)."""
     ray_args = [*extra, "--num-cpus=1", "--include-dashboard=false", "--dashboard-port=16107"]
-    ray_args += ["--ray-client-server-port=16106", f"--temp-dir={temp_dir}", *ray_ports(0)]
-    return [*gcs_ha_command(), "ray-head", f"--address={address}", "--", *ray_args]
+    return [*ray_args, "--ray-client-server-port=16106", *ray_ports(0)]
 
 
-def node_command(k: int, address: str, temp_dir: str) -> list[str]:
-    """`ray start --address`: 2 CPUs and 2 units of the custom resource "worker"."""
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    ray_args = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]
-    return [ray_cli, "start", f"--address={address}", *ray_args, *ray_ports(k)]
+def node_options(k: int) -> list[str]:
+    """Worker node k's: 2 CPUs and 2 units of the custom resource "worker"."""
+    return ["--num-cpus=2", '--resources={"worker": 2}', *ray_ports(k)]
 
 
 @pytest.fixture(scope="module")
@@ -127,30 +127,13 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("real-ray")
-    temp_dir = tempfile.mkdtemp(prefix="ghr-", dir="/tmp")  # short: Ray's socket paths
-    ray = RayProcesses(base / "ray-logs")
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        ProcessCluster(3, base / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs,
-    ):
-        for key, value in RAY_ENV.items():
-            mp.setenv(key, value)
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
-            head = ray.start("head", head_command(f1, temp_dir))
-            workers = [
-                ray.start(f"node{k}", node_command(k, a, temp_dir)) for k, a in ((1, f2), (2, f1))
-            ]
-            addr = {"head": f1, "node1": f2, "node2": f1, "driver": f2, "after": f1}
-            yield Cluster(gcs, leader, addr, ray, temp_dir, head, workers, head.output)
-        finally:
-            ray.close()
-            if request.session.testsfailed == 0 and not os.environ.get(KEEP_LOGS):
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and launcher logs in {base}")
+    with ray_on_gcs_ha(
+        base, GCS_PORT, RAFT_PORT, HOST, "ghr-", failed=lambda: request.session.testsfailed > 0
+    ) as on:
+        head, workers = on.start_nodes(head_options(), [node_options(1), node_options(2)])
+        f1, f2 = on.followers  # the head and node2 use f1, node1 uses f2
+        addr = {"head": f1, "node1": f2, "node2": f1, "driver": f2, "after": f1}
+        yield Cluster(on.gcs, on.leader, addr, on.ray, on.temp_dir, head, workers, head.output)
 
 
 # -- drivers (run as `python -c`, with Ray) ------------------------------------------------
@@ -382,7 +365,8 @@ def test_head_restarted_on_the_same_cluster_keeps_the_session(cluster: Cluster) 
     c = cluster
     session = kv_get(c.addr["after"], b"session", b"session_name")
     c.ray.kill_session(c.head.sid)
-    head = c.ray.start("head2", head_command(c.addr["after"], c.temp_dir, "--block"))
+    command = ray_head(c.addr["after"], *head_options("--block"), f"--temp-dir={c.temp_dir}")
+    head = c.ray.start("head2", command)
     assert head.node_id != c.head.node_id
     assert kv_get(c.addr["after"], b"session", b"session_name") == session
     table = nodes(c.addr["after"])

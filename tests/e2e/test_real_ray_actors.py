@@ -5,21 +5,16 @@ creation, leadership moved while actors wait for resources, and a worker raylet 
 One cluster for the module (3 gcs-ha replicas, a head from `gcs-ha ray-head`, two worker
 raylets from `ray start --address`); the tests run in file order and the last one kills a
 worker node for good. Drivers are `python -c` scripts: Ray is imported only in its own
-processes. The setup follows test_real_ray.py's (processes by session come from
-gcs_ha.testing.sessions): gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports
-19000-19012, Ray's 19100-19999, and every Ray process is found and SIGKILLed by its
-session (never `ray stop`).
+processes. The setup is gcs_ha.testing.ray_nodes.ray_on_gcs_ha's, as in test_real_ray.py:
+gcs-ha listens on 127.0.0.4 (Ray rewrites 127.0.0.1), gcs-ha ports 19000-19012, Ray's
+19100-19999, and every Ray process is found and SIGKILLed by its session (never `ray stop`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,18 +24,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import common_pb2, gcs_pb2
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.testing.cluster import ProcessCluster
 from gcs_ha.testing.polling import wait_until
-from gcs_ha.testing.ray_nodes import RAY_ENV, RayProcesses, last_json, port_options
+from gcs_ha.testing.ray_nodes import RayProcesses, last_json, port_options, ray_on_gcs_ha
 
 HOST = "127.0.0.4"
 GCS_PORT, RAFT_PORT = 19000, 19010
 WAVES, WAVE = 4, 50  # 200 actors; at most 50 (and the keeper) alive at a time
-KEEP_LOGS = "GCS_HA_KEEP_RAY_LOGS"  # set: keep Ray's session logs even when all passed
 BURST = 12  # actors created while the leader is killed
 PG_BURST = 16  # placement groups created while the leader is killed
 WAITING, HOPS = 30, 4  # actors waiting for CPU while leadership moves HOPS times
@@ -108,37 +101,16 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("real-ray-actors")
-    temp_dir = tempfile.mkdtemp(prefix="gha4-", dir="/tmp")  # short: Ray's socket paths
-    ray = RayProcesses(base / "ray-logs")
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        ProcessCluster(3, base / "gcs", GCS_PORT, RAFT_PORT, host=HOST) as gcs,
-    ):
-        for key, value in RAY_ENV.items():
-            mp.setenv(key, value)
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
-            head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=19107"]
-            head_args += ["--ray-client-server-port=19106", f"--temp-dir={temp_dir}"]
-            head_cmd = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
-            head = ray.start("head", [*head_cmd, *ray_ports(0)]).node_id
-            node_args = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]
-            workers = [
-                ray.start(
-                    f"node{k}", [ray_cli, "start", f"--address={a}", *node_args, *ray_ports(k)]
-                ).node_id
-                for k, a in ((1, f2), (2, f1))
-            ]
-            yield Cluster(gcs, leader, f1, f2, ray, head, workers, base / "inits.log")
-        finally:
-            ray.close()
-            if request.session.testsfailed == 0 and not os.environ.get(KEEP_LOGS):
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and launcher logs in {base}")
+    with ray_on_gcs_ha(
+        base, GCS_PORT, RAFT_PORT, HOST, "gha4-", failed=lambda: request.session.testsfailed > 0
+    ) as on:
+        head_args = ["--num-cpus=2", "--include-dashboard=false", "--dashboard-port=19107"]
+        head_args += ["--ray-client-server-port=19106", *ray_ports(0)]
+        node_args = ["--num-cpus=2", '--resources={"worker": 2}']
+        head, workers = on.start_nodes(head_args, [[*node_args, *ray_ports(k)] for k in (1, 2)])
+        f1, f2 = on.followers  # the head and node2 use f1, node1 uses f2
+        ids = [w.node_id for w in workers]
+        yield Cluster(on.gcs, on.leader, f1, f2, on.ray, head.node_id, ids, base / "inits.log")
 
 
 # -- drivers (run as `python -c`, with Ray) ------------------------------------------------
