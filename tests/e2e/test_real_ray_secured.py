@@ -17,23 +17,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 
-from gcs_ha.processes import gcs_ha_command
 from gcs_ha.proto.ray import gcs_service_pb2 as pb
 from gcs_ha.proto.ray import gcs_service_pb2_grpc as pb_grpc
 from gcs_ha.ray_auth import REJECTED
 from gcs_ha.ray_tls import load_ray_tls
 from gcs_ha.testing.cluster import ProcessCluster
-from gcs_ha.testing.ray_nodes import RayProcesses, last_json, port_options
+from gcs_ha.testing.ray_nodes import RayProcesses, last_json, port_options, ray_on_gcs_ha
 from gcs_ha.testing.tls_certs import write_certs
 
 HOST = "127.0.0.2"
@@ -62,35 +57,19 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("real-ray-secured")
-    temp_dir = tempfile.mkdtemp(prefix="ghsec-", dir="/tmp")  # short: Ray's socket paths
     hosts = [HOST, "127.0.0.1", "localhost"]  # every Ray process runs on HOST
+    # The replicas, Ray's processes and the harness's admin calls: all with TLS and token.
     env = {**TOKEN_ENV, **write_certs(base / "certs", hosts)}
-    ray = RayProcesses(base / "ray-logs", env=env)
-    gcs = ProcessCluster(3, base / "gcs", GCS_PORT, RAFT_PORT, host=HOST, replica_env=lambda i: env)
-    with pytest.MonkeyPatch.context() as mp, gcs:
-        for name, value in env.items():  # the harness's admin calls: TLS too
-            mp.setenv(name, value)
-        try:
-            gcs.start()
-            leader = gcs.wait_for_leader(timeout=60)
-            gcs.wait_for_members(3, leader, timeout=60)
-            f1, f2 = (gcs.gcs_address(i) for i in sorted(gcs.members) if i != leader)
-            head_args = ["--num-cpus=1", "--include-dashboard=false", "--dashboard-port=12707"]
-            head_args += [f"--node-ip-address={HOST}"]
-            head_args += ["--ray-client-server-port=12708", f"--temp-dir={temp_dir}"]
-            head = [*gcs_ha_command(), "ray-head", f"--address={f1}", "--", *head_args]
-            ray.start("head", [*head, *ray_ports(0)])
-            ray_cli = str(Path(sys.executable).parent / "ray")
-            node = ["--num-cpus=2", '--resources={"worker": 2}', f"--temp-dir={temp_dir}"]
-            node += [f"--node-ip-address={HOST}"]
-            ray.start("node1", [ray_cli, "start", f"--address={f2}", *node, *ray_ports(1)])
-            yield Cluster(gcs, leader, f1, f2, ray)
-        finally:
-            ray.close()
-            if request.session.testsfailed == 0:
-                shutil.rmtree(temp_dir, ignore_errors=True)
-            else:
-                print(f"Ray logs kept in {temp_dir}, gcs-ha and launcher logs in {base}")
+    with ray_on_gcs_ha(
+        base, GCS_PORT, RAFT_PORT, HOST, "ghsec-", env=env,
+        failed=lambda: request.session.testsfailed > 0,
+    ) as on:  # fmt: skip
+        on.gcs.wait_for_members(3, on.leader, timeout=60)
+        head_args = ["--num-cpus=1", "--include-dashboard=false", "--dashboard-port=12707"]
+        head_args += [f"--node-ip-address={HOST}", "--ray-client-server-port=12708"]
+        node = ["--num-cpus=2", '--resources={"worker": 2}', f"--node-ip-address={HOST}"]
+        on.start_nodes([*head_args, *ray_ports(0)], [[*node, *ray_ports(1)]])
+        yield Cluster(on.gcs, on.leader, *on.followers, on.ray)
 
 
 BEFORE = """
