@@ -31,7 +31,7 @@ from gcs_ha.testing.ray_nodes import (
     port_options,
     ray_head_command,
     ray_on_gcs_ha,
-    venv_cli,
+    ray_worker,
 )
 from gcs_ha.testing.sessions import alive
 
@@ -127,9 +127,9 @@ def test_raylets_wait_out_a_lost_quorum_and_keep_their_node_ids(tmp_path: Path) 
     with ray_on_gcs_ha(tmp_path, 18540, 18550, HOST, "grq-") as c:
         c.ray.env = WAIT_ENV
         head = c.ray.start("head", ray_head_command(c.address, c.temp_dir, HOST, 18600))
-        node = ["start", f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.temp_dir}"]
+        node = ["--num-cpus=1", f"--temp-dir={c.temp_dir}"]
         node += [f"--node-ip-address={HOST}", *port_options(18800, range(18900, 19000))]
-        worker = c.ray.start("worker", venv_cli("ray", *node))
+        worker = c.ray.start("worker", ray_worker(c.address, *node))
         before = last_json(c.ray.driver(NODES, c.address))["alive"]
         assert before == sorted([head.node_id, worker.node_id])
 

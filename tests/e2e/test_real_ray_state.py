@@ -34,6 +34,7 @@ from gcs_ha.testing.ray_nodes import (
     port_options,
     ray_head_command,
     ray_on_gcs_ha,
+    ray_worker,
     venv_cli,
     wait_for_dashboard,
 )
@@ -128,9 +129,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "head",
             ray_head_command(c.address, c.temp_dir, HOST, 17100, dashboard=True, extra=config),
         )
-        node = ["start", f"--address={c.address}", "--num-cpus=1", f"--temp-dir={c.temp_dir}"]
+        node = ["--num-cpus=1", f"--temp-dir={c.temp_dir}"]
         node += [f"--node-ip-address={HOST}", *port_options(17300, range(17400, 17500))]
-        worker = c.ray.start("worker", venv_cli("ray", *node))
+        worker = c.ray.start("worker", ray_worker(c.address, *node))
         wait_for_dashboard(DASHBOARD)
         yield Cluster(c.gcs, c.ray, c.address, worker, tmp)
 
