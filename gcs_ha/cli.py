@@ -45,7 +45,8 @@ from gcs_ha.cli_support import (
     report,
     secret_file_option,
 )
-from gcs_ha.cluster_ops import ClusterView, add_self, check_join, discover, gather_status, leave
+from gcs_ha.cluster_ops import add_self, check_join, discover, gather_status, leave
+from gcs_ha.cluster_view import ClusterView
 from gcs_ha.consensus.config import ReplicaConfig
 from gcs_ha.drill.command import drill
 from gcs_ha.errors import ConfigError

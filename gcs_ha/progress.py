@@ -1,7 +1,8 @@
 """Progress with an ETA for the commands that run for minutes (`gcs-ha bench ...`,
-`gcs-ha drill`): what the work reports (`Steps`), the estimate (`Eta`), when to draw;
-the bar itself, drawn on stderr with rich, is gcs_ha/progress_bar.py (imported only
-when a command runs, so `gcs-ha --help` and `status` do not load rich's console).
+`gcs-ha drill`): what the work reports (`Steps`) and when to draw; the estimate (`Eta`)
+is gcs_ha/eta.py, the bar itself, drawn on stderr with rich, gcs_ha/progress_bar.py
+(imported only when a command runs, so `gcs-ha --help` and `status` do not load rich's
+console).
 
     with for_command(flag, "bench kv", total=12, unit="points") as steps:
         steps.begin("ray-redis: put, 16 clients")   # what runs now
@@ -32,9 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 import click
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from gcs_ha.progress_bar import WorkProgress
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], float]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -120,49 +118,3 @@ def for_command(
     return WorkProgress(
         title, total, unit=unit, planned_s=planned_s, enabled=enabled, force=bool(flag)
     )
-
-
-@dataclass
-class Eta:
-    """The time left of `total` units of work (see the module docstring), on `clock`."""
-
-    total: float
-    planned_s: float | None = None
-    clock: Clock = time.monotonic
-    done: float = 0.0
-    started: float = field(init=False)
-    done_at: float = field(init=False, default=0.0)  # elapsed when `done` last grew
-
-    def __post_init__(self) -> None:
-        self.started = self.clock()
-
-    def elapsed(self) -> float:
-        return self.clock() - self.started
-
-    def restart(self) -> None:
-        """Measure from now on, from nothing done (setting up is not a unit of the work)."""
-        self.started, self.done, self.done_at = self.clock(), 0.0, 0.0
-
-    def advance(self, units: float) -> None:
-        if units > 0:
-            self.done = min(self.total, self.done + units)
-            self.done_at = self.elapsed()
-
-    def remaining_s(self) -> float | None:
-        """Seconds left; None while nothing is done and nothing was planned."""
-        if self.done >= self.total:
-            return 0.0
-        if self.done <= 0:
-            return None if self.planned_s is None else max(0.0, self.planned_s - self.elapsed())
-        per_unit = self.done_at / self.done
-        left = self.total - self.done
-        in_unit = self.elapsed() - self.done_at
-        return max(per_unit * left - in_unit, per_unit * max(0.0, left - 1.0))
-
-
-def clock_text(seconds: float | None) -> str:
-    """h:mm:ss (rounded up to the second), or "?" when unknown."""
-    if seconds is None:
-        return "?"
-    whole = int(-(-seconds // 1))
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"

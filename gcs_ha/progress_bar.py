@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gcs_ha.progress import Clock, Eta, clock_text
+from gcs_ha.eta import Clock, Eta, clock_text
 
 
 class _EtaColumn(ProgressColumn):

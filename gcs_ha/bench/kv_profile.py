@@ -20,6 +20,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import runpy
 import sys
 import threading
 from pathlib import Path
@@ -74,12 +75,10 @@ def main(argv: list[str]) -> int:
     threading.setprofile(_start_in_thread)
     main_profile = cProfile.Profile()
     _profiles.append((_label(), main_profile))
-    from gcs_ha.cli import main as cli_main  # noqa: PLC0415 (after the hook: profile all)
-
     code = 0
     main_profile.enable()
-    try:
-        cli_main()
+    try:  # the CLI run as a program (`python -m gcs_ha.cli`), imported after the hook
+        runpy.run_module("gcs_ha.cli", run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     finally:

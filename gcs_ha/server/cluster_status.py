@@ -4,7 +4,7 @@ This replica knows its own status; every other member is asked for its admin Sta
 over gRPC (grpc.aio on the replica's loop: nothing blocks it), all at once, each bounded
 by ASK_TIMEOUT_S. A member that does not answer in time, refuses the connection, or has
 not registered a gRPC address yet is shown unreachable. The answers are combined as
-`gcs-ha status` combines them (gcs_ha.cluster_ops.combine_answers), so the page and the
+`gcs-ha status` combines them (gcs_ha.cluster_view.combine_answers), so the page and the
 command agree on the leader and the lag.
 
 A view is kept CACHE_S: requests within that time share it, and requests that arrive
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import grpc
 
-from gcs_ha.cluster_ops import ClusterView, combine_answers
+from gcs_ha.cluster_view import ClusterView, combine_answers
 from gcs_ha.consensus.api import ReplicaStatusInfo
 from gcs_ha.proto import admin_pb2, admin_pb2_grpc
 from gcs_ha.ray_tls import RayTls, aio_channel

@@ -32,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gcs_ha.addresses import split_address
-from gcs_ha.cluster_ops import ClusterView
+from gcs_ha.cluster_view import ClusterView
 from gcs_ha.consensus.api import ROLE_LEADER, Replica, ReplicaStatusInfo, StoreUse
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.server.cluster_status import ClusterStatus

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from gcs_ha import __version__
-from gcs_ha.cluster_ops import DEGRADED, HEALTHY, ClusterView, MemberView
+from gcs_ha.cluster_view import DEGRADED, HEALTHY, ClusterView, MemberView
 from gcs_ha.consensus.api import StoreUse
 from gcs_ha.server.leader_history import LeaderChange
 from gcs_ha.server.status_timeline import (

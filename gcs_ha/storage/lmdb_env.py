@@ -46,7 +46,6 @@ from typing import NoReturn
 import lmdb
 
 from gcs_ha.errors import CorruptDataError, DataDirError, InvalidRequestError, StorageError
-from gcs_ha.storage import keycodec
 from gcs_ha.storage.common import (
     DIGEST_TABLE_ORDER,
     JOB_COUNTER_KEY,
@@ -56,6 +55,15 @@ from gcs_ha.storage.common import (
     check_value,
     decode_job_counter,
     encode_job_counter,
+)
+from gcs_ha.storage.keycodec import (
+    INLINE_KEY_BYTES,
+    is_long,
+    ordered,
+    pack,
+    stored_key,
+    unpack_checked,
+    unpack_long,
 )
 from gcs_ha.storage.store_client import JOB_COUNTER_TABLE, TABLES
 
@@ -114,10 +122,10 @@ class ReadTxn:
         db = self._db(table)
         check_key(key)
         try:
-            raw = self._txn.get(keycodec.stored_key(key), db=db)
+            raw = self._txn.get(stored_key(key), db=db)
         except lmdb.Error as exc:
             _raise_storage(exc, f"get from {table} in {self._path}")
-        return None if raw is None else keycodec.unpack_checked(key, raw)
+        return None if raw is None else unpack_checked(key, raw)
 
     def exists(self, table: str, key: bytes) -> bool:
         """Whether `key` exists (without copying its value)."""
@@ -125,7 +133,7 @@ class ReadTxn:
         check_key(key)
         try:
             with self._txn.cursor(db) as cursor:
-                return cursor.set_key(keycodec.stored_key(key))
+                return cursor.set_key(stored_key(key))
         except lmdb.Error as exc:
             _raise_storage(exc, f"exists in {table} in {self._path}")
 
@@ -136,11 +144,11 @@ class ReadTxn:
         """
         db = self._db(table)
         check_prefix(prefix)
-        return keycodec.ordered(self._stored_range(db, prefix), prefix)
+        return ordered(self._stored_range(db, prefix), prefix)
 
     def _stored_range(self, db: _Db, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Stored records whose stored key starts with the stored form of `prefix`."""
-        seek = prefix[: keycodec.INLINE_KEY_BYTES]
+        seek = prefix[: INLINE_KEY_BYTES]
         try:
             with self._txn.cursor(db) as cursor:
                 if not cursor.set_range(seek):
@@ -176,8 +184,8 @@ class WriteTxn(ReadTxn):
         db = self._db(table)
         check_key(key)
         check_value(value)
-        skey = keycodec.stored_key(key)
-        svalue = keycodec.pack(key, value)
+        skey = stored_key(key)
+        svalue = pack(key, value)
         try:
             added = self._txn.put(skey, svalue, overwrite=False, db=db)
             if not added and overwrite:
@@ -191,7 +199,7 @@ class WriteTxn(ReadTxn):
         db = self._db(table)
         check_key(key)
         try:
-            return self._txn.delete(keycodec.stored_key(key), db=db)
+            return self._txn.delete(stored_key(key), db=db)
         except lmdb.Error as exc:
             _raise_storage(exc, f"delete from {table} in {self._path}")
 
@@ -200,13 +208,13 @@ class WriteTxn(ReadTxn):
         db = self._db(table)
         check_prefix(prefix)
         records = self._stored_range(db, prefix)
-        if len(prefix) <= keycodec.INLINE_KEY_BYTES:
+        if len(prefix) <= INLINE_KEY_BYTES:
             doomed = [skey for skey, _ in records]
         else:
             doomed = [
                 skey
                 for skey, svalue in records
-                if keycodec.is_long(skey) and keycodec.unpack_long(svalue)[0].startswith(prefix)
+                if is_long(skey) and unpack_long(svalue)[0].startswith(prefix)
             ]
         try:
             for skey in doomed:

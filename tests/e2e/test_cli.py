@@ -24,7 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gcs_ha.admin_client import AdminClient
-from gcs_ha.cluster_ops import ClusterView, gather_status
+from gcs_ha.cluster_ops import gather_status
+from gcs_ha.cluster_view import ClusterView
 from gcs_ha.datadir import DataDir
 from gcs_ha.errors import ConfigError, GcsHaError
 from gcs_ha.processes import terminate_all

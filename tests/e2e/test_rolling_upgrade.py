@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from gcs_ha.cluster_ops import HEALTHY, ClusterView, gather_status
+from gcs_ha.cluster_ops import gather_status
+from gcs_ha.cluster_view import HEALTHY, ClusterView
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.force_new_cluster import entry_data
 from gcs_ha.consensus.journal import scan_log

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gcs_ha.progress import QUIET, Eta, clock_text, for_command, want_progress
+from gcs_ha.eta import Eta, clock_text
+from gcs_ha.progress import QUIET, for_command, want_progress
 from gcs_ha.progress_bar import WorkProgress
 
 

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from gcs_ha.cluster_ops import ClusterView, MemberView
+from gcs_ha.cluster_view import ClusterView, MemberView
 from gcs_ha.consensus.api import StoreUse
 from gcs_ha.server.leader_history import LeaderChange
 from gcs_ha.server.status_page import RECENT_ROWS, StatusPage, render, size

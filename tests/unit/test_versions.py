@@ -6,7 +6,7 @@ import pytest
 
 from gcs_ha import unsafe
 from gcs_ha.cli import render_table
-from gcs_ha.cluster_ops import ClusterView, MemberView
+from gcs_ha.cluster_view import ClusterView, MemberView
 from gcs_ha.consensus import envelope
 from gcs_ha.consensus.api import MemberInfo
 from gcs_ha.consensus.membership import member_record
