@@ -1,13 +1,7 @@
 """Ray's internal KV (InternalKVGet/Put/Del/Exists/Keys/MultiGet) over the KV table.
 
-Keys are stored as Ray's GCS stores them (src/ray/gcs/store_client_kv.cc): a key of a
-non-empty namespace `ns` becomes b"@namespace_" + ns + b":" + key; a key of the empty
-namespace is stored as itself. Listing the empty namespace therefore also returns the
-keys of every other namespace with their namespace stripped, as the real GCS does
-(measured in ray-gcs-contract.md section 4); nothing in Ray depends on it.
-
-Values larger than one Raft entry should carry are stored in chunks
-(gcs_ha/storage/large_values.py); every read and write here goes through that encoding.
+Keys are namespaced as Ray's GCS stores them; values go through the chunked encoding of
+`large_values`. Design: DESIGN.md, "Typed tables".
 
 Errors: those of the StoreClient (gcs_ha.errors); InvalidRequestError for an empty key
 in the empty namespace (no backend stores an empty key) or a value over

@@ -1,20 +1,7 @@
 """How keys longer than LMDB's 511-byte limit are stored, in byte order.
 
-A key of at most INLINE_KEY_BYTES is stored as itself, with the value as is. A longer key
-is stored as its first INLINE_KEY_BYTES bytes plus the sha256 of the whole key (432
-bytes), and the stored value carries the whole key in front of the value:
-4-byte big-endian key length, key, value. Stored key length tells the two forms apart:
-only long keys are stored with more than INLINE_KEY_BYTES bytes.
-
-Order: the stored keys sort like the keys they stand for, except among long keys that
-share their first INLINE_KEY_BYTES bytes (those sort by hash). Such keys are adjacent
-in the stored order (any other key differs within the first INLINE_KEY_BYTES bytes or is
-exactly those bytes, sorting first), so a scan sorts each such run by the full key; see
-`ordered`. Prefix matching: a prefix of at most INLINE_KEY_BYTES matches on the stored
-key directly; a longer one matches stored keys on its first INLINE_KEY_BYTES bytes and
-then the full keys are filtered.
-
-This module is pure (no LMDB); the LMDB environment uses it.
+Pure (no LMDB): `lmdb_env` uses it to encode keys and values and `ordered` to sort scans.
+Format and ordering argument: DESIGN.md, "Long keys".
 """
 
 from __future__ import annotations

@@ -1,24 +1,7 @@
 """Values of Ray's internal KV up to Ray's message limit (512 MiB), stored in bounded
-chunks: no Raft entry, and no apply on any replica, handles more than one chunk.
-
-Ray stores runtime-environment packages (`working_dir`, `py_modules`) as single internal-KV
-values up to its gRPC message limit. One Raft entry is pickled and checksummed in one go
-on every replica, so a value goes into the KV table as it is only up to CHUNK_BYTES. A
-larger one is written as chunks of CHUNK_BYTES to the chunk table, one replicated write
-each, and then a small manifest under its KV key names them: readers see the old value or
-the whole new one, never a part. Encoding of a stored KV value:
-
-- anything that does not start with MAGIC: the value itself (every value written before
-  this module existed, and almost every value);
-- MAGIC + b"E" + value: a value of at most CHUNK_BYTES that itself starts with MAGIC;
-- MAGIC + b"M" + group id (16 bytes) + chunk count (4) + size (8): a manifest.
-
-Chunk table (GCS_HA_CHUNKS) keys: group id + chunk index (4 bytes, big endian); the
-owner record, group id + OWNER_INDEX, holds the stored KV key the group was written for
-(written first, so every group names its owner). A group that its owner's manifest does
-not name is garbage (an overwrite, a delete, a put cut short by a failover, a put with
-overwrite=False that found the key): `sweep` deletes it, except groups this process is
-still writing. The KV manager sweeps when it starts leading and then periodically.
+chunks plus a manifest, so no Raft entry and no apply handles more than one chunk;
+`sweep` deletes chunk groups no manifest names. Encoding and trade-offs: DESIGN.md,
+"Large internal-KV values".
 
 Errors: InvalidRequestError for a value over MAX_KV_VALUE_BYTES; CorruptDataError when a
 manifest names chunks that are not there (and did not change meanwhile); the store's.

@@ -1,27 +1,7 @@
-"""The LMDB environment holding the GCS tables: the only module that imports `lmdb`.
-
-Layout: one LMDB environment (a directory with data.mdb and lock.mdb), one named
-sub-database per table of store_client.TABLES (named by the table name) and one internal
-sub-database (`_META_DB`) holding the applied index, written in the same transaction as
-the data it covers. Keys longer than LMDB's 511-byte limit are stored as described in
-`keycodec`. A `LOCK` file in the directory is flock-ed while the environment is open, so
-a second opener (another process, or this one) gets DataDirError instead of sharing it.
-
-Threads and processes: read transactions (`read()`) may be used from any thread, including
-an asyncio loop while another thread or process holds the write transaction (LMDB MVCC:
-readers never block and see the last committed state). A write transaction must begin, be
-used, and end in one thread (LMDB's writer mutex belongs to the thread that took it); one
-writer at a time. `LmdbEnv.reader(path)` opens an environment read-only, without the LOCK
-file: a replica's front end reads the tables its consensus process writes.
-
-Durability: with sync=True a commit returns once LMDB flushed the data pages and wrote
-the meta page synchronously. The consensus layer commits without sync (its Raft journal is
-the durable record, see gcs_ha/consensus/recovery.py) and calls `sync()` where it must.
-
-Generations: `install_image` replaces data.mdb by rename and unlinks lock.mdb, so an
-environment opened afterwards starts a new generation (new data file, new lock file) while
-readers still open on the old one keep reading the old file, consistently, until they
-reopen.
+"""The LMDB environment holding the GCS tables and the applied index: the only module that
+imports `lmdb`. Entry points: `LmdbEnv` (open, `read()`, `begin_write()`, images,
+digest) and `LmdbEnv.reader(path)` for a read-only opener in another process. Layout,
+threads, durability and generations: DESIGN.md, "Mechanism".
 
 Errors (gcs_ha.errors): InvalidRequestError for an unknown table or a bad key/value
 (raised before anything is written, so the transaction stays usable); DataDirError for a

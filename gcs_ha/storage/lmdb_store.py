@@ -1,16 +1,6 @@
-"""LmdbStoreClient: the StoreClient of one node, durable, over an LmdbEnv.
-
-Writes: each write call queues an operation and awaits its future. One flusher task takes
-everything queued, runs it in ONE LMDB write transaction (one commit, one fsync) on a
-dedicated writer thread, and resolves the futures in order: group commit, so concurrent
-writers share the fsync, and the event loop never blocks on the disk. A single writer
-thread matches LMDB (one writer at a time; a write transaction must stay on the thread
-that began it) and keeps writes in the order they were called.
-
-Reads run directly on the calling (event-loop) thread in a read transaction: LMDB reads
-are memory-mapped lookups of a few microseconds, far cheaper than a hop to a thread,
-and MVCC lets them run while the writer thread holds its transaction. A write's future
-resolves only after its commit, so a read issued after `await put(...)` sees the put.
+"""LmdbStoreClient: the StoreClient of one node, durable, over an LmdbEnv. Writes are
+group-committed on one writer thread; reads run on the event loop. Design: DESIGN.md,
+"LmdbStoreClient: group commit on a writer thread".
 
 Errors: InvalidRequestError (checked before queuing); StorageError / CorruptDataError
 when the transaction fails (every write of that batch gets the same exception; nothing
