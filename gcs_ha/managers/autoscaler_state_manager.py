@@ -1,39 +1,7 @@
 """The autoscaler state manager (Ray's GcsAutoscalerStateManager): what `ray status` and
-the autoscaler monitor read, and the drain/resize calls they make.
-
-GetClusterResourceState / GetClusterStatus build a `ClusterResourceState`:
-  - a version that grows on every call (`cluster_resource_state_version`; each node
-    state carries the same number). Ray starts it at 0 on every GCS start; here it
-    starts at the wall clock in milliseconds when this replica starts leading, so it
-    keeps growing across a failover for an autoscaler that compares versions;
-  - one NodeState per ALIVE node (from the resource manager): DRAINING when its last
-    GetResourceLoad report says so, IDLE when it reported an idle duration (plus the time
-    since that report), else RUNNING; resources from that same report, so usage and
-    demand are consistent; labels from registration; `_PG_<pg hex>` dynamic labels for
-    the placement groups with bundles on it (`bundles_on_node` hook); then one DEAD
-    NodeState per dead node the resource manager remembers;
-  - pending demand: the queued shapes of every node's report summed (count = ready +
-    infeasible + backlog, when above zero); pending gang requests from the placement
-    group load (PENDING or RESCHEDULING groups, unplaced bundles, strict strategies as
-    affinity / anti-affinity on `_PG_<pg hex>`); the last resource constraint requested;
-  - the session name: given, or read once from the internal KV (`session` /
-    `session_name`, written by `ray start --head`).
-
-ReportAutoscalingState keeps the newest state (an older `autoscaler_state_version` is
-ignored). RequestClusterResourceConstraint replaces the constraint. Both live in memory
-as in Ray: a new leader starts without them (autoscaler v2 re-reports every round).
-ReportClusterConfig stores the config in the KV (`__autoscaler` /
-`__autoscaler_cluster_config`), replicated.
-
-DrainNode: a negative deadline is invalid; a node that is not ALIVE counts as drained
-(accepted); otherwise `on_drain_requested(node_id)` runs (the actor manager marks the
-node's actors preempted), the raylet gets DrainRaylet, and when it accepts, the node is
-marked draining at once and `on_drain_accepted(node_id, request)` runs (the node manager
-remembers the drain for the node's death info). An unreachable raylet is a rejection
-("raylet unreachable: ...") rather than an error, so the caller simply tries again later.
-
-ResizeRayletResourceInstances forwards to the node's raylet (ResizeLocalResourceInstances)
-and returns the raylet's new totals.
+the autoscaler monitor read (GetClusterResourceState / GetClusterStatus), and the calls
+they make (ReportAutoscalingState, RequestClusterResourceConstraint, ReportClusterConfig,
+DrainNode, ResizeRayletResourceInstances). Mechanism: DESIGN.md, "Module notes".
 
 Errors: InvalidRequestError (a node id that is not 28 bytes, a negative deadline),
 NotFoundError (resize of a node that is not ALIVE), UnavailableError (resize: the raylet

@@ -1,19 +1,8 @@
-"""The event export manager: Ray's RayEventExportGcsService (AddEvents).
-
-With Ray's event aggregator enabled, task events reach the GCS as `RayEvent`s
-(ray.rpc.events) instead of AddTaskEventData. As Ray 2.60's GCS does, the task event
-kinds are converted to TaskEvents and stored by the task manager, so GetTaskEvents sees
-them either way:
-  - TASK_DEFINITION_EVENT, ACTOR_TASK_DEFINITION_EVENT -> task_info,
-  - TASK_LIFECYCLE_EVENT -> state_updates (transitions as state_ts_ns, ns since epoch),
-  - TASK_PROFILE_EVENT -> profile_events,
-  - the batch's dropped task attempts -> data loss of their jobs.
-
-Decision: every other kind (job, node, actor, placement group, worker, platform events)
-is accepted and dropped, with a count per kind (`dropped`). Ray's GCS treats such an
-event as a bug and aborts; a GCS that stops for a stray observability event would be a
-poor trade for an HA service. Nothing is stored or replicated here (task events are in
-memory, see task_manager).
+"""The event export manager: Ray's RayEventExportGcsService (AddEvents). With Ray's event
+aggregator enabled, task events reach the GCS as `RayEvent`s; their task kinds are
+converted to TaskEvents and stored by the task manager, every other kind is dropped and
+counted (`dropped`). Nothing is stored or replicated here. Design: DESIGN.md, "Jobs,
+workers, task events, runtime envs".
 
 Errors: none of its own; a batch is always accepted.
 """

@@ -1,21 +1,7 @@
-"""The function manager (Ray's GcsFunctionManager): drops a job's exported code.
-
-Drivers export their remote functions, actor classes and worker setup hooks to the
-internal KV, namespace `fun`, under keys `RemoteFunction:<job hex>:<hash>`,
-`ActorClass:<job hex>:<hash>` and `FunctionsToRun:<job hex>:<hash>` (the prefixes of
-Ray's gcs_function_manager.h; ray-gcs-contract.md section 4). Workers of the job read
-them. Once nothing of the job can run any more, the keys go: Ray's rule is a reference
-count per job, held by the driver (from AddJob to MarkJobFinished) and by each detached
-actor of the job (from registration to death); when it drops to zero the three prefixes
-are deleted.
-
-Here the count is a set of holders per job (the driver is `DRIVER`, an actor is its
-actor id), so adding or removing the same holder twice, as replayed requests do, counts
-once. The holders live in memory: at `start` they are empty and the job manager (the
-driver of every live job) and the actor manager (every live detached actor) add theirs
-again. Keys left behind by a job that finished while a previous leader was failing (its
-write committed, the deletion never ran) are removed by `collect_garbage`, run once the
-leader serves, for finished jobs nobody holds.
+"""The function manager (Ray's GcsFunctionManager): drops a job's exported code (internal
+KV namespace `fun`) once nothing of the job can run any more. Holders per job are the
+driver (`DRIVER`) and each detached actor; `collect_garbage` removes code a previous
+leader left behind. Design: DESIGN.md, "Jobs, workers, task events, runtime envs".
 
 Errors: whatever the store raises for the KV deletions (UnavailableError, NotLeaderError,
 UnknownOutcomeError, ...); a holder released before the deletion failed is not re-added,

@@ -1,30 +1,7 @@
 """The health-check manager (Ray's GcsHealthCheckManager): is each ALIVE raylet still there?
-
-One asyncio task per checked node (ray-gcs-contract.md section 9):
-  1. wait `initial_delay_s` (5 s): a grace period, so a node just registered, or every
-     node after a failover, is not declared dead before it could answer;
-  2. every `period_s` (3 s), unless the node proved itself alive since the last check
-     (`mark_healthy`, called for every syncer message from the node: the check is skipped
-     until `period_s` after that message), send grpc.health.v1 `Check(service=<node id
-     hex>)` to the raylet with a `timeout_s` (10 s) deadline;
-  3. a SERVING answer resets the failure budget to `failure_threshold` (5); anything else
-     (an error, a timeout, NOT_SERVING, NOT_FOUND for a raylet restarted under another
-     id) spends one; when it reaches zero the node is declared dead: the task ends and
-     `on_node_death(node_id)` runs (the node manager marks it DEAD and tells everyone).
-
-So a killed raylet is declared dead about `initial_delay + threshold x period` after it
-was added, or `threshold x period` after its last answer; a hung one, whose checks time
-out, after `threshold x (timeout + period)`.
-
-The four settings come from the head's system config when it names them, as Ray's GCS
-takes them from its own (`health_check_initial_delay_ms`, `health_check_period_ms`,
-`health_check_timeout_ms`, `health_check_failure_threshold`; `apply_system_config`,
-called by the KV manager when it starts and whenever the head stores its config); a
-check already running uses the new values from its next step.
-
-Lifecycle: `start` clears everything (checks are added by the node manager when it
-starts leading, `add_node`, and for every node registered afterwards); `stop` cancels
-every check. `remove_node` stops one node's checks (it died or left).
+One asyncio task per checked node probes the raylet with grpc.health.v1 `Check` and calls
+`on_node_death(node_id)` when it misses too many. Entry points: `add_node`,
+`remove_node`, `mark_healthy`, `apply_system_config`. Timing: DESIGN.md, "Module notes".
 
 Errors: none of its own. A failed death handler is logged with its traceback.
 """

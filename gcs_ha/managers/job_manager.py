@@ -1,27 +1,8 @@
-"""The job manager (Ray's GcsJobManager): job ids, the job table, job lifecycle events.
-
-A driver takes a job id (`next_job_id`, the replicated job counter); the raylet it
-attaches to adds the job (`add_job`) and marks it finished when the driver exits
-(`mark_job_finished`); a job whose driver's node died is finished by `on_node_removed`
-(the node manager calls it). Each change is written to the job table, then published on
-GCS_JOB_CHANNEL (key: the job id) for the raylets. Timestamps (start_time, end_time,
-timestamp) are the leader's clock in Unix milliseconds, as in Ray.
-
-As in Ray, adding a job takes a reference on its exported functions (function manager)
-and on its runtime env URIs (runtime env manager); finishing it releases both and tells
-the job-finished listeners (task, actor and placement group managers).
-
-Replays (Ray clients resend after UNAVAILABLE or a lost reply) are harmless: adding a job
-that exists keeps its record (start time included) and publishes it again; finishing a
-finished job keeps its end time, publishes it again and runs the listeners again (so a
-leader that died half way through is completed by the next one). Listeners must
-therefore be idempotent. Calls on the same job are serialised.
-
-`get_all_job_info` answers from the in-memory copy of the table (rebuilt at `start`),
-with Ray's filters. Unless told to skip them it fills `is_running_tasks`, asking each
-live driver NumPendingTasks through the `DriverProbe` (1 s each, all at once; an
-unreachable driver or no probe leaves the field unset, as Ray does), and `job_info`,
-from the Ray Job API's records in the KV (namespace `job`, `_ray_internal_job_info_<id>`).
+"""The job manager (Ray's GcsJobManager): job ids (`next_job_id`), the job table, and job
+lifecycle events (`add_job`, `mark_job_finished`, `on_node_removed`), published on
+GCS_JOB_CHANNEL; `get_all_job_info` answers from memory with Ray's filters. Calls on the
+same job are serialised; replays are harmless. Design: DESIGN.md, "Jobs, workers, task
+events, runtime envs".
 
 Errors: InvalidRequestError (a job id that is not 4 bytes, a negative limit), and
 whatever the store raises (UnavailableError, NotLeaderError, UnknownOutcomeError, ...).

@@ -1,22 +1,6 @@
-"""The internal KV manager (Ray's GcsInternalKVManager): Ray's namespaced key-value calls.
-
-Ray's processes keep their session metadata, exported functions and actor classes, and
-dashboard/autoscaler state here (ray-gcs-contract.md section 4). Semantics follow the real
-GCS: Get of a missing key is NotFound; Put returns whether the key was new and keeps an
-existing value when overwrite is false; Del returns how many keys went, by prefix if asked.
-
-The system config (GetInternalConfig) is what Ray's GCS gets as `--config_list` from the
-head node. gcs-ha has no such command line: the head node's launcher (`gcs-ha ray-head`,
-gcs_ha/ray_head_main.py) stores that JSON under SYSTEM_CONFIG_NAMESPACE /
-SYSTEM_CONFIG_KEY, and every leader serves it from there ("{}" until a head stored one).
-Managers that take settings from it (health checks, nodes, resources, workers, actors:
-gcs_ha.managers.system_config) register a config listener: it is called with the parsed
-config when this manager starts leading and whenever that key is written.
-
-Values of Ray's size (up to 512 MiB: runtime-environment packages) are stored in chunks by
-the storage layer (gcs_ha/storage/large_values.py); this manager sweeps the chunks that no
-value names any more (overwritten, deleted, or cut short by a failover) when it starts
-leading and every SWEEP_INTERVAL_S after.
+"""The internal KV manager (Ray's GcsInternalKVManager): Ray's namespaced key-value calls,
+the system config (GetInternalConfig) and its config listeners, and the periodic sweep
+of unnamed large-value chunks. Details: DESIGN.md, "Module notes".
 
 Errors: NotFoundError (Get of a missing key), InvalidRequestError (an empty key, or a key
 or value over the limits), and whatever the store raises (NotLeaderError, ...).

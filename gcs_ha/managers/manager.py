@@ -1,16 +1,6 @@
-"""The manager lifecycle: what every GCS manager offers to the server, and what it gets.
-
-As in Ray's GcsServer, a manager is built once per process and started with the tables'
-contents (`GcsInitData`) when this replica becomes the serving leader; unlike Ray's, it is
-also stopped, when the replica loses leadership, and may be started again in a later term.
-So `start` rebuilds every piece of in-memory state from `init` (never keeps any from an
-earlier term) and `stop` drops it, cancels the manager's background tasks and with them
-its outbound calls. Managers see tables and the event loop, never Raft, LMDB or gRPC.
-
-The server (gcs_ha.server.gcs_server) starts managers in the order they were added
-(dependency order: a manager may use the ones added before it), calls them only between
-`start` and `stop`, and stops them in reverse order. `start` may be cancelled (a demotion
-during a promotion); `stop` is then still called if `start` had returned.
+"""The manager lifecycle: what every GCS manager offers to the server (`start` with
+`GcsInitData`, `stop`), and what it gets. Contract: DESIGN.md, "Lifecycle" and
+"Module notes".
 
 Errors: `GcsInitData.load` raises what the tables raise (CorruptDataError for a record
 that does not parse; the StoreClient's errors). A manager's `start` may raise any

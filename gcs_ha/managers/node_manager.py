@@ -1,43 +1,7 @@
-"""The node manager (Ray's GcsNodeManager): the cluster's raylets, alive and dead.
-
-State: the node table (durable, replicated) and two in-memory maps rebuilt from it at
-every start, ALIVE nodes and DEAD ones (the newest `max_dead_nodes`; older dead nodes are
-deleted from the table, as Ray's maximum_gcs_dead_node_cached_count does). Reads
-(GetAllNodeInfo, GetAllNodeAddressAndLiveness, CheckAlive) come from the maps; every
-change is written to the table first and only then applied to the maps and published,
-so nothing is announced that a new leader would not find (ray-gcs-contract.md 10: after a
-failover raylets do not register again; the node table is the truth).
-
-Transitions (one at a time per node; replays are harmless, ray-gcs-contract.md 1):
-- register: a new node becomes ALIVE, is published on GCS_NODE_INFO_CHANNEL (the
-  GcsNodeInfo) and GCS_NODE_ADDRESS_AND_LIVENESS_CHANNEL, health checks start, node-added
-  listeners run. A node already known (ALIVE, or DEAD: a replay after it died) is left as
-  it is. A new head node replaces an ALIVE head with another id, which is failed first.
-- death (UnregisterNode with the raylet's death_info, or failed health checks with
-  UNEXPECTED_TERMINATION "health check failed due to missing too many heartbeats", or
-  AUTOSCALER_DRAIN_PREEMPTED when the autoscaler had drained it for preemption and the
-  drain's deadline passed: gcs_ha.managers.node_states.inferred_death): the
-  node becomes DEAD with end_time_ms and death_info, is published on both channels, an
-  unexpected death also publishes an ErrorTableData "node_removed" on
-  RAY_ERROR_INFO_CHANNEL, health checks stop, its raylet channel is dropped and
-  node-removed listeners run. Death of a node not ALIVE does nothing.
-
-Ray publishes a death as a delta (id, state, end time, death info); we publish the
-whole record, a superset, so subscribers that read the address get it.
-
-Leading (`on_leader_started`, after serving began): every ALIVE node gets
-NotifyGCSRestart, ReleaseUnusedActorWorkers and ReleaseUnusedBundles (the in-use sets
-come from `set_in_use_providers`; empty until actors and placement groups exist), all
-concurrently in the background, and health checks start with their grace period.
-
-Activity (in memory, per term, as in Ray): each resource view from a raylet sets the
-node's `state_snapshot` (IDLE, ACTIVE with its activity, DRAINING: `update_alive_node`);
-drains the autoscaler's raylets accepted are remembered until the node dies
-(`set_node_draining`). A new leader learns the activity from the next views; the drain
-reasons of the previous term are lost, as on a restart of Ray's GCS.
-
-Listeners get the node's record (do not modify it). A listener may be a plain function
-or return a coroutine, which runs as a background task of this manager.
+"""The node manager (Ray's GcsNodeManager): the cluster's raylets, alive and dead: the node
+table, registration, death, the per-term activity of each node, and what a new leader
+tells every raylet (`on_leader_started`). Transitions and their events: DESIGN.md,
+"Module notes".
 
 Errors: InvalidRequestError (a node id that is not 28 bytes in RegisterNode or
 UnregisterNode); the store's errors (NotLeaderError, UnknownOutcomeError, ...) from

@@ -1,27 +1,7 @@
 """The pubsub manager: Ray's GCS long-poll publish/subscribe (Ray's GcsPublisher and the
-GCS pubsub handlers), for both of Ray's pubsub services.
-
-`PubsubManager` owns one `ChannelPublisher` (gcs_ha.managers.pubsub_publisher: Ray's
-pubsub::Publisher, with the mechanism) per plane and per term, routes published messages
-by channel, and keeps subscriptions across leaders.
-
-Failover (the contract's publisher_id rule). Each `start` (each promotion) draws fresh
-random 28-byte publisher ids and starts sequences at 1; Ray's subscribers see a different
-publisher id, reset their processed sequence to 0 and accept the new sequence. `stop`
-fails every pending poll with UnavailableError (gRPC UNAVAILABLE: Ray's clients retry the
-poll, reaching the new leader) and drops mailboxes and keyed subscriptions.
-
-Subscriptions to every key of a channel outlive the leader: `apply_commands` stores the
-subscriber's all-keys subscriptions in the subscriber table (gcs-ha's own,
-GCS_HA_SUBSCRIBERS: plane tag + subscriber id -> the subscribe commands that rebuild them)
-before it answers, and `start` subscribes them again. Ray's Python subscribers (the
-driver's log and error subscribers, the dashboard's) subscribe to all keys once and never
-again, so without this they would poll a new leader that knows nothing of them and
-receive nothing more. Keyed subscriptions (core workers, per actor) are not stored: Ray's
-C++ subscribers subscribe again when told NotifyGCSRestart, as after a Ray GCS restart.
-Removed subscribers (unsubscribed from everything, dead, or of a dead worker or node)
-have their record deleted in the background; a record whose delete was lost with a leader
-is restored and collected as idle `subscriber_timeout_s` later.
+GCS pubsub handlers), for both of Ray's pubsub services. `PubsubManager` owns one
+`ChannelPublisher` per plane and per term, routes published messages by channel, and
+keeps all-keys subscriptions across leaders. Failover rules: DESIGN.md, "Module notes".
 
 Errors: UnavailableError (the manager is stopped: this replica does not serve; pending polls
 get it when the manager stops), InvalidRequestError (an empty subscriber id, a command for a

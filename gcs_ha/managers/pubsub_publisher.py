@@ -1,32 +1,7 @@
 """One of Ray's GCS publishers (Ray's pubsub::Publisher): channels, per-subscriber
 mailboxes, long polls and dead-subscriber collection, for gcs_ha.managers.pubsub_manager.
-
-Ray's GCS runs two publishers, each with its own channels, publisher id, sequence and
-subscribers (ray-gcs-contract.md section 6): the control plane (ControlPlanePubSubGcsService:
-actors, jobs, node info, node liveness, worker deltas) and observability
-(ObservabilityPubSubService: errors, logs, node resource usage). `ChannelPublisher` is one
-of them.
-
-Mechanism:
-- A subscriber (28-byte id) subscribes to a channel for one key or, with an empty key, for
-  every key. A published message gets the next sequence id (1, 2, ... per publisher) and is
-  queued in the mailbox of every subscriber of its channel and key (once per subscriber).
-- A poll acknowledges everything up to `max_processed_sequence_id` (only when it names this
-  publisher's id: an unknown or empty id acknowledges nothing), then answers at once with the
-  oldest queued messages (at most `batch_size` messages and `max_reply_bytes`, the first one
-  always), or waits, as an asyncio future, until one arrives. A message leaves the mailbox
-  only when acknowledged, so a lost reply is delivered again (clients drop sequence ids they
-  have already processed). A new poll answers the pending one with an empty reply; a poll
-  from an unknown subscriber creates it (it waits until it subscribes and something comes).
-- Mailboxes are bounded in bytes: beyond the cap the oldest messages are dropped and logged
-  (observability: Ray's 10 MiB `publisher_entity_buffer_max_bytes`; control plane: a larger
-  safety net, where Ray has none).
-- Subscribers idle for `subscriber_timeout_s` (Ray's `subscriber_timeout_ms` = 300000) are
-  collected: one with a pending poll gets an empty reply (it polls again if alive), one
-  without is removed. `remove_subscribers_of(sender_id)` drops a dead worker's or node's
-  subscribers at once.
-- `all_keys_record` and `restore` describe and rebuild a subscriber's all-keys
-  subscriptions, the part the manager keeps in the tables across leaders.
+`ChannelPublisher` is one plane (control plane or observability). Mechanism: DESIGN.md,
+"Module notes".
 
 Errors: InvalidRequestError (an empty subscriber id, a command for a channel the service
 does not carry or with neither subscribe nor unsubscribe). `publish` never raises.

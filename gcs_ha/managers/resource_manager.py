@@ -1,41 +1,8 @@
-"""The resource manager (Ray's GcsResourceManager): the GCS's view of cluster resources.
-
-What it keeps, for every ALIVE node (from the node table at `start`, then the node
-manager's `on_node_added` / `on_node_dead` hooks):
-
-  - the node's resource view: totals, availability, labels and drain state from the
-    raylet's RESOURCE_VIEW syncer messages (`consume_sync_message`, called by the syncer
-    hub), plus the queued demand (`resource_load`, `resource_load_by_shape`) from the
-    periodic `GetResourceLoad` pull. It answers NodeResourceInfoGcsService
-    (GetAllAvailableResources, GetAllTotalResources, GetAllResourceUsage,
-    GetDrainingNodes) and is what the schedulers read (`resource_view`);
-  - the last pulled `GetResourceLoad` reply as a whole, with the time it arrived: the
-    autoscaler state manager builds GetClusterResourceState from it, so usage and demand
-    in one node state come from the same report (as in Ray, whose autoscaler keeps this
-    copy apart from the syncer-fed one);
-  - the nodes' latest `node_activity` strings (for the autoscaler's node states).
-
-Views are kept as they arrive: the schedulers read the latest message itself (a
-`NodeView`), and its maps are copied into the node's `ResourcesData` only when an RPC
-asks for it. A node with placement groups reports a few resources per group
-(CPU_group_<id>, bundle_group_<id>, ...), so copying every message cost O(groups) of
-Python time per message (about 4 ms per message with 2,000 groups on one node).
-
-Until a node's first view arrives (just registered, or every node right after a
-failover: raylets reopen their syncer stream every 2 s) its totals come from its
-GcsNodeInfo and its availability is taken to equal its totals, as Ray's autoscaler state
-does; but the first GetResourceLoad report (pulled at once when this replica starts to
-lead) stands in as its view, so a new leader sees what the nodes hold within
-milliseconds, not 2 s (placement group scheduling waits for a node's view).
-
-The pull (`gcs_pull_resource_loads_period_milliseconds` = 1000): every `pull_period_s`
-each ALIVE node's raylet gets one `GetResourceLoad`, all concurrently, a node whose
-previous pull is still in flight skipped; a failed pull is logged once per failure
-streak and changes nothing. `pull_resource_loads` runs one round and waits for it.
-
-The placement group manager reports its pending groups with
-`update_placement_group_load`; GetAllResourceUsage carries them. Dead nodes are kept
-(newest `max_dead_nodes`) for the autoscaler's DEAD node states.
+"""The resource manager (Ray's GcsResourceManager): the GCS's view of cluster resources per
+ALIVE node, fed by the syncer's RESOURCE_VIEW messages (`consume_sync_message`) and a
+periodic GetResourceLoad pull; it answers NodeResourceInfoGcsService and is what the
+schedulers (`resource_view`) and the autoscaler state read. Details: DESIGN.md,
+"Module notes".
 
 Errors: none of its own; the raylet pool's UnavailableError is caught and logged.
 """

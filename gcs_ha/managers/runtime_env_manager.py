@@ -1,25 +1,7 @@
-"""The runtime env manager (Ray's RuntimeEnvManager and the GCS's RuntimeEnvHandler).
-
-A runtime env package (a working_dir or py_modules zip) that a driver uploads lives in
-the internal KV, empty namespace, under its URI `gcs://_ray_pkg_<hash>.zip`. The GCS
-deletes it once nothing references it any more. References, all in memory as in Ray:
-  - a job holds its config's URIs from AddJob to MarkJobFinished (the job manager),
-  - an actor holds its creation spec's URIs while it lives (the actor manager),
-  - a pin (PinRuntimeEnvURI) holds one URI for `expiration_s` seconds: a driver pins the
-    package it uploaded until its job has started.
-When a URI's count drops to zero and it is a `gcs://` URI, its KV key is deleted; other
-protocols (s3://, https://, ...) are not the GCS's to delete.
-
-Holders are named (a job's hex id, an actor's hex id, a pin's random id). Adding a holder
-again replaces its previous URIs, so replayed requests do not count twice.
-
-Failover: the references of jobs and actors come back when those managers start; pins
-made on a previous leader are lost (as on a Ray GCS restart). A lost pin could let a
-package go while its job has not started yet, but only if some other holder of the same
-URI released it; so `start` pins every URI named in the tables (jobs and actor specs)
-for `restart_pin_s` (Ray's default pin time, 10 minutes). A deletion is therefore
-delayed after a failover, never premature. A package referenced by no table record and
-pinned only on the old leader is kept until it is referenced and released again.
+"""The runtime env manager (Ray's RuntimeEnvManager and the GCS's RuntimeEnvHandler):
+reference counts on runtime env package URIs, held by jobs, actors and pins
+(PinRuntimeEnvURI); an unreferenced `gcs://` package's KV key is deleted. Design and
+failover rule: DESIGN.md, "Jobs, workers, task events, runtime envs".
 
 Errors: `pin_uri` raises InvalidRequestError for an empty URI or a negative expiration.
 Deletions run in background tasks; a failed deletion is logged (the package stays, as

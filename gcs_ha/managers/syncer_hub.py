@@ -1,32 +1,7 @@
-"""The syncer hub (Ray's RaySyncer on the GCS side): relays raylets' resource views.
-
-Every raylet keeps one `ray.rpc.syncer.RaySyncer/StartSync` stream open to the GCS
-(ray-gcs-contract.md sections 7 and 13). On it the raylet sends its own messages when
-they change (RESOURCE_VIEW: a ResourceViewSyncMessage; COMMANDS: should_global_gc), and
-on reconnect every message it holds, its own and those relayed to it. The hub:
-
-  - keeps the latest message per (node, message type): a message whose version is not
-    above the one kept is dropped (versions grow per node and type);
-  - relays each accepted message to every OTHER open stream, unchanged (originating
-    node_id and version), and sends a new stream the messages it keeps about other nodes;
-  - tracks, per stream, the newest version it received from or sent to that stream for
-    each (node, type), so nothing goes back to a raylet that already has it;
-  - calls `heartbeat(node_id)` for every batch a node's stream delivers (the health-check
-    manager then skips its next probe), and hands every accepted message to `receiver`
-    (the resource manager feeds its view from RESOURCE_VIEW messages);
-  - ignores messages about nodes declared DEAD (`on_node_dead`, and the DEAD nodes of
-    the node table at `start`): a reconnecting raylet re-sends stale views of dead nodes;
-  - forgets a node's messages when that node's stream ends, and closes an older stream
-    when the same node connects again, as Ray does.
-
-Streams are transport-free here: `connect` returns a `SyncStream`; the servicer
-(gcs_ha.server.services.syncer_service) feeds it what it reads and writes what `next_batch`
-returns. A stream's outgoing buffer holds at most one message per (node, type), the
-newest, so a slow raylet costs bounded memory and simply receives fewer, newer views.
-
-`stop` closes every stream with `unavailable` set: the servicer ends those calls with
-gRPC UNAVAILABLE, which makes Ray's syncer client reconnect (every 2 s) and so find the
-next leader; a call ended with OK would not be retried by the raylet.
+"""The syncer hub (Ray's RaySyncer on the GCS side): keeps the latest resource view and
+command message per node and relays them between the raylets' StartSync streams.
+Transport-free: `connect` returns a `SyncStream` the servicer feeds and drains.
+Rules: DESIGN.md, "Module notes".
 
 Errors: `connect` raises UnavailableError while the hub is not started (not leading).
 """

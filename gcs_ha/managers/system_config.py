@@ -1,15 +1,6 @@
-"""Ray's system config, applied to the managers' settings.
-
-The head's system config (`gcs-ha ray-head -- --system-config='{...}'`, what Ray's GCS
-gets as --config_list) is stored in the replicated KV; the KV manager hands it, parsed,
-to config listeners when it starts leading and whenever the head stores it. A manager
-that honours some of Ray's settings declares them as `Setting`s and calls
-`apply_settings` from its listener.
-
-A setting names the attribute it sets, a scale from Ray's unit to ours (ms -> s: 0.001;
-1 keeps integers integers) and the smallest value that makes sense. A value that is not
-a number (booleans included) or is below that minimum is ignored with a warning, so a
-typo in the head's config never stops a leader.
+"""Ray's system config, applied to the managers' settings: a manager declares the settings
+it honours as `Setting`s and calls `apply_settings` from its config listener. A bad
+value is ignored with a warning (DESIGN.md, "Module notes").
 """
 
 from __future__ import annotations

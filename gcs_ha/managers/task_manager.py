@@ -1,28 +1,7 @@
-"""The task event manager (Ray's GcsTaskManager): a bounded in-memory store of task events.
-
-Core workers report task events (state transitions with timestamps, task info, profile
-events) about every second (AddTaskEventData); the state API and the dashboard read them
-(GetTaskEvents). Events of one task attempt (task id, attempt number) are merged into one
-TaskEvents record, as Ray does (protobuf merge: later fields win, maps merge, profile
-events append and are cut to the newest `max_profile_events_per_task`).
-
-Decision: **not replicated.** Ray keeps task events only in the GCS's memory too (they
-are lost on a GCS restart); they are observability data, high volume, and replicating
-each report would cost a Raft round trip per second per worker for no correctness gain.
-So after a failover the new leader starts with an empty store and fills up from the next
-reports; `ray list tasks` forgets earlier tasks. `num_status_task_events_dropped` does
-not count what the old leader held.
-
-Bounds, as in Ray 2.60: at most `max_task_events` attempts (task_events_max_num_task_in_gcs,
-100000). Beyond, one attempt is evicted per insertion, from the lowest of three priority
-tiers, oldest first: finished attempts, then actor tasks, then the rest. An evicted or
-worker-dropped attempt is remembered per job (up to `max_dropped_attempts_per_job`) so
-that its later events are dropped too and the loss is reported in GetTaskEvents.
-
-When a job finishes (job-finished listener) its attempts not yet FINISHED or FAILED are
-marked FAILED after `job_done_delay_s` (Ray: 15 s, so late reports win); when a worker
-dies (worker-dead listener) the attempts it ran are marked FAILED after
-`worker_dead_delay_s` (Ray: 1 s). Both are idempotent.
+"""The task event manager (Ray's GcsTaskManager): a bounded in-memory store of task events
+(AddTaskEventData, GetTaskEvents), merged per task attempt, evicted in three tiers, and
+marked FAILED when their job finishes or their worker dies. Not replicated. Design:
+DESIGN.md, "Jobs, workers, task events, runtime envs".
 
 Errors: InvalidRequestError for a filter with an unknown predicate (Ray's InvalidArgument).
 """

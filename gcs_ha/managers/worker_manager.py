@@ -1,26 +1,8 @@
-"""The worker manager (Ray's GcsWorkerManager): the worker table.
-
-Every worker and driver adds itself at start (`add_worker_info`); its raylet reports its
-exit (`report_worker_failure`): the record is merged with the failure, stored dead,
-WorkerDeltaData{worker_id, node_id} is published on GCS_WORKER_DELTA_CHANNEL (key: the
-worker id) and the worker-dead listeners run (actor, task and pubsub managers). The
-debugger and the state API update and read records (`update_debugger_port`,
-`update_num_paused_threads`, `get_worker_info`, `get_all_worker_info`).
-
-Reads go to the table, as in Ray (the leader's tables are local LMDB reads): the table
-can hold many dead workers and is rarely read, so no copy is kept in memory. What is
-kept is the retention queue of dead workers: at most `max_dead_workers` (Ray's
-maximum_gcs_dead_worker_cached_count, 100000 in 2.60) stay in the table; beyond, the
-oldest is deleted, first among intended exits, then among failures (Ray's two tiers).
-At `start` the queue is rebuilt from the table in the background (it would otherwise
-delay serving after a failover), oldest death first, and trimmed to the cap.
-
-Replays are harmless: a failure reported again rewrites nothing when the record is
-unchanged, publishes again and runs the listeners again (listeners must be idempotent;
-a leader that died half way through is completed by the next one); a replayed
-AddWorkerInfo never brings a dead worker back to life. Calls on the same worker are
-serialised. `update_num_paused_threads` adds a delta and so is not idempotent: a replay
-adds it twice (as in Ray).
+"""The worker manager (Ray's GcsWorkerManager): the worker table (`add_worker_info`,
+`report_worker_failure`, the debugger and state API updates and reads), the retention
+queue of dead workers, and the worker-dead listeners. Calls on the same worker are
+serialised; replays are harmless except `update_num_paused_threads` (a delta). Design:
+DESIGN.md, "Jobs, workers, task events, runtime envs".
 
 Errors: InvalidRequestError (no worker id), NotFoundError (updating an unknown worker),
 and whatever the store raises (UnavailableError, NotLeaderError, UnknownOutcomeError, ...).
