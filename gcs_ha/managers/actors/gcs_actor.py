@@ -1,19 +1,7 @@
-"""One actor as the GCS knows it (Ray's GcsActor): its table record, its creation task
-and the lease it asks raylets for.
-
-`GcsActor` wraps the `ActorTableData` the actor table stores and the creation `TaskSpec`
-the actor task spec table stores (both durable), plus what lives only in the leader's
-memory while the actor is being scheduled (whether the target raylet may only grant or
-reject). Everything here is pure: no I/O, no event loop.
-
-Built from a creation task (`GcsActor.from_task_spec`, RegisterActor and CreateActor) the
-record starts DEPENDENCIES_UNREADY with Ray's fields filled from the spec: ids, restarts
-budget, name, namespace, owner address, class name, required resources (the lease's),
-placement group, label selector, runtime env, call site. Loaded back from the tables at
-a leader's start (`GcsActor.from_tables`) it carries on from the stored state.
-
-`lease_spec` builds the LeaseSpec of RequestWorkerLease from the creation task, field by
-field as Ray's LeaseSpecification does (ray-gcs-contract.md section 8).
+"""One actor as the manager sees it (Ray's GcsActor): its table record (`ActorTableData`),
+its creation `TaskSpec`, and the lease it asks raylets for (`lease_spec`). Built by
+`GcsActor.from_task_spec` (RegisterActor, CreateActor) or `GcsActor.from_tables` (a
+leader's start). Pure: no I/O, no event loop. Details: actors/DESIGN.md, "Module notes".
 
 Errors: InvalidRequestError from `from_task_spec` for a task that is not an actor
 creation task or whose actor id is not 16 bytes.

@@ -1,22 +1,7 @@
-"""Durable lease intents: which worker lease each actor may have outstanding at a raylet.
-
-Why: a leader that dies while a RequestWorkerLease is queued at a raylet leaves a lease
-that the raylet grants later, to nobody (the reply goes to a dead connection): a leaked
-worker and its resources. Ray's GCS, restarted, cannot find such leases. Here the
-scheduler writes the intent (actor id -> node id, lease id) before it sends each lease
-request, and a new leader takes over every intent it finds: an actor still waiting for a
-worker asks for the same lease id at the same raylet again (the raylet answers with the
-worker it granted, or joins the queued request), the others are cancelled
-(CancelWorkerLease). A worker leased but never given its constructor is not freed by
-ReleaseUnusedActorWorkers (Ray 2.60 frees only workers that host an actor), so asking
-again is what keeps such a lease from leaking. Because the intent is written first, a
-deposed leader cannot send a lease at all (its write cannot commit), and every lease ever
-sent is known to the next leader.
-
-Storage: the internal KV (replicated with everything else), namespace
-`__gcs_ha_actor_leases`, key = actor id in hex, value = node id (28 bytes) + lease id
-(32 bytes). One intent per actor (the latest lease request); it is cleared when the actor
-becomes ALIVE or is destroyed (in the same batch as that write, usually one Raft entry).
+"""Durable lease intents: which worker lease each actor may have outstanding at a raylet,
+written before each RequestWorkerLease and taken over by a new leader, so no lease
+sent by a deposed leader leaks a worker. Why and how: actors/DESIGN.md, "Failover"
+(step 1) and "Module notes".
 
 Errors: the store's (UnavailableError, NotLeaderError, UnknownOutcomeError, ...).
 """

@@ -1,27 +1,7 @@
-"""The actor state machine's transitions (the heart of Ray's GcsActorManager).
-
-    DEPENDENCIES_UNREADY --CreateActor--> PENDING_CREATION --constructor ran--> ALIVE
-    ALIVE --worker/node died, restarts left--> RESTARTING --constructor ran--> ALIVE
-    any --no restarts left / killed / owner gone / out of scope--> DEAD
-
-- `restart` (Ray's RestartActor): with restarts left (`max_restarts`, -1 = forever;
-  restarts after a node preemption are free) the actor becomes RESTARTING, its previous
-  worker is remembered in `previous_incarnations`, the record and the creation task
-  (attempt number = restarts) are stored, the delta published, and the scheduler finds
-  it a new worker; otherwise it becomes DEAD with the death cause (a detached actor is
-  then destroyed: no owner will ever do it).
-- `destroy` (Ray's DestroyActor): the actor's worker is killed (KillLocalActor) or its
-  scheduling cancelled, it becomes DEAD with the death cause, and unless it went out of
-  scope with restarts left (lineage reconstruction may bring it back) it leaves the
-  registry for the destroyed cache, drops its name, references and owner watch, and its
-  creation task is deleted. Callers waiting in CreateActor get SchedulingCancelled.
-- `on_created` (Ray's OnActorCreationSuccess): ALIVE, stored; then CreateActor replies.
-- `on_worker_dead` / `on_node_dead` (Ray's OnWorkerDead / OnNodeDead): owned and
-  unresolved actors of the dead worker/node are destroyed (OWNER_DIED); the actors it
-  ran or was creating restart (WORKER_DIED / NODE_DIED, or the constructor's exception).
-
-Every change is made in memory first, then stored (`writer`), then published and
-replied to; see gcs_ha.managers.actors.manager for the whole picture.
+"""The actor state machine's transitions (the heart of Ray's GcsActorManager): `restart`,
+`destroy`, `on_created`, `on_worker_dead`, `on_node_dead`. Every change is made in
+memory first, then stored (`writer`), then published and replied to. States and
+transitions: actors/DESIGN.md, "Mechanism" and "Module notes".
 """
 
 from __future__ import annotations

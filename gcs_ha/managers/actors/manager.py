@@ -1,9 +1,7 @@
 """The actor manager (Ray's GcsActorManager): the ActorInfoGcsService calls (register,
-create, kill, out of scope, lineage restart, reads) over every actor's lifecycle, durable
-in the actor table and the actor task spec table. The transitions are `lifecycle`'s, the
-indexes `registry`'s, the reads `queries`', scheduling `scheduler`'s; `start` is Ray's GCS
-restart path. States, failover and replays: actors/DESIGN.md. Out-of-scope and
-lineage-restart reports carry a counter that makes stale ones no-ops.
+create, kill, out of scope, lineage restart, reads) over every actor's lifecycle,
+durable in the actor table and the actor task spec table; `start` is Ray's GCS restart
+path. States, failover and replays: actors/DESIGN.md.
 
 Errors: InvalidRequestError (not an actor creation task, no namespace),
 AlreadyExistsError (a name taken in its namespace), InvalidStateError (CreateActor of a

@@ -1,20 +1,6 @@
-"""Which raylet an actor's first lease request goes to (Ray's SelectForwardingNode).
-
-Ray's GCS does not place actors itself (its own scheduling is off by default): it sends
-the lease to one raylet, which grants it, spills it back to a better node or rejects it.
-The forwarding node, in Ray's order:
-
-  1. a node a hard label selector pins (`ray.io/node-id in (...)`), the first ALIVE one
-     in id order;
-  2. the node of a NodeAffinitySchedulingStrategy, if ALIVE;
-  3. for an actor that needs resources, its owner's node if ALIVE;
-  4. otherwise a random ALIVE node.
-
-gcs-ha keeps Ray's rules 1-2 and uses the GCS's resource view (syncer-fed) to cut
-spillbacks in 3-4: among ALIVE nodes whose view has the actor's placement demand
-available, the owner's node when it is one of them (rule 3), else a random one; when no
-view shows room (or the views are not in yet after a failover) it falls back to Ray's
-plain rule. The raylet stays the judge: a stale view only costs a spillback.
+"""Which raylet an actor's first lease request goes to (Ray's SelectForwardingNode): Ray's
+rules, plus the GCS's syncer-fed resource view to cut spillbacks. The raylet stays the
+judge: a stale view only costs a spillback. Rules: actors/DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
-"""Watching the owners of non-detached actors (Ray's PollOwnerForActorRefDeleted).
-
-A non-detached actor lives as long as its owner (the driver or worker that created it)
-holds a reference to it. For each such actor the GCS keeps a WaitForActorRefDeleted long
-poll open on the owner's core worker: it returns when the owner dropped its last
-reference, and the actor is destroyed (REF_DELETED).
-
-When the poll fails (the owner's process went away, or the connection broke), Ray's core
-worker client gives up only once the owner is known dead; here the watch asks the
-owner's raylet IsLocalWorkerDead (or sees the owner's node is not ALIVE) and, if the
-owner is dead, reports it like a released reference; otherwise it polls again after
-`retry_s`. An owner's death is normally learned sooner from the worker-dead and
-node-removed listeners, which destroy its actors with OWNER_DIED; the manager ignores a
-late report for an actor its owner no longer holds.
-
-A new leader opens the polls again for every non-detached actor it loads (the old
-leader's polls died with it).
+"""Watching the owners of non-detached actors (Ray's PollOwnerForActorRefDeleted): one
+WaitForActorRefDeleted long poll per actor on its owner's core worker; a failed poll is
+settled with the raylet's IsLocalWorkerDead. Details: actors/DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

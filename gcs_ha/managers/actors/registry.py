@@ -1,23 +1,7 @@
-"""The actor manager's in-memory indexes (Ray's GcsActorManager maps), rebuilt from the
-actor tables at every leader start.
-
-- `registered`: every actor not yet destroyed (unresolved, pending, being created,
-  alive, restarting, and DEAD ones that may still be restarted or whose owner has not
-  let go yet), by actor id.
-- `destroyed`: records of destroyed actors, serialized (a parsed message takes about
-  four times the memory, and these are rarely read), oldest first, at most
-  `max_destroyed` (Ray's maximum_gcs_destroyed_actor_cached_count); the caller deletes
-  evicted records from the actor table.
-- `named`: namespace -> name -> actor id, for named actors while registered.
-- `unresolved`: owner node -> owner worker -> actors whose creation task still waits for
-  its dependencies (registered, CreateActor not received); destroyed when their owner
-  dies, since nothing will ever create them.
-- `pending`: actors that found no ALIVE node; scheduled again when a node registers.
-- `created`: node -> worker -> actor, for ALIVE actors.
-- `owners`: owner node -> owner worker -> the non-detached actors it owns (and the
-  owner's address): destroyed when the owner dies or lets go of them.
-
-Pure bookkeeping: no I/O, no event loop.
+"""The actor manager's in-memory indexes (Ray's GcsActorManager maps: `registered`,
+`destroyed`, `named`, `unresolved`, `pending`, `created`, `owners`), rebuilt from the
+actor tables at every leader start. Pure bookkeeping: no I/O, no event loop. What each
+index holds: actors/DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The actor scheduler (Ray's GcsActorScheduler): gets a worker for an actor and runs its
-constructor there, one background attempt per actor incarnation: choose a raylet
-(`node_selection`), write the lease intent (`lease_intents`), RequestWorkerLease
-(spillback, rejection, cancellation; RPC errors retried every `lease_retry_s`), store the
-worker, PushTask the creation task (retried every `create_retry_s`). Attempts are indexed
-per node and worker so the manager can cancel them (`cancel_on_node`, `cancel_on_worker`,
-`cancel_on_leasing`); a worker granted to a cancelled attempt is killed (KillLocalActor).
-At `start` it takes over a previous leader's lease intents. Mechanism and failover:
-actors/DESIGN.md, "Scheduling" and "Failover".
+constructor there, one background attempt per actor incarnation; cancellable per node,
+worker or lease (`cancel_on_node`, `cancel_on_worker`, `cancel_on_leasing`). At `start`
+it takes over a previous leader's lease intents. Mechanism and failover:
+actors/DESIGN.md, "Mechanism", "Failover" and "Module notes".
 
 Errors: none raised to callers; RPC and store failures are retried, and an attempt ends
 quietly when its manager stops.

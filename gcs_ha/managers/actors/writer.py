@@ -1,26 +1,10 @@
 """How the actor manager stores actors: one write per change, in order, then the news.
+`ActorWriter.write(actor, ...)` snapshots the record (and optionally the creation task),
+stores them in a background task, and only once that committed runs `then` (publish,
+reply). Ordering argument: actors/DESIGN.md, "Module notes".
 
-`ActorWriter.write(actor, ...)` snapshots the actor's record (and, when asked, its
-creation task) at the call, and stores them in a background task: the actor task spec
-table, the actor table and, when asked, the clearing of the actor's lease intent (all
-concurrently, so they usually share one Raft entry), then deletes the task spec if
-asked. Only once that committed does it run `then` (publish, reply to waiting callers):
-nothing is announced that a new leader would not find.
-
-The spec is submitted before the record, on purpose. The two are separate requests: a
-leader that loses leadership between them (or whose entry of the first commits and of
-the second does not) stores only a prefix, because the group commit proposes in
-submission order and Raft commits a prefix of its log. A spec without its record is
-harmless (the next leader deletes it, the owner replays RegisterActor); a record without
-its spec would be loaded as a destroyed actor, so the replayed RegisterActor was taken
-for a replay of a dead one and the actor was never created (found by leader transfers
-in a burst of 3,000 registrations; tests/unit/test_actor_writer.py).
-
-Writes of one actor are issued in call order and the store applies its requests in
-submission order (group commit keeps a FIFO), so the last write wins, as in Ray.
-
-A failed write is logged and returned as the task's result (never raised into the
-background): the manager is losing leadership, and the next leader reloads the tables.
+Errors: none raised; a failed write is logged and returned as the task's result (the
+manager is losing leadership, and the next leader reloads the tables).
 """
 
 from __future__ import annotations

@@ -1,29 +1,8 @@
-"""Where a placement group's bundles go: the four strategies over a cluster resource view.
-
-Pure functions, no I/O: the placement group scheduler builds the view (each candidate
-node's available and total resources and its labels) and asks `place` for one node per
-bundle. The rules follow Ray's bundle scheduling policies (raylet/scheduling/policy):
-
-- Resources are compared in Ray's fixed point (1/10000 of a unit), so 0.1 + 0.2 fits 0.3.
-- A node can take a bundle when it has every requested resource available and its labels
-  satisfy the bundle's label selector. Its score is Ray's least-resource score, the sum
-  over the requested resources of (available - requested) / available: higher means more
-  room left. Ties go to the smaller node id, so the choice is deterministic.
-- Bundles are placed scarcest first: most GPU, then the most of the other custom
-  resources, then object store memory, memory and CPU.
-- PACK: take the best node for the first bundle, put every other bundle that still fits
-  there, then repeat with the next best node for the rest.
-- SPREAD: each bundle goes to the best node not used yet; when none fits, to the best of
-  the nodes already used.
-- STRICT_PACK: every bundle on one node, which must fit their sum (the soft target node
-  first, when it is a candidate and fits).
-- STRICT_SPREAD: every bundle on a different node, never one that already holds a bundle
-  of the group (`avoid`, for rescheduling).
-
-The outcome is SUCCESS (one node per bundle, in the order asked), FAILED (not now: the
-resources are in use; retry later) or INFEASIBLE (no candidate node at all, STRICT_PACK
-fits no node's totals, or STRICT_SPREAD has more bundles than candidate nodes: wait for
-a new node), as in Ray.
+"""Where a placement group's bundles go: the four strategies (PACK, SPREAD, STRICT_PACK,
+STRICT_SPREAD) over a cluster resource view, following Ray's bundle scheduling
+policies. Pure functions, no I/O: `place` returns one node per bundle, or FAILED (retry
+later) or INFEASIBLE (wait for a new node). Rules: placement_groups/DESIGN.md,
+"Module notes".
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The placement group manager (Ray's GcsPlacementGroupManager): the placement group
 table, the queue of groups waiting for nodes (`pending_queue`), and the group lifecycle
-(PENDING, PREPARED, CREATED, RESCHEDULING, REMOVED, each stored before it is acted on).
-A background loop runs up to `max_attempts` `PlacementGroupScheduler.schedule` attempts
-at once, a group never in two; every `tick_s` the pending groups are reported to the
-resource manager (the autoscaler's gang requests). `start` is Ray's GCS restart path.
-States, failover, replays: placement_groups/DESIGN.md.
+(each state stored before it is acted on); `start` is Ray's GCS restart path. States,
+failover, replays: placement_groups/DESIGN.md.
 
 Errors: InvalidRequestError (a placement group id that is not 18 bytes), NameTakenError
 (an InvalidStateError: a live group has the name in the namespace; Ray's Invalid), NotFoundError

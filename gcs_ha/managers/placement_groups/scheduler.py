@@ -1,11 +1,6 @@
 """The placement group scheduler (Ray's GcsPlacementGroupScheduler): nodes for a group's
-unplaced bundles, reserved on the raylets in two phases. One attempt (`schedule`): choose
-nodes (`bundle_policy.place` over the resource view, less this scheduler's reservations
-the raylets have not reported yet), PrepareBundleResources per node, `persist` (the
-manager stores PREPARED: the durable point), CommitBundleResources per node. Committed
-bundles are indexed by node (`bundles_on_node`, `remove_node`); `destroy` cancels a
-group's bundles and its attempt. `reset` (at start) takes the bundles the table names
-and holds prepares on a node until its ReleaseUnusedBundles ended (`greet_wait_s`).
+unplaced bundles, reserved on the raylets in two phases (`schedule`: prepare,
+`persist`, commit); committed bundles indexed by node; `destroy`, `reset`.
 Mechanism and decisions: placement_groups/DESIGN.md.
 
 Errors: none of its own. Raylet failures (UnavailableError) are outcomes, not errors;
