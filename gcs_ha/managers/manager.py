@@ -55,7 +55,7 @@ class GcsInitData:
 
 
 class Manager(Protocol):
-    """One GCS manager's lifecycle (see the module docstring for the rules)."""
+    """One GCS manager's lifecycle (rules: managers/DESIGN.md, "Lifecycle")."""
 
     @property
     def name(self) -> str:

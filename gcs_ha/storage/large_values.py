@@ -71,7 +71,7 @@ def decode(stored: bytes) -> bytes | Manifest:
 
 class LargeValues:
     """Reads and writes KV-table values of any size up to MAX_KV_VALUE_BYTES over one
-    StoreClient (see the module docstring for the layout)."""
+    StoreClient (layout: storage/DESIGN.md)."""
 
     def __init__(
         self,

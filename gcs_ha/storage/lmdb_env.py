@@ -397,7 +397,7 @@ class LmdbEnv:
         The image is checked first (CorruptDataError leaves `path` untouched), copied
         beside data.mdb, fsynced, renamed over it, and the directory fsynced. lock.mdb is
         unlinked: the next opener starts a new generation, readers of the old file keep it
-        (module docstring). The image file itself is left as it is.
+        (storage/DESIGN.md, "Images"). The image file itself is left as it is.
         """
         LmdbEnv.read_image_applied_index(image_path)
         path = Path(path)

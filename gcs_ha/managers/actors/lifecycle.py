@@ -92,7 +92,7 @@ class CreateOutcome:
 
 
 class ActorLifecycle:
-    """The transitions of the module docstring, over the registry."""
+    """The transitions (actors/DESIGN.md, "Module notes"), over the registry."""
 
     def __init__(
         self,

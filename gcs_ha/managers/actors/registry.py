@@ -19,7 +19,7 @@ NodeWorkerIndex = dict[bytes, dict[bytes, set[bytes]]]
 
 
 class ActorRegistry:
-    """The indexes described in the module docstring."""
+    """The indexes described in actors/DESIGN.md, "Module notes"."""
 
     def __init__(self, max_destroyed: int = MAX_DESTROYED) -> None:
         self.max_destroyed = max_destroyed

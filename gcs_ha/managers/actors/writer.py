@@ -27,7 +27,7 @@ WriteTask = asyncio.Task[GcsHaError | None]
 
 
 class ActorWriter:
-    """Background, ordered writes of actor records (see the module docstring)."""
+    """Background, ordered writes of actor records (actors/DESIGN.md, "Module notes")."""
 
     def __init__(
         self, tables: GcsTableStorage, intents: ActorLeaseIntents, tasks: BackgroundTasks
@@ -52,7 +52,7 @@ class ActorWriter:
 
         async def write() -> GcsHaError | None:
             writes: list[Coroutine[Any, Any, object]] = []
-            if spec_copy is not None:  # first: see the module docstring
+            if spec_copy is not None:  # first: see actors/DESIGN.md, "Module notes"
                 writes.append(self._tables.actor_task_spec_table.put(actor_id, spec_copy))
             writes.append(self._tables.actor_table.put(actor_id, record))
             if clear_intent:

@@ -266,7 +266,7 @@ class PlacementGroupScheduler:
     # -- one attempt -------------------------------------------------------------------
 
     async def schedule(self, pg: PlacementGroupTableData, persist: Persist) -> Attempt:
-        """One attempt to place the group's unplaced bundles (see the module docstring).
+        """One attempt to place the group's unplaced bundles (placement_groups/DESIGN.md).
         A PREPARED group is committed again as stored."""
         pg_id = bytes(pg.placement_group_id)
         if pg.state == PREPARED:
