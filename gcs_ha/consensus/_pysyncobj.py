@@ -1,70 +1,11 @@
 """The only gcs-ha module that imports pysyncobj: our settings and our patch layer.
 
-pysyncobj 0.3.17 has measured bugs (see docs/pysyncobj-patches.md and
-/work/shared/pysyncobj-facts.md) that gcs-ha fixes here, in its own code, by wrapping or
-replacing behaviour at the smallest point (a method, a module global). Every fix is a named
-patch; `apply_patches()` installs them all once (it also runs at import), and
-`patch_enabled(name, False)` switches one off at runtime so a test can show its bug.
-
-Patches (names as used by `patch_enabled`):
-- ``pickle5``: pysyncobj pickles with protocol 5 instead of 2 (bytes are not inflated).
-- ``safe_unpickle``: network frames and log commands are unpickled by an allow-list unpickler.
-- ``frame_limit``: a peer announcing a frame above MAX_FRAME_BYTES is disconnected at once,
-  and decompression is bounded by the same limit (pysyncobj issue #174, zip bombs).
-- ``b1_probe_floor``: a leader probing a follower ignores stale "reset to my last+1" replies.
-- ``b1_conflict_hint``: a follower answers a term mismatch with the first index of that term.
-- ``b2_monotonic_next``: a success ack never moves the leader's nextIndex backwards.
-- ``b3_entry_guard``: a command as large as an append batch is refused (InvalidRequestError).
-- ``journal_injection``: ``SyncObjConf.journalFile`` may be a journal object.
-- ``flush_before_ack``: ``journal.flush()`` before an append ack or a vote leaves the node.
-- ``flush_leader_tick``: ``journal.flush()`` before a leader counts its own log for commit.
-- ``flush_after_send``: a leader fsyncs new entries right after sending them to the followers,
-  so its own fsync overlaps theirs instead of following their acks (Raft thesis 10.2.1).
-- ``no_commit_only_append``: applying entries does not trigger an AppendEntries of its own;
-  followers learn the new commit index from the next append or heartbeat.
-- ``read_echo``: a leader tags its AppendEntries with a read tag and followers echo the tag
-  of the message they answer, so a leader can prove it still leads after a read arrived
-  (ReadIndex, `set_read_tag` / `read_echoes`).
-- ``one_config_change``: a leader refuses a membership change (REQUEST_DENIED) while the
-  previous one is not applied yet. pysyncobj has that guard but never arms it, so two
-  uncommitted configuration changes could have disjoint majorities.
-- ``leader_gone``: a follower whose connection to its leader closes starts an election
-  within `leader_gone_delay` (10-200 ms, by rank) instead of waiting out its election
-  timeout (0.3-0.6 s).
-  When the leader's process dies (kill -9, a crash, an OOM kill), its kernel closes its
-  sockets at once; a machine that dies or a partition gives no such sign and still takes
-  the timeout.
-- ``quiet_joiner``: a node started to join a running cluster (``make_conf(joining=True)``)
-  does not stand for election while its log holds nothing but pysyncobj's first entry.
-  Until the leader adds it, the members close its connections, but each dial counts as
-  connected for a moment, enough for it to stand for election again and again; its term
-  climbed past the leader's, and its first reply after the add made the leader step down.
-- ``compress_level``: frames are zlib level COMPRESS_LEVEL (0) instead of 3.
-- ``link_keepalive``: TCP keepalive also on accepted sockets, plus TCP_USER_TIMEOUT.
-- ``untrusted_limits``: an accepted connection that has not proven the cluster secret yet
-  (before its handshake associates it with a peer) may announce a next frame of at most
-  HANDSHAKE_FRAME_BYTES, must finish its handshake within HANDSHAKE_TIMEOUT_S, and at
-  most MAX_UNTRUSTED_CONNECTIONS of them may be open at once (newer ones are closed).
-  Without it, anyone reaching the Raft port could make a replica buffer 512 MiB per
-  connection, or hold connections open forever.
-- ``durable_snapshot_receive``: a snapshot streamed by the leader is fsynced, and, when it
-  is a gcs-ha snapshot, checked whole (header and image digest) before it is renamed over
-  the dump, and the rename's directory is fsynced; a file that fails any of that is
-  removed and not acknowledged. pysyncobj renamed the received file without any fsync (a
-  power loss could leave an empty dump and a journal already cleared) and a damaged file
-  replaced a good one.
-
-One more entry in the patch table is a test seam, not a fix (it has no switch): the dial map.
-``GCS_HA_RAFT_DIAL`` (testing and drills only) = comma-separated ``peer=relay`` pairs of
-``host:port``; an outgoing Raft connection to ``peer`` dials ``relay`` instead, while the
-identities on the link stay the real addresses. `gcs-ha drill` puts a fault-injecting relay
-(gcs_ha.drill.relay) on the links that way. It is read by `make_conf`, i.e. when a replica
-starts; unset (production), every connection dials the peer itself.
-
-Seams for the in-process simulation (gcs_ha/testing/raft_sim.py): `outgoing` is the step
-every transport applies to a message before it leaves (our send patches), `Transport` is
-pysyncobj's transport base class, and `simulated_time` swaps the clock and random source
-that pysyncobj and the patches read for a test's.
+Every fix for a pysyncobj 0.3.17 bug is a named patch (each one, its bug and its test:
+docs/pysyncobj-patches.md). `apply_patches()` installs them all once (it also runs at
+import); `patch_enabled(name, False)` switches one off so a test can show its bug.
+`make_conf` builds pysyncobj's settings. Also the seams of the in-process simulation
+(`outgoing`, `Transport`, `simulated_time`; DESIGN.md, "Testing without sockets") and the
+dial map of drills (`GCS_HA_RAFT_DIAL`, testing only).
 
 Errors raised: InvalidRequestError (oversized command), ConfigError (bad `make_conf` input,
 a malformed GCS_HA_RAFT_DIAL), ValueError (unknown patch name; a programming error).

@@ -1,20 +1,8 @@
 """The leader refuses a write it could not apply, before it is proposed.
 
-A committed entry must apply on every replica: if it cannot (LMDB's map is full, the disk
-is full), every replica stops at the same index and replaying the journal fails again, so
-the cluster never comes back. The guard keeps well clear of that edge. `admit(request)`
-raises StoreFullError (gRPC RESOURCE_EXHAUSTED) for a put that would leave
-
-- less than `map_headroom` of LMDB's map free (an eighth of it: pages that readers and a
-  snapshot copy pin cannot be reused, and deletes need pages too, LMDB copying on write);
-- less than `disk_reserve_bytes` free on the data dir's file system once the put is in
-  the journal and in LMDB, and a snapshot of the whole store has been written (a
-  compaction writes the new snapshot before it removes the old one).
-
-Deletes, job ids and barriers always pass: they free space or take next to none, so a
-full store can always be emptied. Space is measured every REFRESH_S (statvfs, LMDB's page
-counts, the data file's allocated blocks); puts admitted in between count as if applied.
-Only the leader's own disk is measured: give every replica the same disk and map size.
+`CapacityGuard.admit(request)` refuses a put that would leave less than `map_headroom`
+of LMDB's map, or less than `disk_reserve_bytes` of disk, free; deletes, job ids and
+barriers always pass. Why and how it is measured: DESIGN.md, "Capacity".
 
 Errors raised: StoreFullError, a ResourceExhaustedError (gRPC RESOURCE_EXHAUSTED, also
 for Ray's own services, where other refusals are UNAVAILABLE: server/status.py).

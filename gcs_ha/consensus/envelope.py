@@ -1,17 +1,11 @@
 """The Raft log entry envelope: a versioned protobuf `LogEntry` holding a batch of requests.
 
-A log entry is never a pickled call: it is `gcs_ha.raft.LogEntry` bytes, so any replica
-of any version can tell what an entry is, and refuse one it does not understand instead
-of applying it wrongly.
+A build reads every entry format from BASE_VERSION up to ENTRY_VERSION and writes the one
+it is told (the cluster version, versions.py). Formats and their history: DESIGN.md,
+"Entry formats and the cluster version".
 
-Entry formats are numbered (`LogEntry.version`). A build reads every format from
-BASE_VERSION up to its newest (ENTRY_VERSION) and writes the one it is told: the leader
-writes the cluster version, the newest format every member has registered that it reads
-(versions.py), so during a rolling upgrade no replica meets an entry it cannot read.
-Registrations are written in BASE_VERSION, which every build reads. A replica that meets
-a newer format than it knows stops (CorruptDataError, fatal in the state machine) with a
-message that says to upgrade it. Format history:
-  1: Put, Delete, DeletePrefix, NextJobId, Barrier.
+Errors: CorruptDataError for an entry of a newer format than this build reads (the
+message says to upgrade the replica) or one that does not parse.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The last resort after a lost quorum: one surviving replica's data dir becomes a cluster
 of one member, which the others then join (`gcs-ha recover`).
 
-With the replica stopped, `force_new_cluster`:
-1. opens its LMDB (rebuilt from its snapshot first if a power loss left it dirty);
-2. applies every entry of its journal that LMDB lacks, whether it was committed or not:
-   what a majority had committed but this replica never received is lost, and entries it
-   had that the old majority never committed (writes whose callers got no answer) are
-   kept (etcd's --force-new-cluster makes the same choice);
-3. removes the other members from the members table and writes a snapshot whose cluster
-   is this replica alone, at the journal's last index and term, then removes the journal:
-   pysyncobj takes the membership from that snapshot at the next start, so the replica
-   leads alone whatever `--peer` flags it is started with.
-
-Nothing else changes: node id, cluster name, secret, Ray's tables and cluster id stay, so
-raylets that wait for the GCS (`RAY_gcs_rpc_server_reconnect_timeout_s`) reconnect with
-their node ids.
+`force_new_cluster` works on a stopped replica: it applies every entry of its journal that
+LMDB lacks (committed or not), drops the other members and writes a snapshot whose
+cluster is this replica alone. The steps and what can be lost: DESIGN.md, "Recovery after
+a lost quorum"; for operators, docs/operations.md.
 
 Errors raised: ConfigError (this replica is not in its own members table),
 CorruptDataError, StorageError.

@@ -1,15 +1,8 @@
 """The stream between a replica's front end and its consensus process.
 
-One AF_UNIX stream socket (a socketpair made by the front end) carries frames both ways,
-in order. A frame is a fixed header and a body:
-
-    u32 body length | u8 kind | u64 id | body
-
-`id` names a request of the front end; its completion comes back in a DONE frame with the
-same id. Bodies: a log entry as is (PROPOSE), a Raft address (ADD_NODE, REMOVE_NODE,
-TRANSFER), JSON (CONFIG, READY, START_FAILED, STATUS), a `Completions` protobuf (DONE),
-`ROLE_BODY` (ROLE), Prometheus's text format (METRICS_TEXT), nothing (READ, COMPACT, STOP,
-PING, METRICS, ENV_REPLACED).
+Frames (`u32 body length | u8 kind | u64 id | body`) go both ways, in order, over one
+AF_UNIX socketpair; `FrameReader` splits a byte stream into frames. The kinds and their
+bodies: DESIGN.md, "The frames (ipc.py)".
 
 Errors: CorruptDataError from `FrameReader.feed` for a frame that announces more than
 MAX_BODY_BYTES or an unknown kind (the stream cannot be trusted after it: close it).

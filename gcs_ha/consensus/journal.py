@@ -1,26 +1,13 @@
 """A durable Raft journal with the interface pysyncobj's SyncObj calls.
 
-pysyncobj 0.3.17's FileJournal never fsyncs its entries and stores term/vote without fsync, so a
-power loss on a majority can lose acknowledged entries or let a node vote twice in one term.
-`DurableJournal` replaces it. It is duck-typed to what SyncObj calls on `self.__raftLog`
-(positions in the log, not Raft indexes, for `deleteEntriesFrom`/`deleteEntriesTo`/`[]`) and adds
-`flush()`, which the consensus layer calls before any acknowledgement or vote leaves the node.
-
-Files, for a log at `<log>` (formats in docs/durability.md):
-- `<log>`: header + append-only records (magic, length, idx, term, payload, CRC32).
-  `add()` writes to the page cache; `flush()` fdatasyncs. Truncation syncs before returning;
-  compaction and `clear()` replace the file atomically.
-- `<log>.meta`: term and vote as JSON + CRC, replaced atomically and durably before
-  `setCurrentTerm()` returns.
-- `<log>.commit`: the commit index, written once a second without fsync (not safety-critical).
-- `<log>.synced`, `<log>.meta.synced`: crash-simulation markers (GCS_HA_CRASH_SIM=1), read by
-  `gcs_ha.testing.powerloss.drop_unsynced`.
+`DurableJournal` replaces pysyncobj's FileJournal, which never fsyncs: `add()` writes to
+the page cache, `flush()` fdatasyncs (called before any acknowledgement or vote leaves
+the node), term and vote are stored durably before `setCurrentTerm()` returns. Files and
+formats: docs/durability.md. Not thread-safe: only pysyncobj's tick thread calls it.
 
 Errors: CorruptDataError when opening a damaged log or meta file; StorageError for any I/O
-error, after which the journal refuses every further write (after a failed fsync the page cache
-can no longer be trusted: restart and reopen). TypeError/ValueError for caller bugs (a non-bytes
-command, an index that does not increase). Not thread-safe: pysyncobj calls it from its tick
-thread only.
+error, after which every further write is refused (after a failed fsync the page cache can
+no longer be trusted: restart and reopen); TypeError/ValueError for caller bugs.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """Group commit on the asyncio side: many concurrent requests ride in one Raft entry.
 
-Callers `submit()` a request and await its result. While fewer than
-`max_inflight` entries are in flight, everything queued is packed into one `LogEntry`
-(up to `max_entry_bytes`) and proposed; each entry's completion releases the next batch.
-Under load, batches grow by themselves: one Raft round trip and one fsync on each
-replica carry every write that arrived meanwhile.
+Callers `submit()` a request and await its result; while fewer than `max_inflight`
+entries are in flight, everything queued becomes one `LogEntry` (up to `max_entry_bytes`)
+handed to `propose`. On demotion `fail_all()` fails everything pending or in flight with
+a retryable error. See DESIGN.md, "The write path".
 
-Each entry is handed to `propose` (the consensus process's link) and its results come
-back through the callback, on the loop. On demotion `fail_all()` fails everything pending
-or in flight with a retryable error.
-
-The queue is bounded: requests waiting to be proposed may hold at most `max_queued_bytes`
-(MAX_QUEUED_BYTES by default); a request beyond that is refused at once with
-ResourceExhaustedError (gRPC RESOURCE_EXHAUSTED), before anything is proposed, instead of
-letting a client that writes faster than the cluster commits grow the replica's memory
-without limit. So is a put the store has no room for (`admit`, capacity.py).
+Errors: ResourceExhaustedError (gRPC RESOURCE_EXHAUSTED) at once for a request beyond
+`max_queued_bytes` of queued requests, or a put the store has no room for (capacity.py).
 """
 
 from __future__ import annotations

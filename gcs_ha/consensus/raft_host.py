@@ -2,19 +2,9 @@
 writer) and snapshots, serving the replica's front end over one socket (ipc.py).
 
 One thread does everything, in `RaftNode.tick()`; the front end's socket is one more
-descriptor in pysyncobj's poller. At the end of every tick (`_after_tick`) the host:
-1. stops the process if the journal failed (exit 70: the page cache can no longer be
-   trusted after a failed fsync);
-2. commits the LMDB transaction of everything applied in this tick;
-3. answers the reads whose ReadIndex confirmation is complete (read_index.py);
-4. sends the front end one DONE frame with every completion of the tick (after the commit:
-   an acknowledged write is readable through the front end's LMDB reader), the status
-   every STATUS_PERIOD_S, and whatever else is queued.
-Role changes go out the moment pysyncobj reports them (ROLE), and every waiting read fails
-when this replica stops leading.
-
-The process lives as long as its front end: EOF on the socket stops it cleanly, and
-raft_process.py asks the kernel to kill it if the front end dies first.
+descriptor in pysyncobj's poller. What the end of each tick does (`_after_tick`) and in
+which order: DESIGN.md, "The consensus process's tick". The process lives as long as its
+front end: EOF on the socket stops it cleanly.
 """
 
 from __future__ import annotations

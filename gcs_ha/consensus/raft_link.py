@@ -1,16 +1,11 @@
 """The front end's link to its consensus process (raft_host.py, raft_process.py).
 
-`start()` makes a socketpair, starts `python -m gcs_ha.consensus.raft_process` with one end
-(it inherits this process's stdout and stderr, so both write the replica's log), sends the
-CONFIG frame and waits for READY, or raises the error of START_FAILED. From then on every
-request is a frame with an id, completed by the consensus process in a DONE frame; role
-changes (ROLE), status (STATUS) and a new LMDB generation (ENV_REPLACED) arrive in the
-order they happened there, and are handed to the callbacks on this loop; METRICS_TEXT
-answers `metrics_text()`.
-
-Lifetimes are tied: the consensus process dies with this one (it asked the kernel), and
-when its stream ends without `stop()` every waiting request fails with UnavailableError
-and `on_lost(exit code)` runs. Loop thread only.
+`start()` spawns `python -m gcs_ha.consensus.raft_process` with one end of a socketpair,
+sends CONFIG and waits for READY (or raises the error of START_FAILED). Requests are then
+frames completed by DONE; ROLE, STATUS and ENV_REPLACED are handed to the callbacks on
+this loop in order, METRICS_TEXT answers `metrics_text()`. When the stream ends without
+`stop()`, every waiting request fails with UnavailableError and `on_lost(exit code)`
+runs. Loop thread only.
 """
 
 from __future__ import annotations

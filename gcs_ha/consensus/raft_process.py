@@ -2,11 +2,8 @@
 
     python -m gcs_ha.consensus.raft_process --fd N --parent PID
 
-Started by the front end (raft_link.py) with one end of a socketpair as descriptor N. The
-process asks the kernel to SIGKILL it when its parent dies (a front end killed with -9
-takes its consensus with it at once), exits if the parent is already gone, and ignores
-SIGINT and SIGTERM: a terminal's Ctrl-C or systemd's SIGTERM reach the whole process
-group, and the front end stops this process itself, in order, with a STOP frame.
+Started by the front end (raft_link.py) with one end of a socketpair as descriptor N; it
+dies with its parent and ignores SIGINT/SIGTERM (DESIGN.md, "Two processes per replica").
 
 Exit codes: 0 after a clean stop, 1 when it could not start (the reason went to the front
 end in a START_FAILED frame), 2 for bad arguments, 70 for a fatal error (raft_host.fatal).

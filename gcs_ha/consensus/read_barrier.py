@@ -2,22 +2,11 @@
 
 `wait()` returns once the consensus process confirmed that this replica still leads and
 its LMDB holds everything committed when the read arrived (read_index.py); the caller then
-reads its LMDB reader. One READ request is in flight at a time, and the reads that arrive
-meanwhile wait for the next one (the one in flight may have been registered before them),
-which then answers all of them at once.
+reads its LMDB reader. One READ is in flight at a time; reads that queue behind it go
+together in the next, at most every `min_gap_s` (why: DESIGN.md, "Reads"). Loop thread only.
 
-Pacing: a read that finds nothing in flight is sent at once (a lone client pays one round
-trip). Reads that queued behind a round are sent no sooner than `min_gap_s` after the
-previous READ: under load every round then carries several milliseconds' worth of reads,
-instead of the one or two that arrived during a sub-millisecond round. Each round costs
-the consensus processes a heartbeat to and an answer from every follower; on a machine
-they share with the front end that CPU is what the front end runs short of
-(docs/benchmarks.md). Loop thread only.
-
-A round not answered within `timeout_s` fails its reads with UnavailableError (clients
-retry) and frees the barrier for the next round; a late answer to it is ignored. Without
-this, one READ whose answer never came (lost in a role change) would hold every later
-read of this replica forever.
+Errors: UnavailableError (retryable) for the reads of a round not answered within
+`timeout_s`; a late answer to it is ignored.
 """
 
 from __future__ import annotations

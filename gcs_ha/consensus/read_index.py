@@ -1,23 +1,10 @@
 """Linearizable reads without log entries (ReadIndex, Raft thesis 6.4), consensus side.
 
 A READ from the front end asks: is this replica still the leader, and has it applied
-everything that was committed when the read arrived? One heartbeat round answers it for
-every read waiting at that moment:
-
-1. `register`: the read joins the newest group while no AppendEntries has carried that
-   group's tag yet, or opens a group with a new tag. The group's read index is the commit
-   index at registration, and at least the no-op that opened the leader's term (a new
-   leader learns the real commit index only by committing an entry of its own term).
-2. Every AppendEntries carries the newest tag, and a follower echoes the tag of the message
-   it answers; it answers only messages of a term it accepts as current (the patch layer's
-   ``read_echo``).
-3. `ready`: a group is confirmed once a majority, this node included, echoed its tag or a
-   later one (so after the read arrived, a majority still followed this leader), and is
-   ready once its read index is applied and committed to LMDB. The front end then reads
-   its LMDB and sees every write acknowledged before the read arrived.
-
-On leaving the leader role every waiting read fails (`fail_all`). Tags only grow, for the
-life of the process, so an echo from an earlier term can never confirm a later read.
+everything committed when the read arrived? `register` puts a read in a group with a tag
+and a read index; `ready` gives the groups a majority confirmed (echoed their tag or a
+later one) whose read index is applied and committed to LMDB; `fail_all` fails every
+waiting read when this replica stops leading. Mechanism: DESIGN.md, "Reads (ReadIndex)".
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
 """Whether LMDB survived the last stop, and rebuilding it when it may not have.
 
-The state machine commits LMDB without syncing it (MDB_NOSYNC): an acknowledged entry is
-durable in the fsynced Raft journal, or in the snapshot the journal was compacted into,
-not in LMDB. A process crash (kill -9) loses nothing of LMDB: every commit is in the page
-cache, which outlives the process. A power loss or an OS crash may leave LMDB without its
-last commits, or with torn pages. So:
-
-- before the first unsynced commit, `STATE_FILE` records "dirty" with this boot's id
-  (/proc/sys/kernel/random/boot_id), fsynced;
-- a clean stop syncs LMDB, then records "clean";
-- at start, "dirty" under another boot id means the machine went down while LMDB held
-  unsynced commits: LMDB is not read at all but rebuilt from the last snapshot's image
-  (or empty without one), and the journal replays every entry after it (apply is
-  idempotent by index, so it skips nothing it needs and repeats nothing).
-
-Snapshots sync LMDB first, and the journal is compacted only after a snapshot is on disk,
-so the snapshot plus the journal always hold everything that was ever acknowledged.
+LMDB is committed without sync, so `STATE_FILE` records "dirty" (with the boot id) before
+the first unsynced commit and "clean" after a clean stop; "dirty" under another boot id
+at start means LMDB may have lost commits to a power loss, and it is rebuilt from the
+last snapshot's image, the journal replaying the rest. See DESIGN.md, "Recovery after a
+power loss".
 
 Errors: DataDirError when the state file cannot be written; CorruptDataError from a
 damaged snapshot during a rebuild (then nothing can be rebuilt here: resync the replica).

@@ -1,16 +1,10 @@
 """RaftReplica: one replica's consensus layer, as its front end sees it.
 
-The Raft node, the journal, the state machine (LMDB's only writer) and snapshots run in a
-consensus process of their own (raft_host.py), started and stopped with the replica and
-reached through `RaftLink`. This side keeps what serves Ray, on the asyncio loop: the
-group-commit proposer, leadership (barrier, serving, demotion), the replicated store, its
-reads (ReadIndex confirmations, then a read-only LMDB environment of this process) and
-membership operations.
-
-Data dir layout (the rest of the data dir belongs to the process that runs us):
-    lmdb/            the tables (LMDB), with the applied Raft index; state.json (recovery.py)
-    raft/journal     the durable Raft log (+ journal.meta: term and vote; journal.commit)
-    raft/snapshot    the latest snapshot (LMDB image + Raft position)
+Raft, the journal, the state machine and snapshots run in a consensus process of their
+own (raft_host.py), reached through `RaftLink`. This side keeps what serves Ray, on the
+asyncio loop: the group-commit proposer, leadership (barrier, serving, demotion), the
+replicated store and its reads (ReadIndex, then this process's read-only LMDB), and
+membership operations. Its data dir layout: DESIGN.md, "The data dir".
 """
 
 from __future__ import annotations

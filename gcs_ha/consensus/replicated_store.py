@@ -1,16 +1,12 @@
 """ReplicatedStoreClient: the StoreClient whose writes go through Raft.
 
-A write is validated here (so junk never reaches the log), proposed through group
-commit, and acknowledged only after a majority has the entry durably and this replica
-applied and committed it to LMDB. Reads are served from the local LMDB (the front end's
-read-only environment) after a ReadIndex confirmation (read_barrier.py): after the read
-arrived a majority still followed this leader, and its LMDB holds everything committed
-then, so the read sees every write acknowledged before it (linearizable), and a deposed
-leader cannot confirm, so it cannot answer a stale read. No log entry, fsync or LMDB
-commit is made for a read.
+A write is validated here (so junk never reaches the log), proposed through group commit,
+and acknowledged once a majority holds it durably and this replica committed it to LMDB.
+Reads are linearizable: a ReadIndex confirmation (read_barrier.py), then the local LMDB.
+See DESIGN.md, "The write path" and "Reads (ReadIndex)".
 
-Only the serving leader answers: elsewhere every call raises NotLeaderError with the
-leader's GCS address as a hint.
+Errors: NotLeaderError (with the leader's GCS address as a hint) from every call on a
+replica that is not the serving leader.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
 """Snapshots for Raft log compaction: an LMDB hot copy tagged with its Raft position.
 
-File format (one file, because pysyncobj streams the dump file to lagging followers):
-
-    b"GCSHASNP" | u32 format version | u32 header length | u64 image length
-    | header (JSON) | LMDB image
-
-The header holds the last two Raft entries the snapshot covers (index, term, command
-as base64) and the cluster membership (Raft addresses), which pysyncobj needs back on
-restore, the applied index inside the LMDB image and (format 2) the image's SHA-256,
-checked before an image is used (`extract_image`) and before a received snapshot replaces
-anything (`verify_snapshot`). The image length sits in the fixed-size prefix and the
-digest has a fixed width, so both are filled in after the image was streamed. Format 1
-files (no digest) are still read. No pickle: a snapshot received from a peer is parsed,
-never executed.
-
-Writing is asynchronous: the LMDB read transaction is opened in the Raft thread at the
-snapshot point, and the copy runs in a background thread (LMDB MVCC keeps that view
-while the Raft thread goes on applying). The file is written to a private temp file,
-fsynced, and renamed over the dump atomically.
+One file (pysyncobj streams the dump file to lagging followers): a fixed prefix, a JSON
+header (Raft position, membership, applied index, image digest) and the LMDB image; the
+format is in DESIGN.md, "Snapshots". The copy is written from a background thread to a
+private temp file, fsynced and renamed over the dump. `extract_image` and
+`verify_snapshot` check the image's digest before it is used. No pickle.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """pysyncobj's serializer / deserializer / serializeChecker hooks, over LMDB snapshots.
 
-pysyncobj calls `serialize` in its tick thread when it wants to compact the log, then
-renames the temp file it named over the dump file at once, and polls `check` until it
-reports SUCCESS, then drops the log up to the snapshot. So `serialize` makes the temp
-file a hard link to the current dump (the rename then changes nothing), commits and syncs
-LMDB, opens an LMDB read transaction at the snapshot point, and hands the copy to a
-background thread that writes a private temp file and renames it over the dump when it is
-complete and fsynced. The Raft thread is blocked only for the commit and the sync. `check`
-syncs LMDB again before it reports SUCCESS, i.e. before pysyncobj compacts the journal.
-
-`deserialize` runs at startup (the dump on disk) and when a leader streamed a snapshot:
-the local LMDB is kept when it already holds everything the snapshot covers, otherwise
-it is replaced by the snapshot's image, checked against its digest first (a new LMDB
-generation: `on_installed` tells the front end to reopen its reader). A snapshot that
-cannot be restored stops the replica (`on_fatal`, exit 70).
+`serialize` (log compaction) hands an LMDB read transaction to a background copy;
+`check` syncs LMDB before it reports SUCCESS; `deserialize` (at start, or a snapshot a
+leader streamed) installs the image unless LMDB already holds everything it covers.
+How they fit pysyncobj's calls: DESIGN.md, "Snapshots". A snapshot that cannot be
+restored stops the replica (`on_fatal`, exit 70); an installed one calls `on_installed`.
 """
 
 from __future__ import annotations

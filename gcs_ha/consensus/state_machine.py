@@ -1,15 +1,10 @@
 """The replicated state machine: committed log entries applied to LMDB.
 
-Runs in the Raft tick thread only. Deterministic: the same entries in the same order
-give byte-identical tables on every replica (no clocks, no randomness, no local state).
-
-Group commit: every entry applied during one Raft tick goes into ONE LMDB write
-transaction, committed by `commit()` at the end of the tick, together with the applied
-index. So a replay after a restart skips exactly what LMDB holds. The commit is not
-synced (the environment is MDB_NOSYNC): the fsynced journal is the durable record, and
-recovery.py rebuilds LMDB after a power loss; `sync()` flushes it where the journal is
-about to be compacted. Acknowledgements are released only after `commit()`, so a client
-that saw its write acknowledged can read it back, from any process reading this LMDB.
+Runs in the Raft tick thread only. Deterministic: the same entries in the same order give
+byte-identical tables on every replica. Every entry applied in one tick goes into one
+LMDB write transaction, committed (unsynced, with the applied index) by `commit()` at the
+end of the tick; `sync()` flushes it before the journal is compacted. See DESIGN.md,
+"The write path".
 """
 
 from __future__ import annotations

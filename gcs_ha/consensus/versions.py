@@ -1,18 +1,10 @@
 """The cluster version: the newest log entry format every member reads.
 
-Each replica registers, with its addresses, the newest entry format it reads
-(`envelope.newest_version()`, `MemberInfo.entry_version`). The leader writes every entry
-in the cluster version: the lowest of those over the current Raft membership. A member
-that has not registered yet, or registered with a build that did not say (before the
-gate existed), counts as BASE_VERSION. So during a rolling upgrade the leader keeps
-writing the old format until the last old replica has been replaced and has registered
-again, and no replica ever meets an entry it cannot read. The version may also go down
-(a member of an older build joins): writing an older format is always safe.
-
-Not covered: a replica replaced by an older build than the cluster version (a
-downgrade). Its registration still says the newer format until it registers again, and
-entries already in the log are in that format: it stops at the first one (exit 70,
-"a newer gcs-ha wrote it; upgrade this replica"). Downgrades are not supported.
+The leader writes every entry in the lowest `entry_version` registered over the current
+Raft membership (a member that has not registered, or whose build did not say, counts as
+BASE_VERSION), so during a rolling upgrade no replica meets an entry it cannot read.
+Decisions, and why downgrades are not supported: DESIGN.md, "Entry formats and the
+cluster version".
 """
 
 from __future__ import annotations

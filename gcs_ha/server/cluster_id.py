@@ -1,21 +1,10 @@
 """The cluster id: one random 28-byte id per cluster, the same on every replica and across
 failovers, and the GCS-owned KV keys written at promotion (ray-gcs-contract.md 1, 4, 12).
 
-- The first leader ever makes the id and keeps it in the replicated KV (namespace
-  `cluster`, key `ray_cluster_id`, raw bytes): put with overwrite=False, then read back,
-  so whatever is stored wins. Later leaders find it there.
-- Every replica remembers the id once it has seen it (`ClusterId`): the leader from its
-  tables at promotion, a follower by asking the leader once. It never changes, so a
-  replica answers `NodeInfoGcsService.GetClusterId` itself, with no leader needed, once
-  it knows the id; before that the call is routed like any other (forwarded to the
-  leader, else UNAVAILABLE).
-- `ClusterIdInterceptor` checks the `ray_cluster_id` metadata (hex of the id) of every
-  call of Ray's GCS services except GetClusterId, as Ray's GCS does: missing -> accepted,
-  wrong -> UNAUTHENTICATED "WrongClusterID: ...". A replica that does not know the id yet
-  lets the call through to the leader, which checks it.
-- GCS-owned keys: `__autoscaler`/`__autoscaler_v2_enabled` = "0" when absent (before
-  serving), ""/`gcs_pid` = this process's pid, overwritten at every promotion (after
-  serving: nothing waits for it).
+`ClusterId` remembers the id once seen (any replica then answers GetClusterId itself);
+`ClusterIdInterceptor` checks the `ray_cluster_id` metadata of Ray's calls (wrong ->
+UNAUTHENTICATED "WrongClusterID"). Where it is stored and when keys are written:
+DESIGN.md, "The cluster id (cluster_id.py)".
 
 Errors: CorruptDataError when the stored id is not 28 bytes; the store's errors.
 """

@@ -1,16 +1,10 @@
 """The cluster as one replica's status page shows it: every member's own status.
 
-This replica knows its own status; every other member is asked for its admin Status
-over gRPC (grpc.aio on the replica's loop: nothing blocks it), all at once, each bounded
-by ASK_TIMEOUT_S. A member that does not answer in time, refuses the connection, or has
-not registered a gRPC address yet is shown unreachable. The answers are combined as
-`gcs-ha status` combines them (gcs_ha.cluster_view.combine_answers), so the page and the
-command agree on the leader and the lag.
-
-A view is kept CACHE_S: requests within that time share it, and requests that arrive
-while a view is being gathered wait for that one, so a storm of page reloads costs one
-round of Status calls per second. Errors: none of its own; a member's failure is that
-member shown unreachable.
+This replica's own status plus every other member's admin Status, asked at once over
+gRPC (each bounded by ASK_TIMEOUT_S), combined as `gcs-ha status` combines them
+(gcs_ha.cluster_view.combine_answers). A view is cached CACHE_S, one round in flight
+(DESIGN.md, "The status page"). Errors: none of its own; a member that fails is shown
+unreachable.
 """
 
 from __future__ import annotations

@@ -1,57 +1,13 @@
 """Every replica's GCS port answers Ray's calls: locally on the serving leader, forwarded
 to the leader everywhere else.
 
-`ForwardingInterceptor` sits in front of the typed servicers. For a call of one of Ray's
-GCS services (`RAY_GCS_SERVICES`) on a replica that does not serve, it returns a handler
-that routes the call, as raw bytes (nothing is parsed), by this table:
-
-| this replica                          | the call                                        |
-|---------------------------------------|-------------------------------------------------|
-| serves (checked as the handler runs)  | the typed servicer answers                      |
-| knows a reachable leader elsewhere    | forwarded there, with the caller's metadata and |
-|                                       | remaining deadline; the leader's reply, error   |
-|                                       | and metadata go back as they came               |
-| is becoming the leader                | held until it serves, then answered here        |
-| knows no leader, or it is unreachable | held until that changes                         |
-| got a call that was already forwarded | UNAVAILABLE at once (no forwarding loops)       |
-|   and does not lead                   |                                                 |
-
-Unary calls are routed as their handler starts, not when they are intercepted: grpc.aio
-receives the request in between, and a leader demoted meanwhile has stopped its managers
-(a CreateActor answered there found no actor and failed for good).
-
-A call is held at most `hold_s` and never past its own deadline; then it gets gRPC
-UNAVAILABLE, which Ray's clients queue and retry for up to 60 s. Only unary calls are
-held (streams are reconnected by their clients: a stream that cannot be forwarded now
-gets UNAVAILABLE at once). A forwarded unary call is never run twice by this replica:
-- one whose forwarding failed before it left this process (no connection to the leader:
-  `never_sent`), or that the leader refused before proposing anything (UNAVAILABLE with
-  the NOT_APPLIED trailing metadata, server/status.py), is held and routed again;
-- one that may have run (the leader answered UNAVAILABLE without NOT_APPLIED, or the call
-  was lost with the leader) is replayed after a new hold, once per leader it was lost
-  with (a long poll can outlive one failover), when a second run cannot change what
-  others see (server/replays.py: reads, writes keyed by their caller's own id, task
-  events). The replay waits for the routing to name another leader (at most
-  `LOST_WAIT_S`, then the same one is tried): sent at once, it went to the dead leader's
-  address again and was lost again. Any other call goes back to the caller as
-  UNAVAILABLE: replaying it could apply it twice (an InternalKVDel run again after
-  another client's put deletes that put, and answers as if nothing had happened: `gcs-ha
-  drill` found exactly this). The caller decides; Ray's clients send such calls again
-  themselves at their next connection check (up to 1 s, every other call of theirs
-  waiting meanwhile).
-Every other status of a forwarded call goes back to the caller as is.
-Our own refusals carry NOT_APPLIED too, so a client knows it may send the call again.
-The admin service, gRPC health and anything that is not one of Ray's GCS services pass
-through untouched and are never forwarded.
-
-A forwarded call carries the metadata `gcs-ha-forwarded-by: <node id>`; a replica that
-receives such a call and does not lead answers UNAVAILABLE instead of forwarding again,
-so two replicas that each believe the other leads cannot bounce a call between them.
-
-The leader's address comes from `LeaderView` (the replica's status, polled): the leader's
-node id -> its registered gcs_address. The channel to the leader is cached and replaced
-when the leader changes; calls still in flight on the old channel get a grace period,
-then UNAVAILABLE (never CANCELLED, which Ray's clients would not retry).
+`ForwardingInterceptor` sits in front of the typed servicers; on a replica that does not
+serve, `Forwarder` routes a call of Ray's GCS services (`RAY_GCS_SERVICES`) as raw bytes:
+to the leader (`LeaderView`), held (at most `hold_s`, never past its deadline) while none
+can be reached, or replayed once when the leader was lost with it (replays.py). The
+routing table and its reasons: DESIGN.md, "Routing Ray's calls". Admin, health and other
+services pass through. Errors: a call that cannot be routed gets gRPC UNAVAILABLE (never
+CANCELLED); our own refusals carry the NOT_APPLIED trailing metadata (status.py).
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """The leader's hand-off on a clean stop: leadership to a caught-up follower, then stop.
 
-A leader that simply stops costs Ray one outage: its managers stop, its followers find
-the leader gone only once its consensus process exits, and then elect. On a clean stop
-(SIGTERM, SIGINT, the admin Shutdown call; never on a fatal error, which exits at once)
-the replica process first asks its replica to transfer leadership (the same transfer as
-`gcs-ha transfer-leader`: new writes are held until a follower's log matches, that
-follower stands for the next term, the held writes go on with it), and waits until it
-hears from the new leader (so the stop never leaves the cluster without a known leader),
-bounded by a short timeout. Without a quorum, without another member, or when no
-follower catches up in time, it stops without the hand-off: the cluster then elects as
-after any loss of its leader. Either way one line in the log says what happened.
-
-`gcs-ha start --handoff-timeout` (GCS_HA_HANDOFF_TIMEOUT, default 3s; 0s turns the
-hand-off off) bounds it.
+On SIGTERM, SIGINT or the admin Shutdown call (never on a fatal error), a serving leader
+transfers leadership as `gcs-ha transfer-leader` does and waits to hear from the new
+leader, bounded by `gcs-ha start --handoff-timeout` (GCS_HA_HANDOFF_TIMEOUT, default 3s;
+0s turns it off). When it cannot, it stops without; one log line says which. Why and
+what it saves: DESIGN.md, "A leader's clean stop hands off first".
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """A replica's HTTP listener (`--http-address`): metrics, probes, leader and status.
 
-| path       | answers                                                                  |
-|------------|--------------------------------------------------------------------------|
-| `/metrics` | Prometheus text: both processes of the replica (metrics.py)              |
-| `/livez`   | 200 while this process answers and its consensus process reported within |
-|            | STALE_AFTER_S; else 503 (restart it)                                     |
-| `/readyz`  | 200 when Ray's calls are answered here (this replica serves, or forwards |
-|            | to a known leader: the gRPC health service's "gcs-ha.forwarding"); 503   |
-| `/leader`  | JSON: the leader this replica knows, its term and GCS address; 503 when  |
-|            | none is known                                                            |
-| `/status`  | JSON: this replica's status, recent leader changes, the store's use, and |
-|            | the cluster as every member answers it (cluster_status.py); HTML, the    |
-|            | status page for people (status_page.py), when the request's Accept      |
-|            | prefers text/html (browsers do) or it says `?format=html`               |
-| `/`        | a redirect to `/status`: a browser pointed at the listener finds the page |
+Paths: `/metrics`, `/livez`, `/readyz`, `/leader`, `/status` (JSON, or the HTML status
+page), and `/` (a redirect to `/status`); what each answers: DESIGN.md, "The HTTP
+listener", and docs/monitoring.md. Readable by anyone who reaches the port, changing
+nothing (docs/security.md). Served by aiohttp on the replica's event loop.
 
-Everything here is readable by anyone who reaches the port, like the admin Status call
-(docs/security.md): addresses, roles, positions and sizes, nothing secret, and nothing
-here changes anything. Bind it where your monitoring reaches it. Served by aiohttp on
-the replica's event loop; a port that cannot be bound is a ConfigError at start.
+Errors: ConfigError at start for a port that cannot be bound.
 """
 
 from __future__ import annotations

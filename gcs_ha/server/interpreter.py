@@ -1,23 +1,9 @@
 """The replica front end's event loop and interpreter settings.
 
-Raft runs in the replica's consensus process (gcs_ha/consensus/raft_host.py), so nothing
-in this process has a deadline that the GIL or the garbage collector can make Raft miss:
-the 0.5 ms GIL switch interval this module once set for an in-process Raft thread is gone,
-and under a burst of 10,000 actor registrations the leader holds with the interpreter's
-own settings (server/DESIGN.md has the measurements). What remains pays for throughput:
-
-- the event loop: uvloop by default (`GCS_HA_EVENT_LOOP=asyncio` selects the standard
-  one). grpc.aio's per-call work is mostly event-loop work; uvloop cut a bare gRPC KV
-  server's CPU per call by a fifth and raised its rate by a third;
-- the collector's thresholds, GC_THRESHOLDS (the interpreter's are 700, 10, 10). With
-  thousands of calls in flight, objects survive young collections and die old, so the
-  defaults ran full collections of 230-480 ms every few seconds. These cut the front
-  end's CPU per registered actor by a quarter and raised the rate by 20-30%.
-  `GCS_HA_GC_THRESHOLDS=a,b,c` sets others (e.g. 700,10,10 for the defaults);
-- `gc.freeze()` once started: the objects that live as long as the process (modules,
-  classes, functions) leave every later collection;
-- `GcPauseLog`: a collection of GC_PAUSE_WARN_S or more is logged, since it stalls every
-  call of the process.
+uvloop by default (`GCS_HA_EVENT_LOOP=asyncio` selects the standard one), raised
+collector thresholds GC_THRESHOLDS (`GCS_HA_GC_THRESHOLDS=a,b,c` sets others),
+`gc.freeze()` once started, and `GcPauseLog`, which logs a collection of GC_PAUSE_WARN_S
+or more. Why, with measurements: DESIGN.md, "The interpreter serves throughput, not Raft".
 
 Errors: ConfigError for a malformed GCS_HA_EVENT_LOOP or GCS_HA_GC_THRESHOLDS.
 """

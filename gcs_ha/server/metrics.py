@@ -1,16 +1,10 @@
 """A replica's metrics, as its HTTP listener serves them on /metrics.
 
-Three sources, one text (Prometheus's format):
-- this process's registry: the gRPC interceptor (grpc_metrics.py), GC pauses, process
-  CPU and memory (`gcs_ha_frontend_process_*`), and `ReplicaStateCollector`, which reads
-  the replica's state at each scrape (leadership, Raft positions, proposals, forwarded
-  calls, the store's size and room);
-- the consensus process's registry (consensus/metrics.py: fsync, apply, commit and
-  snapshot durations, the journal's size, its own process metrics), asked for over the
-  replica's stream. When it does not answer within CONSENSUS_TIMEOUT_S the scrape
-  still succeeds, with `gcs_ha_consensus_metrics_up 0`.
-
-Every name is listed, with what to alert on, in docs/monitoring.md.
+One Prometheus text from this process's registry (grpc_metrics.py, GC pauses, process
+metrics and `ReplicaStateCollector`, which reads the replica's state at each scrape) and
+the consensus process's (consensus/metrics.py), asked for over the replica's stream; when
+that does not answer within CONSENSUS_TIMEOUT_S the scrape still succeeds, with
+`gcs_ha_consensus_metrics_up 0`. Every name, and what to alert on: docs/monitoring.md.
 """
 
 from __future__ import annotations

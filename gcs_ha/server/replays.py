@@ -1,18 +1,11 @@
 """Which of Ray's unary GCS calls a follower may send again, once, when it forwarded one
 to a leader that was lost with the call in flight (server/forwarding.py).
 
-Every unary method of Ray's GCS services is in exactly one table here (a unit test checks
-it, so a method added to the protos must be classified):
-- `READ_ONLY_METHODS`: a second run changes nothing;
-- `KEYED_IDEMPOTENT_METHODS`: writes keyed by an id only their caller uses, which the
-  managers answer as a replay when they ran already (running one twice is running it once);
-- `DUPLICATE_TOLERANT_METHODS`: a second run repeats a record that readers already
-  tolerate twice (task events; a spent job number);
-- `NOT_REPLAYED`: a second run could change what others see; the reason is given.
-
-Ray's own clients send all of these again after UNAVAILABLE, but only at their next
-connection check (up to 1 s later, and every other call of that client waits meanwhile),
-so a call replayed here instead spares the caller that second.
+Every unary method is in exactly one table (a unit test checks it): `READ_ONLY_METHODS`,
+`KEYED_IDEMPOTENT_METHODS` (writes keyed by an id only their caller uses),
+`DUPLICATE_TOLERANT_METHODS` (task events, a spent job number) and `NOT_REPLAYED` (a
+second run could change what others see; the reason is given). Why replay at all:
+DESIGN.md, "Hold, replay once, then UNAVAILABLE".
 """
 
 from __future__ import annotations

@@ -1,26 +1,14 @@
 """One replica process: data dir, Raft replica, and the gRPC server in front of it.
 
-`ReplicaProcess.run` does, in order:
-  1. open and lock the data dir (gcs_ha.datadir: identity check, exclusive lock);
-  2. create the gRPC server and bind its port, and the HTTP listener's with
-     `http_address` (http_endpoint.py: metrics, probes, status); a port in use fails
-     here, before Raft starts (SO_REUSEPORT is off so two replicas can never share one);
-  3. start the replica (RaftReplica: loads LMDB and the Raft log, joins its peers);
-  4. mount the services of `SERVICES` on the server and their managers on the
-     `GcsServer` (gcs_server.py), which follows leadership from then on (promotes and
-     demotes the managers, routes Ray's calls, keeps the health service up to date),
-     and start serving;
-  5. run `after_start` (e.g. `gcs-ha join` asking the leader to add this replica), and
-     with `supervisor_pid` (set by `gcs-ha up`) stop when that supervisor is gone;
-  6. wait for SIGTERM, SIGINT or the admin Shutdown call; a leader then hands leadership
-     to a caught-up follower first (handoff.py); then stop the GcsServer, stop gRPC
-     (1 s grace), stop the replica, release the data dir.
+`ReplicaProcess.run` opens and locks the data dir, binds the gRPC (and HTTP) ports before
+Raft starts, starts the replica, mounts `SERVICES`, serves until SIGTERM, SIGINT or the
+admin Shutdown call, then stops in order (a leader hands off first). The steps in order:
+DESIGN.md, "Mechanism".
 
-Raises (before serving): DataDirError / CorruptDataError from the data dir or the
-replica, ConfigError when the gRPC port cannot be bound. `run` returns the process
-exit code: 0 after a requested stop, 1 when `after_start` failed. When the replica's
-consensus process dies the process exits at once: 70 if that was a fatal storage error,
-75 otherwise.
+Raises (before serving): DataDirError / CorruptDataError from the data dir or the replica,
+ConfigError when the gRPC port cannot be bound. `run` returns the exit code: 0 after a
+requested stop, 1 when `after_start` failed; when the consensus process dies the process
+exits at once, 70 if that was a fatal storage error, 75 otherwise.
 """
 
 from __future__ import annotations

@@ -2,38 +2,9 @@
 
 Servers raise `gcs_ha.errors` exceptions; `abort_with_error` turns one into a gRPC status
 with `grpc_status_for`. Clients turn a failed call back into the same exception tree
-with `error_from_rpc`, so the CLI and the test harness handle one set of errors.
-
-| gcs_ha.errors                              | gRPC status          |
-|--------------------------------------------|----------------------|
-| NotLeaderError (leader hint in message and | FAILED_PRECONDITION  |
-|   in trailing metadata `gcs-ha-leader`)    |                      |
-| UnavailableError, UnknownOutcomeError      | UNAVAILABLE          |
-| InvalidRequestError, ConfigError           | INVALID_ARGUMENT     |
-| AdminAuthError                             | UNAUTHENTICATED      |
-| ResourceExhaustedError                     | RESOURCE_EXHAUSTED   |
-| StorageError (and its subclasses)          | INTERNAL             |
-| any other GcsHaError                       | UNKNOWN              |
-
-Back from the wire: FAILED_PRECONDITION -> NotLeaderError (with the hint),
-UNAVAILABLE / DEADLINE_EXCEEDED -> UnavailableError, INVALID_ARGUMENT ->
-InvalidRequestError, UNAUTHENTICATED -> AdminAuthError, RESOURCE_EXHAUSTED ->
-ResourceExhaustedError, INTERNAL -> StorageError, anything else -> GcsHaError.
-
-Ray's own services (InternalKV, ...) answer differently, as Ray's GCS does: a domain error
-travels in the reply's `status` field (GcsStatus{code, message}) with gRPC OK, using Ray's
-StatusCode numbers; everything that means "not here, not now" (NotLeaderError,
-UnavailableError, UnknownOutcomeError) is gRPC UNAVAILABLE, which Ray's clients queue and
-retry for up to 60 s (ray-gcs-contract.md section 1).
-
-| gcs_ha.errors        | Ray reply status            |
-|----------------------|-----------------------------|
-| NotFoundError        | 17 NotFound                 |
-| AlreadyExistsError   | 20 AlreadyExists            |
-| InvalidStateError    | 4 Invalid                   |
-| InvalidRequestError  | 34 InvalidArgument          |
-| StorageError         | gRPC INTERNAL (no reply)    |
-| StoreFullError       | gRPC RESOURCE_EXHAUSTED     |
+with `error_from_rpc`. Ray's own services answer domain errors in the reply's `status`
+field instead, and everything that means "not here, not now" as UNAVAILABLE. Both
+mapping tables: DESIGN.md, "Errors -> gRPC statuses".
 """
 
 from __future__ import annotations

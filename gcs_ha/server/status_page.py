@@ -1,16 +1,10 @@
 """The status page: the cluster at a glance, as HTML for people.
 
-`render(page)` fills templates/status.html with Jinja2, autoescaping on: every value
-from the cluster (node ids, addresses, error text) is escaped, and the template marks
-nothing safe. The page is self-contained: inline CSS and SVG, no script, no external
-resource (the listener also sends a Content-Security-Policy forbidding both), and it
-reloads itself every REFRESH_S seconds with a meta refresh. What it shows:
-
-- the leader and its term, and the health `gcs-ha status` would report;
-- the members: node id, role, term, reachable or not, lag behind the leader, addresses;
-- this replica's recent leader changes, as a timeline picture (status_timeline.py) and
-  as a short table;
-- this replica's store use (only its own: the admin Status does not carry the others').
+`render(page)` fills templates/status.html with Jinja2, autoescaping on: the leader and
+its term, the health `gcs-ha status` would report, the members, this replica's recent
+leader changes (status_timeline.py) and its own store use. Self-contained (no script, no
+external resource), reloaded every REFRESH_S seconds. Decisions: DESIGN.md, "The status
+page".
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """The status page's picture of recent leader changes: geometry for an inline SVG.
 
-The input is this replica's leader history (leader_history.py: when it saw which leader
-in which term; None while it saw none). The picture is one bar on a linear time scale,
-from the oldest kept change to now: a segment per change, coloured by leader (hatched
-grey while there was no leader), labelled above with its leader and term, or its term
-alone, when it is wide enough for the text (estimated at CHAR_WIDTH per character). A
-segment too short to see is drawn MIN_WIDTH wide, so a burst of elections shows as a
-comb of thin segments instead of vanishing. A leader seen before its node id was
-registered (a new cluster's first moments: Raft knows only its address) is
-"unregistered", in grey. Times are the replica's wall clock, shown in UTC. The markup
-is in templates/status.html; this module only computes.
+From this replica's leader history (leader_history.py), one bar on a linear time scale,
+a segment per change, at least MIN_WIDTH wide; labels only where the text fits (CHAR_WIDTH
+per character). This module only computes: the markup is in templates/status.html. How
+it is drawn: DESIGN.md, "The status page".
 """
 
 from __future__ import annotations

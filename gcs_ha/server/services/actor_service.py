@@ -1,16 +1,10 @@
 """Ray's ActorInfoGcsService on gcs-ha: a thin servicer over the ActorManager.
 
-Errors travel as in every Ray service here (gcs_ha.server.ray_call): InvalidRequestError
+Domain errors travel in the reply's status (gcs_ha.server.ray_call): InvalidRequestError
 as InvalidArgument, AlreadyExistsError as AlreadyExists (a name taken), InvalidStateError
-as Invalid (CreateActor of a destroyed actor, lineage restart of a permanently dead
-one), NotFoundError as NotFound, in the reply's status; availability errors abort with
-UNAVAILABLE and Ray's clients replay the call, which the manager makes harmless.
-
-CreateActor's reply comes once the actor's constructor ran (actor_address and the
-creation task's borrowed_refs), or with SchedulingCancelled (19) and the death cause
-when the actor died before it was created, or with CreationTaskError (16) when the
-constructor raised. RegisterActor answers SchedulingCancelled when the actor was
-destroyed before its registration was stored (Ray's "Actor creation cancelled.").
+as Invalid, NotFoundError as NotFound; availability errors abort with UNAVAILABLE and
+Ray's clients replay the call, which the manager makes harmless. When CreateActor and
+RegisterActor reply, and with what: DESIGN.md, "Ray's services (services/)".
 """
 
 from __future__ import annotations

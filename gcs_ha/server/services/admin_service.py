@@ -1,15 +1,13 @@
 """The admin gRPC service: a thin shell over a `Replica`.
 
-Every method calls one `Replica` method and converts between protobuf and the
-consensus dataclasses. Every method but Status first checks the caller's proof of the
-cluster secret (gcs_ha.admin_auth): without it, UNAUTHENTICATED and nothing happens.
-Status stays readable to anyone who reaches the port: it shows the members' addresses,
-roles and log positions, nothing secret (docs/security.md). Errors are `gcs_ha.errors`
-exceptions, turned into gRPC statuses by `gcs_ha.server.status` (a follower answers
-leader-only calls with FAILED_PRECONDITION and the leader's GCS address). A bad request
-(bad node id, bad address) is InvalidRequestError -> INVALID_ARGUMENT; a change that
-contradicts the cluster (an address another member holds) is ConfigError, also
-INVALID_ARGUMENT; another membership change in progress is UNAVAILABLE (retry).
+Every method calls one `Replica` method and converts between protobuf and the consensus
+dataclasses. Every method but Status first checks the caller's proof of the cluster
+secret (gcs_ha.admin_auth); Status is open to anyone (docs/security.md).
+
+Errors: `gcs_ha.errors` exceptions, turned into gRPC statuses by gcs_ha.server.status:
+UNAUTHENTICATED without the proof; FAILED_PRECONDITION (with the leader's GCS address)
+for a leader-only call on a follower; INVALID_ARGUMENT for a bad request or a change that
+contradicts the cluster; UNAVAILABLE while another membership change runs (retry).
 """
 
 from __future__ import annotations

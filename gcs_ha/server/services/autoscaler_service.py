@@ -1,20 +1,10 @@
 """Ray's `ray.rpc.autoscaler.AutoscalerStateService` on gcs-ha: a thin servicer over the
 AutoscalerStateManager.
 
-Unlike the other GCS services, these replies have no `status` field (Ray answers them
-with the gRPC status alone), so a domain error ends the call with a gRPC status:
-
-| error                                      | gRPC status      |
-|--------------------------------------------|------------------|
-| InvalidRequestError                        | INVALID_ARGUMENT |
-| NotFoundError                              | NOT_FOUND        |
-| UnavailableError from the raylet (Resize)  | INTERNAL         |
-| NotLeaderError, UnavailableError, ...      | UNAVAILABLE      |
-|   from our own store                       |   (Ray's clients retry) |
-
-Ray's GCS sends UNKNOWN for all of its errors; its C++ clients queue and replay UNKNOWN
-as if the GCS were down, so a raylet that cannot be reached is reported as INTERNAL
-here (DrainNode reports it as a rejection instead, see the manager).
+These replies have no `status` field, so a domain error ends the call with a gRPC status:
+InvalidRequestError INVALID_ARGUMENT, NotFoundError NOT_FOUND, an unreachable raylet
+(Resize) INTERNAL, our store's availability errors UNAVAILABLE (Ray's clients retry).
+Why not Ray's UNKNOWN: DESIGN.md, "Ray's services (services/)".
 """
 
 from __future__ import annotations

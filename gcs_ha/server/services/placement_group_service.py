@@ -1,15 +1,11 @@
 """Ray's PlacementGroupInfoGcsService on gcs-ha: a thin servicer over the
 PlacementGroupManager.
 
-Errors travel as in every Ray service here (gcs_ha.server.ray_call): InvalidRequestError
-(a malformed id) as InvalidArgument, NotFoundError (waiting on a removed group) as
-NotFound, a name already taken (NameTakenError, an InvalidStateError) as Ray's Invalid
-(4), as Ray's GCS does ("Failed to create placement group '...' because name '...'
-already exists.").
-Store errors abort with UNAVAILABLE and Ray's clients replay the call, which the manager
-makes harmless. Get and GetNamed of an unknown group answer OK without data, as Ray does;
-WaitPlacementGroupUntilReady holds the call until the group is created or removed (the
-client's deadline bounds it).
+Domain errors travel in the reply's status (gcs_ha.server.ray_call): InvalidRequestError
+(a malformed id) as InvalidArgument, NotFoundError as NotFound, a name already taken
+(NameTakenError) as Invalid, as Ray's GCS does. Store errors abort with UNAVAILABLE and
+Ray's clients replay the call, which the manager makes harmless. Behaviour Ray relies on:
+DESIGN.md, "Ray's services (services/)".
 """
 
 from __future__ import annotations

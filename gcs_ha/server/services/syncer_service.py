@@ -1,16 +1,11 @@
 """Ray's `ray.rpc.syncer.RaySyncer` on gcs-ha: each raylet's StartSync bidi stream, a thin
 shell over the SyncerHub (gcs_ha.managers.syncer_hub).
 
-One call per raylet, held for the raylet's lifetime (ray-gcs-contract.md section 7):
-  - the raylet names itself in the metadata `node_id: <56 hex>` (a call without a valid
-    one ends INVALID_ARGUMENT; Ray's GCS would crash on it);
-  - the GCS answers at once with initial metadata `node_id: <56 zeros>` (its nil id);
-  - a reader task hands every RaySyncMessageBatch read to the hub; the call's responses
-    are the batches the hub queues for this stream;
-  - the call ends when the raylet closes its side (OK), when the hub closes the stream
-    (`stop` on demotion, or the node opened a newer stream: UNAVAILABLE, so the raylet
-    reconnects after 2 s, to whichever replica leads), or when the raylet goes away.
-A hub that is not started (this replica does not lead) refuses the call with UNAVAILABLE.
+One call per raylet, held for the raylet's lifetime; a reader task hands every batch
+read to the hub, and the responses are the batches the hub queues for this stream. The
+stream's protocol: DESIGN.md, "Ray's services (services/)", and ray-gcs-contract.md
+section 7. Errors: INVALID_ARGUMENT for a call without a valid `node_id` metadata;
+UNAVAILABLE when the hub is not started (this replica does not lead) or closes the stream.
 """
 
 from __future__ import annotations
