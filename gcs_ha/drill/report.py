@@ -4,18 +4,8 @@
     print(render.summary_text(result))           # PASS/FAIL first, then plain-text tables
     render.write_html(result, "drill.html")      # header, timeline picture, tables, violations
 
-`to_json` computes every number once; the text and HTML tables (render.py) are formatted
-from its document, so the three outputs cannot disagree. Latencies are of OK operations,
-end - start; percentiles are nearest-rank (an observed value). Times in the output are
-seconds since the drill started. Bytes (keys, values) become text: printable ASCII as is,
-any other byte and the backslash as \\xNN, so the text is unambiguous. The history itself
-is not dumped: only counts, and the operations that take part in the first violations.
-
-"Leader lost" aggregates the faults that took the serving leader out: kill-leader and
-partition-leader always, any other kind (powerloss, pause, kill-random, churn) when its
-targets include the leader recorded at its start.
-
-Nothing here raises on purpose.
+Decisions (nearest-rank percentiles, "leader lost", byte escaping) are in DESIGN.md
+("The report"). Nothing here raises on purpose.
 """
 
 from __future__ import annotations
