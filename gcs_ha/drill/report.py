@@ -42,7 +42,7 @@ def op_class(op: Op) -> str:
 
 
 def leader_lost(fault: Fault) -> bool:
-    """Whether the fault took the serving leader out (see the module doc)."""
+    """Whether the fault took the serving leader out (DESIGN.md, "The report")."""
     return fault.kind in LEADER_KINDS or (fault.leader >= 0 and fault.leader in fault.targets)
 
 
@@ -206,7 +206,7 @@ def _linearizability_json(lin: LinearizabilityResult, t0: float) -> dict[str, An
 
 
 def to_json(result: DrillResult) -> dict[str, Any]:
-    """Every number of the report as JSON types (see the module doc for units)."""
+    """Every number of the report as JSON types (times: seconds since the start)."""
     return {
         "passed": result.passed,
         "failures": failure_reasons(result),

@@ -3,7 +3,10 @@
     result = run_local(DrillConfig(faults=10, seed=7), steps=WorkProgress(...))
     print(report.summary_text(result))
 
-Every process is stopped by PID at the end, whatever happened.
+Steps: start the replicas (secure, through the relay when partitions are asked for,
+GCS_HA_CRASH_SIM=1); start the load; `faults` times (or until `duration_s`) inject a
+random fault, settle, let the load run `quiet_s` more; stop the load, read every key back,
+compare digests, check the history. Every process is stopped by PID at the end.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def node_info(
 
 
 class ScriptedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
-    """A raylet's health service (see the module docstring); counts checks."""
+    """A raylet's health service (DESIGN.md); counts checks."""
 
     def __init__(self, node_id: bytes, script: list[int] | None = None) -> None:
         self.node_hex = node_id.hex()

@@ -75,7 +75,7 @@ class Op:
 
 def classify(code: grpc.StatusCode, details: str, refused: bool = False) -> Outcome:
     """FAIL when the call certainly had no effect (`refused`: the replica said so with
-    the NOT_APPLIED trailing metadata), else UNKNOWN (see the module doc)."""
+    the NOT_APPLIED trailing metadata), else UNKNOWN (DESIGN.md)."""
     text = details.lower()
     if code == grpc.StatusCode.UNAVAILABLE and (refused or any(s in text for s in _NEVER_PROPOSED)):
         return Outcome.FAIL
