@@ -1,15 +1,8 @@
 """Proof of the cluster secret on admin calls (docs/security.md).
 
-Every admin call that changes or costs something (AddMember, RemoveMember,
-TransferLeadership, Compact, Digest, Shutdown) carries, in gRPC metadata `AUTH_KEY`:
-
-    v1:<unix time, ms>:<nonce, 32 hex>:<HMAC-SHA256, hex>
-
-The HMAC key is derived from the cluster secret (`admin_key`), apart from the key that
-authenticates Raft peers, and signs the method name, the time, the nonce and the SHA-256
-of the request's bytes: a credential is good for one call, on one request, for
-MAX_SKEW_S either side of its time, once (`AdminVerifier` remembers the nonces it
-accepted). A cluster run without a secret (--insecure, loopback only) asks for nothing.
+Every admin call that changes or costs something carries a one-use credential in gRPC
+metadata `AUTH_KEY`: `v1:<unix time, ms>:<nonce, 32 hex>:<HMAC-SHA256, hex>`, keyed by
+`admin_key(secret)`. A cluster run without a secret asks for nothing.
 
 Errors: `AdminVerifier.check` raises AdminAuthError (-> UNAUTHENTICATED) naming what
 was wrong: missing, malformed, too old or too new (clock skew), replayed, bad signature.

@@ -1,17 +1,12 @@
 """A small synchronous client of the admin service, for the CLI and the test harness.
 
-Every failed call raises the `gcs_ha.errors` exception it stands for (mapped back by
-`gcs_ha.server.status.error_from_rpc`): UnavailableError when the replica cannot be
-reached or does not answer within the timeout, NotLeaderError (with the leader's GCS
-address in `leader_hint` when known) for a leader-only call sent to a follower,
-InvalidRequestError, StorageError, or GcsHaError.
+`call_on_leader` runs a leader-only call, following leader hints and retrying while the
+cluster has no leader. Given the admin key, every call carries a fresh credential.
 
-`call_on_leader` runs a leader-only call, following leader hints and retrying while
-the cluster has no leader, until a deadline.
-
-Given the cluster's admin key (gcs_ha.admin_auth.admin_key of its secret), every call
-carries a fresh credential; without it, only Status is answered by a cluster that has a
-secret (the others: AdminAuthError).
+Errors: each failed call raises its `gcs_ha.errors` exception (mapped back by
+`gcs_ha.server.status.error_from_rpc`): UnavailableError (unreachable, or no answer
+within the timeout), NotLeaderError (with `leader_hint` when known), InvalidRequestError,
+StorageError, AdminAuthError (a call other than Status without the key), or GcsHaError.
 """
 
 from __future__ import annotations

@@ -1,25 +1,7 @@
 """Backups of a running cluster (`gcs-ha snapshot save`) and new clusters seeded from one
-(`gcs-ha snapshot restore`).
-
-A backup is one file:
-
-    b"GCSHABAK" | u32 format version (1) | u32 header length | u64 image length
-    | header (JSON) | LMDB image
-
-The header names the cluster it came from, the Raft index its image holds (every write
-acknowledged before the backup began is at or below it), when it was taken, the SHA-256
-of the image, and a fingerprint of the cluster secret (a one-way hash, "" for an insecure
-cluster). `save` writes `<file>.partial`, checks it, fsyncs it and renames it into place,
-so a file with the final name is always complete.
-
-`restore_data_dir` turns a backup into the data dir of one replica of a *new* cluster:
-the image becomes its LMDB with the Raft index set back to 0 (the new cluster's log
-starts at 1) and the old membership removed (replicas register themselves at start);
-Ray's tables, the internal KV and Ray's cluster id are kept. Every replica of the new
-cluster is restored from the same file, then started as usual. A restored cluster must
-have a new cluster name and, when secured, a new secret: with the old secret its
-replicas could talk Raft with the old cluster's and be overwritten by its log without
-anyone noticing.
+(`gcs-ha snapshot restore`: `restore_data_dir` makes the data dir of one replica of a
+*new* cluster). What a backup holds, its file format and why a restore needs a new name
+and secret: docs/operations.md ("Backup and restore").
 
 Errors raised: CorruptDataError (not a backup, truncated, checksum mismatch), ConfigError
 (the same cluster name or secret as the backup's, a data dir that is not empty).

@@ -1,19 +1,9 @@
-"""The `gcs-ha` command line (click).
-
-    gcs-ha start   run one replica in the foreground
-    gcs-ha up      run a local N-replica cluster in the foreground (development)
-    gcs-ha status  show every member of a cluster
-    gcs-ha join    run a new replica and add it to a running cluster
-    gcs-ha leave   remove a replica from its cluster and shut it down
-    gcs-ha ray-head  start a Ray head node whose GCS is a gcs-ha cluster
-    gcs-ha bench   benchmarks (commands added by gcs_ha.bench)
+"""The `gcs-ha` command line (click): start, up, status, join, leave, ray-head, bench, ...
 
 A mistake of the user (bad flag, missing secret, unreachable address, a data dir of
 another node) ends with one line "Error: ..." on stderr and a non-zero exit: 2 for
-bad input (click usage errors and ConfigError), 1 for everything else.
-
-Every option (but bench's and drill's) can also come from an environment variable
-(GCS_HA_NODE_ID for --node-id) or a TOML file given with --config: gcs_ha.cli_config.
+bad input (click usage errors and ConfigError), 1 for everything else. Options also
+come from the environment and a config file (gcs_ha.cli_config).
 """
 
 from __future__ import annotations

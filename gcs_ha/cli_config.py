@@ -1,28 +1,13 @@
 """Every option of the operator's commands also from the environment and a config file.
 
-`configure(cli)` runs once, on the finished command tree (the end of gcs_ha/cli.py):
-- each option reads the environment variable GCS_HA_<NAME>, NAME being its long name in
-  capitals with `_` for `-` (`--node-id`: GCS_HA_NODE_ID, `--map-size`: GCS_HA_MAP_SIZE):
-  one name per option, whatever the command, shown by `--help`. A repeatable option
-  (`--peer`) takes several values separated by whitespace (click's rule); a flag takes
-  1/true/yes/on or 0/false/no/off;
-- each command gets `--config FILE` (or GCS_HA_CONFIG=FILE): a TOML file whose keys are
-  the same long names (`node-id = "r0"`, `peer = ["10.0.0.12:7379"]`,
-  `map-size = "8GiB"`, `insecure = false`). It may hold keys of other commands (one file
-  for a machine), which a command without that option ignores.
-click gives the precedence: command line > environment > config file > default (the
-file is loaded into the command's `default_map`).
-
-Left out: the commands of NOT_CONFIGURED (bench and drill: test tools, whose --address,
---data-dir or --replicas must never come from a production replica's settings), hidden
-options, and COMMAND_LINE_ONLY (the member `leave` removes, recover's --yes: a
-destructive command's target or confirmation is typed, never inherited). The secret is
-never a value (`secret` is refused): it stays in a file, `secret-file`.
+`configure(cli)` runs once, on the finished command tree: each option reads GCS_HA_<NAME>
+and each command gets `--config FILE` (TOML keyed by the long option names). Precedence,
+value types and the options left out (NOT_CONFIGURED, COMMAND_LINE_ONLY, the secret):
+docs/configuration.md.
 
 Errors are BadInput ("Error: ..." on stderr, exit code 2), naming the file and the key:
 a config file missing, unreadable or not TOML; a key that is no option; a value of the
-wrong TOML type or that its option refuses. A bad value in an environment variable is
-click's usage error, which names the variable.
+wrong TOML type or that its option refuses.
 """
 
 from __future__ import annotations

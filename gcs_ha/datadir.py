@@ -1,15 +1,10 @@
-"""A replica's data dir: its identity and its exclusive lock.
-
-Layout of `<data-dir>`:
-    identity.json   {"format": 1, "node_id": ..., "cluster_name": ..., "created_at": ...}
-                    written once, on first start; later starts must match it
-    lock            held with an exclusive flock(2) while a replica process runs
-    lmdb/, raft/    owned by the consensus layer (RaftReplica)
+"""A replica's data dir: its identity (identity.json) and its exclusive flock (lock).
+Layout: docs/operations.md.
 
 `DataDir.open` raises DataDirError (naming the path and the problem) when the dir
 cannot be created, is locked by another running process, belongs to another node or
-cluster, or holds an unreadable identity file. The lock is released by `close`, or by
-the kernel when the process dies, so a crashed replica never leaves a stale lock.
+cluster, or holds an unreadable identity file. The lock dies with the process, so a
+crashed replica never leaves a stale lock.
 """
 
 from __future__ import annotations

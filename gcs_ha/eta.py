@@ -1,5 +1,10 @@
-"""The time left of long work (`Eta`), for gcs_ha/progress.py and the bar of
-gcs_ha/progress_bar.py (progress.py's docstring says how it estimates).
+"""The time left of long work (`Eta`), for gcs_ha/progress.py and its bar.
+
+The ETA is the average time per unit so far times the units left, less the time already
+spent on the unit under way, but never less than the units after it would take (rich's
+own estimate looks at the last 30 s only, shorter than a benchmark point or a drill
+fault). Before the first unit it is the planned time when the caller knows one, else
+unknown.
 """
 
 from __future__ import annotations

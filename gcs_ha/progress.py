@@ -1,31 +1,13 @@
-"""Progress with an ETA for the commands that run for minutes (`gcs-ha bench ...`,
-`gcs-ha drill`): what the work reports (`Steps`) and when to draw; the estimate (`Eta`)
-is gcs_ha/eta.py, the bar itself, drawn on stderr with rich, gcs_ha/progress_bar.py
-(imported only when a command runs, so `gcs-ha --help` and `status` do not load rich's
-console).
+"""Progress for the commands that run for minutes (`gcs-ha bench ...`, `gcs-ha drill`):
+what the work reports (`Steps`: begin, advance, restart_clock, note; `QUIET` when nobody
+watches) and when to draw. The estimate is gcs_ha/eta.py; the bar, on stderr with rich,
+gcs_ha/progress_bar.py (imported only when a command runs).
 
     with for_command(flag, "bench kv", total=12, unit="points") as steps:
-        steps.begin("ray-redis: put, 16 clients")   # what runs now
-        ...
-        steps.advance()                              # one unit done
-        steps.note("fault 1: kill-leader r0")        # a line that stays (above the bar)
+        steps.begin("ray-redis: put, 16 clients"); steps.advance(); steps.note("...")
 
-Shown only when asked (`--progress`) or, by default, when stderr is a terminal and the
-command is not verbose (-v: the log lines are the progress), so logs, CI and redirected
-output never hold a control character; stdout (the table, the JSON) is not touched either
-way. Off, `note` prints its line on stderr as it is and nothing else is printed. While the
-bar is up, log records of the handlers that write to stderr are printed above it instead
-of through it, and the bar is erased when the work ends (only the notes stay).
-
-The measuring code sees only `Steps` (begin, advance, restart_clock, note): `QUIET` when
-nobody watches.
-
-The ETA (`Eta`) is the average time per unit so far times the units left, less the time
-already spent on the unit under way, but never less than the units after it would take:
-rich's own estimate looks at the last 30 s only, and a benchmark point or a drill fault
-can take longer than that. Before the first unit is done it is the planned time when the
-caller knows one (the measuring windows of a benchmark), else unknown. Nothing here
-raises on purpose.
+Shown when asked (`--progress`) or when stderr is a terminal and the command is not
+verbose; stdout is never touched. Nothing here raises on purpose.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """The replica options that set its Raft timing: election timeout, heartbeat, leader fallback.
 
-Durations are written with a unit: `300ms`, `0.3s`, `2s` (`parse_duration`; ConfigError
-for anything else, a bare number included: 300 of what?). `DURATION` is their click
-type and `timing_options` adds the options to a click command, which receives them as
-`election_timeout_s`, `heartbeat_s` and `leader_fallback_s` (None: twice the election
-timeout). `raft_timing` checks them together and makes the `RaftTiming` the consensus
-process hands to pysyncobj (ConfigError naming the option when they do not fit).
+`parse_duration` reads durations with a unit (`300ms`, `0.3s`; a bare number is refused),
+`DURATION` is their click type, `timing_options` adds the options to a command, and
+`raft_timing` checks them together and makes the `RaftTiming`. What each costs:
+docs/configuration.md, "Raft timing".
 
-A follower stands for election after a random wait of one to two election timeouts
-without hearing from the leader (Raft's randomised timeout, [T, 2T]); the leader sends a
-heartbeat every `heartbeat`; a leader that hears from no majority for `leader-fallback`
-steps down (check-quorum). What each costs: docs/configuration.md, "Raft timing".
+Errors: ConfigError naming the option for a bad duration or values that do not fit.
 """
 
 from __future__ import annotations

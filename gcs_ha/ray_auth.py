@@ -1,15 +1,7 @@
-"""Ray's token authentication (RAY_AUTH_MODE=token), resolved as Ray 2.60 resolves it.
-
-With `RAY_AUTH_MODE=token` every Ray process sends `authorization: Bearer <token>` on its
-gRPC calls, and Ray's servers (GCS, raylets, core workers) refuse a call without the
-right token: gRPC UNAUTHENTICATED, "InvalidAuthToken: Authentication token is missing or
-incorrect" (measured on Ray 2.60's gcs_server; its health check needs no token).
-gcs-ha does the same on its gRPC port (gcs_ha.server.token_auth) and sends the token on
-its own calls to raylets and core workers.
-
-The token, in Ray's order: `RAY_AUTH_TOKEN`; else the first line of the file
-`RAY_AUTH_TOKEN_PATH` names; else the first line of `~/.ray/auth_token`. Whitespace
-around it is dropped.
+"""Ray's token authentication (RAY_AUTH_MODE=token), resolved as Ray 2.60 resolves it:
+`RAY_AUTH_TOKEN`, else the first line of the file `RAY_AUTH_TOKEN_PATH` names, else of
+`~/.ray/auth_token` (docs/ray-integration.md). gcs-ha checks it on its gRPC port
+(gcs_ha.server.token_auth) and sends it on its own calls to raylets and core workers.
 
 Errors: `load_ray_auth` raises ConfigError for an unknown RAY_AUTH_MODE, for a
 RAY_AUTH_TOKEN_PATH that cannot be read or is empty, and when token mode finds no token.

@@ -2,23 +2,12 @@
 
     gcs-ha ray-head --address HOST:PORT [-- RAY START OPTIONS]
 
-Ray's `ray start --head` always spawns its own gcs_server; there is no option to point
-a head node at an external GCS (ray-gcs-contract.md section 14). This command works out
-the address Ray will really dial (Ray rewrites localhost/127.0.0.1/::1 to this machine's
-IP: addresses.as_ray_sees_it), checks that a gcs-ha replica answers there, and fails with
-a message saying what to do if none does, instead of a head that Ray cannot reach. Then
-it replaces itself (exec) with
-gcs_ha/ray_head_main.py, which runs Ray's own `ray start --head RAY START OPTIONS` with
-one change: no gcs_server, the GCS address is ADDRESS, and the head's system config
-goes into gcs-ha's KV for GetInternalConfig. Read that module for how.
-
-Ray runs in a separate Python process because this one (the gcs-ha CLI) has imported
-gcs_ha.proto.ray, whose protobuf symbols clash with Ray's own.
-
-Errors: ConfigError for options that cannot go with a gcs-ha head (`--address`,
-`--port`, `--head` after "--") and when nothing answers where Ray rewrites ADDRESS to,
-UnavailableError when nothing answers at ADDRESS,
-GcsHaError when something answers there that is not a gcs-ha replica.
+Checks that a gcs-ha replica answers where Ray will really dial, then execs
+gcs_ha/ray_head_main.py in a fresh Python (Ray's protos clash with ours); see
+docs/ray-integration.md. Errors: ConfigError for options that cannot go with a gcs-ha
+head (`--address`, `--port`, `--head` after "--") and when nothing answers where Ray
+rewrites ADDRESS to; UnavailableError when nothing answers at ADDRESS; GcsHaError when
+something answers there that is not a gcs-ha replica.
 """
 
 from __future__ import annotations

@@ -1,32 +1,11 @@
 """The program behind `gcs-ha ray-head`: Ray's own `ray start --head`, with gcs-ha as its GCS.
 
-Run as its own Python process (gcs_ha.ray_head builds the command line and execs it):
+    python -m gcs_ha.ray_head_main --address HOST:PORT --config-namespace gcs_ha
+        --config-key system_config [-- RAY START OPTIONS]
 
-    python -m gcs_ha.ray_head_main --address HOST:PORT \\
-        --config-namespace gcs_ha --config-key system_config [-- RAY START OPTIONS]
-
-It imports Ray, so it must never import gcs_ha.proto.ray or anything that does (both
-define the same protobuf symbols): it imports nothing from gcs_ha at all.
-
-How: `ray start` builds a `ray._private.node.Node(head=True)`, whose start_head_processes
-spawns a gcs_server and then the head's other processes. This program replaces the Node
-class `ray start` uses with `GcsHaHeadNode`, which differs in three methods only:
-- `start_gcs_server` spawns nothing: the node's GCS address becomes the gcs-ha address
-  (any replica; followers forward to the leader), and the head's system config (what Ray
-  gives gcs_server as --config_list) is stored in gcs-ha's internal KV, where gcs-ha's
-  GetInternalConfig reads it (raylets ask for it first; `ray start --address` checks its
-  own config is a subset of it); and, as Ray's GCS does when it starts, it writes which
-  autoscaler runs (`__autoscaler_v2_enabled`: "1" when the system config's
-  `enable_autoscaler_v2` or else RAY_enable_autoscaler_v2 says so), before the head's
-  autoscaler monitor reads it;
-- `_init_gcs_client` connects Ray's GcsClient to gcs-ha, retrying until a deadline
-  (Ray's own version watches the gcs_server process it spawned, which does not exist);
-- `check_persisted_session_name` reads the session name from gcs-ha's KV, as Ray does
-  from Redis for a head restarted on a persistent GCS: a head node restarted against the
-  same gcs-ha cluster keeps the session (Ray refuses a second, different name there).
-Everything else (head raylet, dashboard/API server, autoscaler monitor, log monitor,
-ray-client server, the printed `ray start --address=...` hint, which names the gcs-ha
-address, `ray stop`) is Ray's code, unchanged.
+It imports Ray, so it imports nothing from gcs_ha (both define the same protobuf symbols).
+It swaps `ray start`'s Node class for `GcsHaHeadNode`, which spawns no gcs_server; the
+three methods it changes are described in docs/ray-integration.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Ray's TLS (RAY_USE_TLS=1) on the gRPC port, configured as Ray 2.60 configures it.
-
-With `RAY_USE_TLS=1` (or `true`) every Ray process serves and calls gRPC over mutual
-TLS: `RAY_TLS_SERVER_CERT` (certificate chain, PEM), `RAY_TLS_SERVER_KEY` (its key) and
-`RAY_TLS_CA_CERT` (the CA that signed every process's certificate). Servers require a
-client certificate signed by that CA; clients check the server's certificate against it
-(the address they dial must be in its subject alternative names). gcs-ha does the same on
-its gRPC port and on every channel it opens: to raylets, core workers, the leader
-(forwarding) and, from the CLI, to the admin service. The Raft port is not TLS: it is
-encrypted and authenticated with the cluster secret (docs/security.md).
+"""Ray's TLS (RAY_USE_TLS=1) on the gRPC port, configured as Ray 2.60 configures it:
+mutual TLS from `RAY_TLS_SERVER_CERT`, `RAY_TLS_SERVER_KEY` and `RAY_TLS_CA_CERT`, on the
+gRPC port and every channel gcs-ha opens (docs/security.md). The Raft port is not TLS.
 
 Errors: `load_ray_tls` raises ConfigError naming a missing variable or an unreadable file.
 """

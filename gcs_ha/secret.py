@@ -1,16 +1,9 @@
-"""The cluster secret: where it comes from, how it is generated, and when it may be absent.
+"""The cluster secret: where it comes from (`--secret-file`, else GCS_HA_SECRET), how it is
+generated, and when it may be absent (`decide_security`). Rules: docs/security.md.
 
-Every replica of a cluster authenticates its Raft peers with one shared secret. It is
-read from `--secret-file PATH` (the file's content, surrounding whitespace stripped)
-or, without that option, from the environment variable GCS_HA_SECRET (the secret
-itself). A secret shorter than 16 characters is refused.
-
-Running without a secret ("insecure") is allowed only where nobody else can reach the
-Raft ports: `decide_security` refuses --insecure unless every Raft address is
-loopback, and refuses a cluster of several replicas without either a secret or an
-explicit --insecure. A lone replica on a loopback address runs insecure implicitly.
-
-Raises ConfigError (with the problem named) for every refusal and unreadable file.
+Raises ConfigError (with the problem named) for every refusal (an empty or too short
+secret, --insecure with a secret or off loopback, no secret where one is needed) and for
+a secret file that cannot be read or created.
 """
 
 from __future__ import annotations

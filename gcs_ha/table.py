@@ -3,14 +3,9 @@
 
     print(render_table([("r0", "leader", 3)], header=("ID", "ROLE", "TERM"), left=2))
 
-    ID  ROLE    TERM
-    r0  leader     3
-
-Plain text, the same on a terminal and in a pipe: columns two spaces apart, each as wide
-as its widest cell in terminal cells (a wide character such as 漢 counts two), no trailing
-spaces, no colour and no control characters, so `line.split()` gives the cells back to a
-script or a test. A cell is `str(value)`, `None` is shown as "-", a line break inside a
-cell becomes a space. Rows shorter than the widest one are padded with empty cells.
+Plain text, the same on a terminal and in a pipe: columns two spaces apart, widths in
+terminal cells, no trailing spaces, colour or control characters, so `line.split()` gives
+the cells back. `None` is "-", a line break in a cell a space, short rows are padded.
 Nothing here raises on purpose.
 """
 

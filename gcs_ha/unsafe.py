@@ -1,22 +1,6 @@
-"""Deliberately unsafe switches, for tests and drills only.
-
-Each one breaks a guarantee on purpose so that a test can show the checks catch it (a
-drill or durability test that still passes with the switch on would prove nothing).
-They are read from the environment of a replica process at start and logged loudly.
-
-| variable                          | what it breaks                                      |
-|-----------------------------------|-----------------------------------------------------|
-| GCS_HA_UNSAFE_SKIP_FSYNC=1        | the Raft journal never fsyncs (consensus/journal.py) |
-| GCS_HA_UNSAFE_FAIL_FSYNC_FILE=F   | the journal's fsyncs fail with EIO while file F     |
-|                                   | exists: a failing disk, on one replica at a chosen  |
-|                                   | moment (consensus/journal.py)                       |
-| GCS_HA_UNSAFE_FOLLOWER_READS=1    | a follower answers InternalKVGet from its own LMDB  |
-|                                   | instead of forwarding it to the leader: reads can   |
-|                                   | miss acknowledged writes (not linearizable)         |
-| GCS_HA_UNSAFE_ENTRY_VERSION=N     | the replica claims to read and write log entry      |
-|                                   | formats up to N (format 1 under the number N): it   |
-|                                   | stands in for a newer build in tests of the cluster |
-|                                   | version gate (consensus/versions.py)                |
+"""Deliberately unsafe switches, for tests and drills only: each breaks a guarantee on
+purpose so that a test can show the checks catch it. Read from a replica's environment
+at start and logged loudly. The switches: docs/robustness.md ("Unsafe switches").
 """
 
 from __future__ import annotations

@@ -1,24 +1,9 @@
 """`gcs-ha up`: a local N-replica cluster in the foreground, for development.
 
-Each replica is its own `gcs-ha start` process (replica i: node id r<i>, data dir
-DIR/r<i>, gRPC port P+i, Raft port R+i, HTTP port (metrics, probes, /status)
-R+(R-P)+i: 8379 with the default ports). Addresses, by default: Raft on 127.0.0.1; gRPC
-listening on every interface (0.0.0.0, as Ray's own head node does) and advertised at
-this machine's IP as Ray computes it (addresses.ray_node_ip), because Ray rewrites
-127.0.0.1 in any GCS address it is given to that IP: what `up` prints then works as is
-for `gcs-ha ray-head`, `ray start` and `ray.init`. With --host H everything binds and
-is advertised at H (e.g. 127.0.0.2: Ray keeps other loopback addresses). Layout of DIR:
-    up.json          replicas, ports and cluster name, fixed when DIR is first used
-    up.pid           the supervisor's pid, flock-ed while it runs
-    cluster.secret   the cluster secret (mode 0600), generated when missing
-    logs/r<i>.log    each replica's output
-    r<i>/            each replica's data dir
-
-The supervisor prints the addresses, the leader (on every change) and every replica
-exit; a replica that dies stays down (the others keep running) until `gcs-ha up` is run
-again on DIR, which signals the running supervisor (SIGUSR1) to restart the replicas
-that are down, and exits. SIGINT/SIGTERM stop every replica (SIGTERM, SIGKILL after
-STOP_TIMEOUT_S) and exit 0. Replicas stop on their own if the supervisor dies.
+A supervisor runs each replica as its own `gcs-ha start` process (replica i: node r<i>,
+gRPC port P+i, Raft port R+i, HTTP port R+(R-P)+i) and keeps DIR/up.json, up.pid,
+cluster.secret, logs/ and the data dirs. Addresses, restarts (SIGUSR1) and stopping:
+docs/operations.md.
 
 Raises ConfigError when the options contradict DIR's up.json or DIR is unusable.
 """
@@ -62,7 +47,7 @@ class UpLayout:
     port: int
     raft_port: int
     cluster_name: str
-    host: str | None = None  # None: the defaults of the module doc
+    host: str | None = None  # None: the defaults (docs/operations.md)
     node_ip: str = "127.0.0.1"  # where gRPC is advertised when `host` is None
 
     def node_id(self, i: int) -> str:

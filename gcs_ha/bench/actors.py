@@ -1,27 +1,9 @@
 """`gcs-ha bench actors`: actor and placement group rates through a real Ray cluster, and
 the GCS's memory with many actors registered, gcs-ha against Ray's own gcs_server.
 
-For each system (gcs_ha.bench.actors_systems: `ray-memory`, a normal Ray head with its
-own in-memory gcs_server; `gcs-ha-N`, N durable replicas and a `gcs-ha ray-head`),
-started fresh and alone, one driver process (gcs_ha.bench.actors_driver, which imports
-Ray) runs the workloads against it with `ray.init(address=...)`:
-
-    actors       N actors created at once, until each answered one call (Ray's many_actors)
-    actors_kill  the same N killed, until the GCS reports each DEAD
-    pgs_create   M one-bundle placement groups created, until all are ready
-    pgs_remove   the same M removed, until the GCS reports each REMOVED
-    register     K actors no node can host, registered in batches of B (0: all at once),
-                 each batch waited for until the GCS has it (no workers start)
-    memory       the GCS server processes' resident memory with those K actors
-
-A row (what `--json` prints, one per system x op): system, op, count, seconds and
-`actors_per_s` or `pgs_per_s`; the memory row has rss_mib, anon_mib, peak_mib,
-rss_before_mib, kib_per_actor, process (and followers_rss_mib for gcs-ha). Rows of
-gcs-ha systems carry `vs_ray_memory` (rate, or RSS, over ray-memory's) and
-`elections` (how much the Raft term grew during the step; 0 when the leader held).
-When the GCS does not register the K actors (nothing moves for a minute), the system's
-last row is a `register` row with `error`, `registered` and `not_created`, and the run
-goes on with the next system.
+Each system (actors_systems) is started fresh and alone; one driver process
+(actors_driver, which imports Ray) runs the steps against it. Steps and rows: DESIGN.md
+("`bench actors`").
 
 Raises ConfigError (a system or an option that cannot run here) and UnavailableError
 (a process failed; the message names its log).

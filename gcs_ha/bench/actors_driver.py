@@ -1,24 +1,10 @@
 """The Ray driver of `gcs-ha bench actors`: `python -m gcs_ha.bench.actors_driver`.
 
-It imports Ray, so it runs in its own process and imports nothing from gcs_ha (Ray's
-and gcs-ha's generated protos define the same protobuf symbols and must not share a
-process). It connects to the cluster with `ray.init(address=...)` and runs, in order:
-
-  actors       Ray's many_actors pattern: create N small actors (0.01 CPU each) at once,
-               wait until each has answered one method call; then `ray.kill` them all
-               and wait until the GCS reports every one DEAD (`actors_kill`).
-  pgs          create M placement groups of one {"CPU": 0.001} bundle, wait until all are
-               ready (`pgs_create`); remove them and wait until the GCS reports every one
-               REMOVED (`pgs_remove`).
-  memory       print `memory_ready` (the bench reads its baseline), then for each `go N`
-               line on stdin register N more actors that need a resource no node has,
-               so they stay pending in the GCS without a worker, and print
-               `memory_submitted` (the bench waits until the GCS has them), up to K;
-               keep them registered until stdin closes (the bench reads the memory).
-
-Every event is one JSON line on stdout, with an "event" field; timings use
-CLOCK_MONOTONIC, which the bench process shares. A failure ends the process with a
-traceback on stderr and a non-zero exit code.
+It imports Ray, so it runs in its own process and imports nothing from gcs_ha (Ray's and
+gcs-ha's generated protos define the same protobuf symbols). It runs the actors, pgs and
+memory steps, printing one JSON event per line on stdout and reading `go N` lines on
+stdin; the protocol is in DESIGN.md ("Mechanism: actors"). A failure ends the process with
+a traceback on stderr and a non-zero exit code.
 """
 
 from __future__ import annotations

@@ -1,20 +1,5 @@
-"""The memory part of `gcs-ha bench actors`: K actors registered in the GCS, and the
-resident memory of the GCS server processes with them.
-
-The driver registers K actors that need a resource no node has: each is registered
-(RegisterActor) and asked to be created (CreateActor), the GCS sends its lease request
-to the raylet, which holds it as infeasible; no worker starts. The driver submits them
-in batches (`--memory-batch`; 0 = all at once) and waits for a `go` line before each;
-this module, in the bench process, reads the GCS through gcs-ha's copy of Ray's stubs
-(the same wire protocol for both systems):
-  - before: the actor count (`GetAllActorInfo(limit=1).total`, registered plus
-    destroyed actors) and each server's memory;
-  - after each batch: until the count has grown by what was submitted and none of the
-    job's actors is still DEPENDENCIES_UNREADY, then the next `go`; the time from the
-    first submission to the end of the last batch gives the registration rate;
-  - then that the job has exactly K actors that are not DEAD (its actors of the
-    earlier steps are), all PENDING_CREATION;
-  - after a short settle, each server's memory from /proc/PID/status.
+"""The memory step of `gcs-ha bench actors`: K pending actors registered in the GCS, and the
+resident memory of the GCS server processes with them (see DESIGN.md, "`bench actors`").
 
 Raises UnavailableError when the actors are not all registered (nothing moves for
 STALL_S, or the run's timeout passes) or the GCS does not answer for RETRY_S.

@@ -1,23 +1,8 @@
-"""The Ray clusters `gcs-ha bench actors` compares, each started fresh and stopped by PID.
+"""The Ray clusters `gcs-ha bench actors` compares, each started fresh and stopped by PID:
+`ray-memory` (a normal Ray head) and `gcs-ha-N` (N replicas and a `gcs-ha ray-head`).
 
-    ray-memory  a normal Ray head, `ray start --head` from the wheel: its own gcs_server,
-                in-memory storage
-    gcs-ha-N    N durable gcs-ha replicas (`gcs-ha start` processes, secret-authenticated
-                Raft) and a head from `gcs-ha ray-head` pointed at the serving leader
-
-Both heads get the same `ray start` options (`head_args`). Everything listens on one
-loopback address other than 127.0.0.1 (Ray rewrites 127.0.0.1 in a GCS address to the
-machine's IP); ports come from `base_port`:
-
-    base+0              Ray's gcs_server (ray-memory)
-    base+10+i, +20+i    gcs-ha replica i: gRPC, Raft
-    base+100..base+107  the head's Ray ports (raylet, object manager, agents, client server)
-    base+200..base+499  Ray's worker ports (and drivers')
-
-Ray's processes are found by session: `ray start` runs in a session of its own, which
-every process it starts (gcs_server, raylet, agents, workers) inherits; they are
-SIGKILLed by session when the system stops (never `ray stop`, which would stop every
-Ray on the machine). gcs-ha replicas are SIGTERMed by PID, SIGKILLed after a grace.
+Ray's processes are found and SIGKILLed by session, never by `ray stop`. The port layout
+is in DESIGN.md ("`bench actors`").
 
 Raises ConfigError (no `ray` CLI next to this Python) and UnavailableError (a process
 did not come up; the message names its log).

@@ -1,16 +1,8 @@
 """CPU time of the servers a benchmark measures, read from /proc, and by replica role.
 
-A gcs-ha replica is two processes: the `gcs-ha start` process (the front end: gRPC, the
-GCS managers, group commit) and its consensus process (Raft, journal, LMDB's writer), a
-child of the first. `RoleCpu` splits a cluster's CPU into three roles, so a benchmark row
-can say what one operation costs each of them:
-
-    leader_frontend    the serving leader's front end
-    leader_consensus   the serving leader's consensus process
-    follower           one follower, both of its processes (the mean over followers)
-
-With replicas on machines of their own, each role's machine saturates at about
-1000 / (its CPU ms per op) operations per second and core (docs/benchmarks.md).
+A replica is two processes (the `gcs-ha start` front end and its consensus child);
+`RoleCpu` splits a cluster's CPU into leader_frontend, leader_consensus and follower (the
+mean over followers), so a row can say what one operation costs each role.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """`gcs-ha bench failover`: time from kill -9 of the leader to the first write
 acknowledged by the new leader.
 
-Three replicas run as separate processes (gcs_ha.bench.runner: `gcs-ha start` plus
-writers that write continuously while their replica serves, logging every ack with a
-CLOCK_MONOTONIC timestamp). Each round: wait until the cluster is steady (a serving
-leader whose writes are being acknowledged, every replica caught up), note the time,
-SIGKILL the leader by PID, and read the survivors' ack logs for the first ack after the
-kill. The killed replica is then restarted on its data dir (it catches up from the new
-leader) before the next round. The admin Status RPC finds the leader.
+Three replicas run gcs_ha.bench.runner; the mechanism is in DESIGN.md ("Mechanism").
 
 Raises UnavailableError when the cluster does not settle or a runner exits on its own
 (its log is named in the message).

@@ -1,18 +1,8 @@
 """`gcs-ha bench kv`: InternalKVPut/Get through Ray's own client stubs, gcs-ha against Ray.
 
-For each system (gcs_ha.bench.kv_systems: Ray's `gcs_server` in memory and on Redis,
-gcs-ha with 1 and 3 durable replicas), started fresh and alone on loopback, the load
-generator (gcs_ha.bench.kv_client, a separate process importing only grpc and Ray's
-generated stubs) runs every op x client-count point against it. While a point's window
-is open this process samples the CPU time of the system's server processes (from
-/proc), so each row also says how many cores the servers used and the CPU cost per op.
-
-A row (what `--json` prints, one per system x op x clients):
-    system, op, clients, ops_per_s, p50_ms, p99_ms, errors, ops, seconds,
-    client_cores, server_cores, server_cpu_ms_per_op
-gcs-ha rows also carry leader_frontend_cpu_ms_per_op, leader_consensus_cpu_ms_per_op and
-follower_cpu_ms_per_op (gcs_ha.bench.cpu), and gcs-ha-3 rows `vs_ray_redis` /
-`vs_ray_memory`: the ops/s ratios against Ray's at the same op and clients.
+Each system (kv_systems) is started fresh and alone; the load generator (kv_client, its
+own process) runs every op x client-count point while this process samples the servers'
+CPU. Rows: DESIGN.md ("`bench kv`").
 
 Raises ConfigError (a system that cannot run here) and UnavailableError (a server or
 the load generator failed; the message names its log).

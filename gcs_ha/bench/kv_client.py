@@ -1,25 +1,10 @@
 """The load generator of `gcs-ha bench kv`: Ray's own InternalKV client stubs under load.
 
-Run as its own process (`python -m gcs_ha.bench.kv_client --address HOST:PORT ...`), it
-imports only grpc and `ray.core.generated`: Ray's generated protobuf modules must never
-share a process with gcs_ha.proto (both register the same `ray.rpc.*` symbols).
+    python -m gcs_ha.bench.kv_client --address HOST:PORT ...
 
-It waits until the server answers an InternalKVGet, writes the keys the Get points read,
-then for each op (put, get) and each client count N runs N asyncio tasks on one shared
-grpc.aio channel (as one Ray process multiplexes its GCS calls on one channel). Each task
-makes sequential calls. After `--warmup` seconds, the calls completed within the next
-`--duration` seconds are counted and their latencies (send to reply) kept.
-
-It prints JSON lines on stdout, flushed as they happen, so the caller can sample the
-servers' CPU time at the window edges:
-    {"event": "window_start", "op", "clients"}   the measurement window opens
-    {"event": "window_end", "op", "clients"}     it closes
-    {"event": "point", "op", "clients", "ops", "seconds", "ops_per_s", "p50_ms",
-     "p99_ms", "errors", "client_cores"}         the point's result
-`client_cores` is this process's CPU time in the window over its length (1.0 = one
-core busy): near the number of cores, the load generator itself is the bottleneck.
-An error (an RpcError, or a reply whose Ray status is not OK) is counted, not raised.
-Exit code 2 when the server never became ready.
+Imports only grpc and `ray.core.generated` (never gcs_ha.proto). Prints JSON lines on
+stdout (window_start, window_end, point; see DESIGN.md, "`bench kv`"). Errors are counted,
+not raised; exit code 2 when the server never became ready.
 """
 
 from __future__ import annotations

@@ -2,17 +2,8 @@
 
     python -m gcs_ha.bench.kv_profile OUT start --node-id r0 ...
 
-runs the `gcs-ha` CLI with the remaining arguments, profiling the main thread (asyncio
-loop, grpc.aio handlers) and every Python thread started afterwards (pysyncobj's tick
-thread, snapshot writers) separately. When the process exits (a SIGTERM makes a replica
-stop cleanly), it writes `OUT.<n>-<thread>.prof` per thread (pstats format) and `OUT.txt`:
-the top functions of each thread by own time and by cumulative time. Threads are named
-with their Linux thread id, to match the per-thread CPU times that `gcs-ha bench kv`
-writes in profiling runs. cProfile measures wall time: a thread's "own time" includes
-its waits in poll/epoll, fsync and LMDB commits.
-
-Only a measuring aid: cProfile slows Python code down, so absolute numbers from such a
-run are not benchmark results; the shares between threads and functions are the point.
+Writes `OUT.<n>-<thread>.prof` per thread and `OUT.txt` at exit. A measuring aid only:
+see DESIGN.md ("`bench kv`").
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
-"""The servers `gcs-ha bench kv` compares, each started fresh on loopback and stopped by PID.
+"""The servers `gcs-ha bench kv` compares (ray-memory, ray-redis, gcs-ha-N), each started
+fresh on loopback and stopped by PID.
 
-    ray-memory  Ray's own `gcs_server` binary (from the installed ray wheel), in-memory store
-    ray-redis   the same binary persisting to a local `redis-server` started for the run
-    gcs-ha-N    N durable gcs-ha replicas, real `gcs-ha start` processes (ProcessCluster)
-
-`start_system` is a context manager yielding a `RunningSystem`: the address the clients
-call (for gcs-ha, the serving leader's gRPC port) and the processes to watch. Whatever
-happens inside the `with` (errors, Ctrl-C), every process it started is stopped by PID:
-SIGTERM first (so a profiled replica can write its profile), SIGKILL after a grace.
-
-Ports, from `base_port`: Ray's GCS base+0, Redis base+1, gcs-ha gRPC base+10+i, Raft
-base+20+i (each system runs alone, so they reuse the same ports one after the other).
-
-gcs_ha.bench.cpu reads the servers' CPU from /proc (a gcs-ha replica's consensus process
-included; `RunningSystem.roles` splits it by replica role); `write_thread_cpu` records a
-point's per-thread CPU when GCS_HA_BENCH_THREADS (or GCS_HA_BENCH_PROFILE, which also runs
-the replicas under gcs_ha.bench.kv_profile) names a directory.
+`start_system` is a context manager yielding a `RunningSystem`; every process it started
+is stopped by PID whatever happens inside the `with`. Ports and profiling: DESIGN.md
+("`bench kv`").
 
 Raises ConfigError when a system cannot be run here (no redis-server, no gcs_server
 binary) and UnavailableError when a server does not come up.

@@ -1,13 +1,7 @@
 """A benchmark cluster whose leader runs inside the benchmark process.
 
-Replica r0 is a `RaftReplica` on the caller's asyncio loop (so writers can call its
-`ReplicatedStoreClient` directly, as the GCS managers do); replicas r1..rN-1 are real
-`gcs-ha start` processes, each in its own process and data dir. `BenchCluster` makes
-sure r0 is the serving leader: if another replica won the election, it asks that one
-to transfer leadership to r0 (admin TransferLeadership).
-
-Processes are tracked in a `ProcessSet` owned by the caller, so they are killed by PID
-whatever happens (errors, Ctrl-C) even if the loop is gone.
+`BenchCluster`: replica r0 is a `RaftReplica` on the caller's loop and the serving leader;
+r1.. are `gcs-ha start` processes in the caller's `ProcessSet`.
 
 Raises UnavailableError when r0 cannot be made the serving leader in time, or when a
 follower process exits early (its log path is in the message).

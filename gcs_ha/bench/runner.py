@@ -1,19 +1,8 @@
 """A replica process that writes while it serves: the subject of `gcs-ha bench failover`.
 
-    python -m gcs_ha.bench.runner --node-id r0 --data-dir D --raft-address H:P \
-        --gcs-address H:P [--peer H:P ...] --secret-file F --ack-log FILE
-
-It is `gcs-ha start` (the same `ReplicaProcess`: data dir lock, admin and health gRPC
-services, clean stop on SIGTERM) plus a `LeadershipListener`: while this replica serves,
-`--writers` tasks put unique keys through its `ReplicatedStoreClient`, each pausing
-`--interval` seconds between writes. Every event is appended to the ack log as one line
-with a CLOCK_MONOTONIC timestamp (comparable between processes of one machine):
-
-    serving <term> <t>      this replica started serving term <term>
-    ack <term> <t>          a write was acknowledged (committed and applied)
-
-The log is written with O_APPEND and no buffering, so a line is in the file the moment
-it is written, and lines written before a kill -9 survive it.
+`python -m gcs_ha.bench.runner ... --ack-log FILE` is `gcs-ha start` plus writers while
+the replica serves; each `serving` and `ack` event is appended to the ack log with a
+CLOCK_MONOTONIC timestamp (format in DESIGN.md, "`bench failover`").
 """
 
 from __future__ import annotations

@@ -2,26 +2,7 @@
 gcs-ha against Ray's own gcs_server, with the raylet simulator (gcs_ha.testing.raylet_sim)
 playing the nodes.
 
-For each system (gcs_ha.bench.kv_systems: `ray-memory`, `ray-redis`, `gcs-ha-N`) and each
-N in `nodes`, started fresh and alone: one simulator process with N nodes, then
-
-  register   until every node registered and opened its streams (`register_s`)
-  idle       `settle_s` of steady state (health checks, GetResourceLoad, task events):
-             the system's CPU (`idle_cores`) and the GCS's RSS (`kib_per_node`)
-  probe      `probes` view changes, each until GetAllResourceUsage shows it
-             (`view_p50_ms`, `view_p99_ms`)
-  actors     K detached actors created (`actors_per_s`, `kib_per_actor`)
-  pgs        M one-bundle placement groups created and ready (`pgs_per_s`)
-  deaths     nodes the GCS reports DEAD or told DEAD (`false_deaths`; all are alive)
-  failover   gcs-ha only: kill -9 of the serving leader, then seconds until
-             GetAllResourceUsage shows every node's current view (`failover_views_s`)
-             and until a new actor is created (`failover_actor_s`); `elections` is the
-             Raft term's growth before the kill
-
-Memory is the GCS's resident set: Ray's gcs_server, or the serving gcs-ha replica (its
-front end and consensus process); CPU is every process of the system (Redis and every
-replica included). A failed point (the simulator stuck or a server gone) becomes a row
-with `error`, and the run goes on.
+Steps and rows: DESIGN.md ("`bench scale`"). A failed point becomes a row with `error`.
 
 Raises ConfigError (a system that cannot run here) and UnavailableError (a server did
 not come up).

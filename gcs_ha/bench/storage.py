@@ -1,15 +1,7 @@
 """`gcs-ha bench storage`: acknowledged writes/s and latency of the replicated store.
 
-For each replica count (1 and 3 by default) a fresh cluster is started whose leader
-runs in this process (gcs_ha.bench.local_cluster); for each writer count, that many
-asyncio tasks each call `store.put(KV, unique key, value)` in a loop on the leader's
-`ReplicatedStoreClient`, exactly the path a GCS manager's write takes. After a warm-up
-the benchmark counts the writes acknowledged during a fixed window and their latency
-(call to acknowledgement). The proposer's counters show group commit at work: how many
-requests rode in each Raft entry.
-
-Then the raw LMDB baselines run on the same disk (gcs_ha.bench.lmdb_baseline).
-Each point of the result is a dict (see stats.Point.to_json).
+Writer tasks call `store.put` on the in-process leader's `ReplicatedStoreClient`, then the
+raw LMDB baselines run on the same disk. Mechanism: DESIGN.md ("Mechanism").
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
-"""What a drill's history and the cluster's end state say.
+"""What a drill's history and the cluster's end state say: linearizability, lost writes,
+replica divergence, one leader per term, and the outage around each fault.
 
-- Linearizability of the register keys (gcs_ha.drill.linearizability), with one final
-  read of every key appended: a write acknowledged and then lost shows up as a final
-  read that no order explains.
-- Lost writes: every acknowledged ledger write must be stored with its value at the end;
-  a stored ledger key that no call could have written is a phantom.
-- Divergence: the replicas' table digests, taken once they all applied the same index.
-- One leader per term: every replica logs "serving as leader of term N" when it starts
-  serving; in a local drill the logs of all replicas (appended across restarts) must
-  name at most one replica per term. A drill of a running cluster cannot read the logs.
-- Availability: the client-visible outage around each fault (kvload.outage_around: the
-  last acknowledged write completed before the fault to the first acknowledged write
-  invoked after it began).
+The checks are described in DESIGN.md ("The checks").
 """
 
 from __future__ import annotations

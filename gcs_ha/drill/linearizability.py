@@ -3,34 +3,8 @@
     result = check_history(history, initial={b"k1": b"seed"})
     result.ok, result.violations, result.inconclusive
 
-Model: each key is a register holding bytes or nothing (absent). `put` (overwrite=True)
-returns added=1 if the key was absent, else 0, and stores its value; `put` with
-overwrite=False stores only when absent (added says whether it did); `get` returns the
-value (Op.value None: not found); `del` returns deleted=1 if the key was present, else 0,
-and makes it absent. `initial` gives each key's value before the history (default absent).
-
-Outcomes (see gcs_ha.testing.kvload): an OK op took effect at one instant between its start
-and end, with the recorded result. A FAIL op certainly had no effect: left out. An UNKNOWN
-read tells nothing: left out. An UNKNOWN write may have taken effect at any one instant
-after its start, or never, with any result: it gets end = +infinity, and since "never" is
-the same as "after everything else", it need not be placed at all.
-
-Search: Wing & Gong's backtracking over "which op takes effect next", with Lowe's memo of
-visited (set of placed ops, register value) nodes, as in Knossos and Porcupine. Keys are
-independent (P-compositionality), so each key gets its own search and its own budget
-(`max_states_per_key` visited nodes; beyond it the key is reported inconclusive). Pruning:
-- only minimal ops are candidates: an op may go next only if it began no later than the
-  earliest end among the ops not yet placed;
-- a candidate that fits and leaves the value unchanged (a matching get, a del that found
-  nothing, a put that was refused) is placed at once without branching: if any order
-  works from here, one that places it first works too;
-- UNKNOWN writes are kept apart from the completed ops: a node is skipped when a visited
-  node has the same placed completed ops, the same value, and a subset of its placed
-  UNKNOWN writes (fewer placed UNKNOWN writes can only leave more choices);
-- values that no completed get returned are all one token (only their presence can be
-  observed), so states that differ only in such a value merge; UNKNOWN writes that are
-  then alike (same kind and token) are interchangeable, and only the earliest-invoked
-  one not yet placed is tried.
+The model, the search (Wing & Gong with Lowe's memo) and its pruning rules are in
+DESIGN.md ("The linearizability checker").
 
 Raises nothing: a malformed history (e.g. a get that read a value no one wrote) is a
 violation, not an error.

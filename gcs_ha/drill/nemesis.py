@@ -1,29 +1,10 @@
 """The nemesis: faults injected into a local ProcessCluster, one at a time.
 
-Each `inject(kind)` carries one fault out and heals it before returning its `Fault`
-record; `settle()` then waits until the cluster is whole again (a serving leader, every
-member running and caught up) so that the next fault starts from a healthy cluster and
-the faults never pile up into a loss of quorum. How long a fault lasts is drawn from
-`NemesisTiming` (seconds), chosen against the Raft timing (election timeout 0.3-0.6 s,
-a leader without a majority steps down after 1.5 s):
-
-| kind             | what happens                                                        |
-|------------------|---------------------------------------------------------------------|
-| kill-leader      | SIGKILL of the serving leader; restarted after `down_s`             |
-| kill-random      | SIGKILL of a random member; restarted after `down_s`                |
-| pause            | SIGSTOP of the leader (half the time) or a random member for        |
-|                  | `pause_s` (longer than an election timeout), then SIGCONT           |
-| partition-leader | the leader's Raft links cut (relay) for `partition_s`, then healed  |
-| partition-split  | a random minority's Raft links to the rest cut, then healed         |
-| powerloss        | SIGKILL (the leader half the time), the journal's unsynced bytes    |
-|                  | dropped and its dirty LMDB destroyed (gcs_ha.testing.powerloss),    |
-|                  | restart (LMDB is rebuilt from the snapshot and the journal)         |
-| churn            | a follower leaves the membership (`gcs-ha leave`), its data dir is  |
-|                  | wiped, it joins again (`gcs-ha join`: snapshot, then the log)       |
-
-Partitions need the relay (gcs_ha.drill.relay) on the Raft links; powerloss needs the
-replicas started with GCS_HA_CRASH_SIM=1. A fault that cannot be carried out (e.g. the
-leave is refused) is recorded with its `error` and the drill fails.
+`inject(kind)` carries one fault out (kill-leader, kill-random, pause, partition-leader,
+partition-split, powerloss, churn) and heals it before returning its `Fault` record;
+`settle()` then waits until the cluster is whole again. Partitions need the relay
+(gcs_ha.drill.relay); powerloss needs replicas started with GCS_HA_CRASH_SIM=1. The kinds,
+their timing and the decisions are in DESIGN.md ("The nemesis").
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """The drill's side of the Raft link relay: start it, cut and heal links, stop it.
 
     relay = RaftLinkRelay([cluster.raft_address(i) for i in range(3)], base_port=33200)
-    relay.start()
-    cluster = ProcessCluster(..., replica_env=lambda i: {RAFT_DIAL_ENV: relay.env_for(i)})
-    relay.isolate(leader)          # or relay.cut([(0, 1), (0, 2)])
-    relay.heal()
-    relay.close()                  # SIGTERM by PID (SIGKILL after 5 s)
+    relay.start()   # replica i runs with GCS_HA_RAFT_DIAL = relay.env_for(i)
+    relay.isolate(leader); relay.heal(); relay.close()
 
-The relay itself (gcs_ha.drill.relay) runs as its own process, controlled by JSON lines
-on its stdin/stdout (the protocol is described there); each call here returns once the
-relay has answered, i.e. once the change has taken effect on every connection. Replica i
-must be started with GCS_HA_RAFT_DIAL = `env_for(i)`; it can be computed before `start()`.
+Each call returns once the change has taken effect on every connection.
 
 Errors raised: ConfigError (a request the relay refused, e.g. a pair that names no
 replica, or a port it could not bind), UnavailableError (the relay is not running, exited

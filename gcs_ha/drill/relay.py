@@ -1,44 +1,13 @@
 """The fault-injecting relay on the Raft peer links: network partitions without netns.
 
-Between two replicas only one dials (pysyncobj: the greater address string), so a relay
-can sit on every link: replica i started with GCS_HA_RAFT_DIAL (`RaftLinkRelay.env_for(i)`,
-see gcs_ha.consensus._pysyncobj) dials the relay port of the ordered pair (i, j) instead of
-j's Raft address, and the relay forwards to j. Identities on the link stay the real
-addresses (each side sends its own after connecting), so Raft sees no relay.
-
-Run as its own process, so that forwarding never competes for a GIL with the drill's load:
+Runs as its own process, controlled by JSON lines on stdin/stdout:
 
     python -m gcs_ha.drill.relay --host 127.0.0.1 --base-port 33200 A0 A1 A2
 
-Ai is replica i's real Raft host:port; pair (i, j) listens on base_port + i*n + j
-(`relay_port`; the i == j ports stay unused). The process reads requests on stdin and
-answers each with one line on stdout; it exits when stdin closes (so it never outlives its
-controller) or when signalled. Requests, one JSON object per line:
-
-| request                               | effect                                          |
-|---------------------------------------|-------------------------------------------------|
-| {"op": "cut", "pairs": [[i, j], ...]} | cut the links i-j, both directions (adds to the |
-|                                       | links already cut)                              |
-| {"op": "isolate", "replica": i}       | cut every link of replica i                     |
-| {"op": "heal"}                        | every link works again                          |
-| {"op": "status"}                      | nothing; just the answer                        |
-
-Every answer is {"ok": true, "cut": [[i, j], ...] (i < j), "connections": n,
-"cut_connections": m, "forwarded_bytes": f, "dropped_bytes": d} or {"ok": false,
-"error": "..."}; when the answer arrives the request has taken effect. At start the relay
-writes one such answer with "ready": true once every port listens (or ok false, exit 2).
-
-A cut behaves like a partition that loses packets: on the link's existing connections the
-relay goes on reading both sides and drops the bytes (nobody sees an error, an EOF or a
-reset; TCP keepalive sees a live relay); a connection made during the cut is accepted and
-stays as silent. Heal closes every connection that lived through a cut, so the peers
-reconnect: a stream that lost bytes, maybe in the middle of a frame, is never resumed.
-New connections forward again. An end closed on an uncut connection closes both ends
-(bytes still buffered in the relay for the other end are dropped, as with a reset).
-
-The drill controls it through gcs_ha.drill.partitions.RaftLinkRelay (re-exported here),
-which starts the process, sends these requests and stops it by PID. The process itself
-raises nothing: a malformed request gets ok false, a port it cannot bind ends it (code 2).
+The drill drives it through `RaftLinkRelay` (gcs_ha.drill.partitions, re-exported here).
+Mechanism, protocol and the semantics of a cut are in DESIGN.md ("Network partitions").
+The process raises nothing: a malformed request gets ok false, a port it cannot bind ends
+it (code 2).
 """
 
 from __future__ import annotations

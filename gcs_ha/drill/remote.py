@@ -1,22 +1,9 @@
 """Drills against a running deployment, reached by the address of any replica.
 
-The members come from the replica's admin Status. The load, the checks and the report
-are the same as for a local drill; the faults are the operator's own commands, given as
-templates with the fields {node_id}, {gcs_address}, {raft_address} and {host}:
-
-    gcs-ha drill --address 10.0.0.5:6379 --duration 600 \\
-        --kill-cmd  'ssh {host} sudo systemctl kill -s KILL gcs-ha' \\
-        --start-cmd 'ssh {host} sudo systemctl start gcs-ha'
-
-With --kill-cmd and --start-cmd the drill can kill the leader or a random replica and
-start it again; with --pause-cmd and --resume-cmd (e.g. `systemctl kill -s STOP/CONT`)
-it can pause one. Partitions, power loss and churn need a local cluster. A command that
-exits non-zero makes the fault an error (the drill fails). The fields are filled in
-shell-quoted (a member's node id or address is always one word of the command); the
-template itself is the operator's and is run by `sh -c`. The digests at the end are
-admin calls: give the cluster secret (--secret-file or GCS_HA_SECRET).
-
-`RemoteCluster` offers the part of ProcessCluster that the nemesis uses for those kinds.
+The members come from the replica's admin Status; the load, checks and report are those of
+a local drill; the faults are the operator's own commands, given as templates such as
+`--kill-cmd 'ssh {host} sudo systemctl kill -s KILL gcs-ha'`. `RemoteCluster` offers the
+part of ProcessCluster that the nemesis uses. See DESIGN.md ("Running clusters").
 """
 
 from __future__ import annotations

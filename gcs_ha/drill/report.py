@@ -4,18 +4,8 @@
     print(render.summary_text(result))           # PASS/FAIL first, then plain-text tables
     render.write_html(result, "drill.html")      # header, timeline picture, tables, violations
 
-`to_json` computes every number once; the text and HTML tables (render.py) are formatted
-from its document, so the three outputs cannot disagree. Latencies are of OK operations,
-end - start; percentiles are nearest-rank (an observed value). Times in the output are
-seconds since the drill started. Bytes (keys, values) become text: printable ASCII as is,
-any other byte and the backslash as \\xNN, so the text is unambiguous. The history itself
-is not dumped: only counts, and the operations that take part in the first violations.
-
-"Leader lost" aggregates the faults that took the serving leader out: kill-leader and
-partition-leader always, any other kind (powerloss, pause, kill-random, churn) when its
-targets include the leader recorded at its start.
-
-Nothing here raises on purpose.
+Decisions (nearest-rank percentiles, "leader lost", byte escaping) are in DESIGN.md
+("The report"). Nothing here raises on purpose.
 """
 
 from __future__ import annotations
@@ -52,7 +42,7 @@ def op_class(op: Op) -> str:
 
 
 def leader_lost(fault: Fault) -> bool:
-    """Whether the fault took the serving leader out (see the module doc)."""
+    """Whether the fault took the serving leader out (DESIGN.md, "The report")."""
     return fault.kind in LEADER_KINDS or (fault.leader >= 0 and fault.leader in fault.targets)
 
 
@@ -216,7 +206,7 @@ def _linearizability_json(lin: LinearizabilityResult, t0: float) -> dict[str, An
 
 
 def to_json(result: DrillResult) -> dict[str, Any]:
-    """Every number of the report as JSON types (see the module doc for units)."""
+    """Every number of the report as JSON types (times: seconds since the start)."""
     return {
         "passed": result.passed,
         "failures": failure_reasons(result),

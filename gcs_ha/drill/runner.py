@@ -3,13 +3,10 @@
     result = run_local(DrillConfig(faults=10, seed=7), steps=WorkProgress(...))
     print(report.summary_text(result))
 
-Steps: start `replicas` replicas (`gcs-ha start` processes, secure, Raft links through
-the relay when partitions are asked for, GCS_HA_CRASH_SIM=1 so power losses can be
-simulated); start the load (gcs_ha.drill.workload) and wait for it to get going; then,
-`faults` times (or until `duration_s`), pick a fault kind at random, inject it, wait
-for the cluster to be whole again and let the load run `quiet_s` more; stop the load,
-read every key back, compare the replicas' table digests and check the history
-(gcs_ha.drill.checks). Every process is stopped by PID at the end, whatever happened.
+Steps: start the replicas (secure, through the relay when partitions are asked for,
+GCS_HA_CRASH_SIM=1); start the load; `faults` times (or until `duration_s`) inject a
+random fault, settle, let the load run `quiet_s` more; stop the load, read every key back,
+compare digests, check the history. Every process is stopped by PID at the end.
 """
 
 from __future__ import annotations

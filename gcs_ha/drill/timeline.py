@@ -1,15 +1,8 @@
 """The drill's timeline picture (inline SVG) and the small numeric helpers under it.
 
-x is seconds since the drill started. From top to bottom: the faults (one band per fault,
-coloured by kind, packed into rows so labels do not collide), the client-visible outage
-windows, acknowledged operations per second (per time bucket) with failed/unknown
-completions as a line, and operation latency on a log scale. Up to SCATTER_LIMIT operations
-the latency lane has one dot per operation; beyond, it draws the per-bucket p50/p99 of OK
-operations and one marker per bucket holding FAIL/UNKNOWN operations, so the file size is
-bounded by the bucket count, not the history length. Tooltips are SVG <title> elements.
-
-Pure functions (percentile, nice_step, bucket_width, bucketize, pack_rows, Scale) do the
-arithmetic so it can be tested without drawing anything. Nothing here raises on purpose.
+The pure functions (percentile, nice_step, bucket_width, bucketize, pack_rows, Scale) do
+the arithmetic so it can be tested without drawing. The lanes and the size bound are in
+DESIGN.md ("The report"). Nothing here raises on purpose.
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
 """The drill's client load: Ray's InternalKV calls on a small, rotating key space.
 
-Each of `clients` concurrent clients (its own KvClient, so its own idea of who leads, as
-separate Ray processes have) loops over a random mix of:
-
-| op       | call                                   | sent to                          |
-|----------|----------------------------------------|----------------------------------|
-| get      | InternalKVGet                          | a random replica (followers      |
-|          |                                        | forward to the leader)           |
-| put      | InternalKVPut overwrite=true           | the serving leader               |
-| cas      | InternalKVPut overwrite=false          | the serving leader               |
-| del      | InternalKVDel                          | the serving leader               |
-| ledger   | InternalKVPut of a key never reused    | the serving leader               |
-
-Register keys (`r<slot>-<generation>`) collide on purpose: `keys` slots are active at a
-time, and a slot moves to a fresh key after `ops_per_key` operations, which keeps each
-key's history short enough for the linearizability search (uncertain operations make it
-exponential in their number per key). Ledger keys (`l<client>-<seq>`) are written once
-each: every acknowledged one must exist at the end (the lost-write check). Values are
-unique per call (`<client>.<seq>`).
-
-Reads go to any replica, as Ray's clients behind one DNS name would; writes go to the
-leader so that a write's `added`/`deleted` result is never the reply to a forwarded
-replay (a follower replays a call lost with the leader once, and a replayed
-overwrite=false put answers added=0 although its first try wrote the key).
+Concurrent clients, each with its own KvClient, loop over a random mix of get, put, cas-put,
+del and write-once ledger puts; reads go to any replica, writes to the leader. The key
+rotation and the reasons are in DESIGN.md ("The load").
 """
 
 from __future__ import annotations

@@ -4,16 +4,9 @@
         cluster.start()
         leader = cluster.wait_for_leader(timeout=30)
         cluster.kill(leader)                      # SIGKILL, by PID
-        new_leader = cluster.wait_for_leader(timeout=30)
         cluster.restart(leader)
 
-Replica i is node r<i> with data dir base_dir/r<i>, gRPC host:gcs_port+i, Raft
-host:raft_port+i and its output in base_dir/logs/r<i>.log. The cluster secret is
-generated in base_dir/cluster.secret (or `secure=False` runs with --insecure).
-Every process the harness started is killed (SIGKILL, by PID) when the `with` block
-ends, whatever happened inside it. Processes are started exactly the way an operator
-starts them (`python -m gcs_ha.cli start ...`), so a drill exercises the real CLI.
-
+Every process it started is SIGKILLed by PID when the `with` block ends. Layout: DESIGN.md.
 Waiting methods raise UnavailableError when their timeout passes; admin calls raise
 the gcs_ha.errors mapping of the gRPC status (gcs_ha.admin_client).
 """

@@ -1,26 +1,8 @@
 """A raylet's gRPC surface on loopback: the one raylet stand-in of the tests.
 
-`FakeRaylet` is a real grpc.aio server serving NodeManagerService and grpc health, the
-calls a GCS makes to a raylet, answered as Ray's raylet answers them:
-- leases (RequestWorkerLease): granted by starting a FakeWorker (a real CoreWorkerService
-  on its own port, gcs_ha.testing.actor_fakes) unless `policies` says otherwise;
-- bundles (placement_group_resource_manager): PrepareBundleResources reserves every
-  bundle of the call from its own resources or none (success=false), a bundle it already
-  has is not reserved again; CommitBundleResources commits prepared bundles and skips
-  unknown ones (a commit after a cancel); RemovePlacementGroupBundles and
-  ReleaseUnusedBundles return bundles, prepared or committed. After each change the
-  resource view goes to `report(node_id, view)` shortly after the reply, as the raylet's
-  syncer would send it;
-- GetResourceLoad (`load`), DrainRaylet (`accept_drain`), ResizeLocalResourceInstances,
-  NotifyGCSRestart, ReleaseUnusedActorWorkers, ShutdownRaylet, CancelWorkerLease,
-  KillLocalActor, IsLocalWorkerDead (`dead_workers`);
-- health: SERVING for its own node id (NOT_FOUND for another), or `health_script`'s
-  statuses in turn (then its last forever).
-
-Tests steer it (`refuse_prepare`, `fail_commit`, `hold_prepare`, `hold_commit`,
-`policies`, ...) and read what it received: `requests` (method name and request, in
-order), `calls` (the names), `received(method)`, `record` (leases, cancels, kills,
-worker releases), `metadata` (of the last NotifyGCSRestart).
+`FakeRaylet` is a real grpc.aio server serving NodeManagerService and grpc health,
+answering leases, bundles, load, drain and the restart calls as Ray's raylet does; tests
+steer it and read what it received. What it answers: DESIGN.md ("FakeRaylet").
 """
 
 from __future__ import annotations
@@ -70,7 +52,7 @@ def node_info(
 
 
 class ScriptedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
-    """A raylet's health service (see the module docstring); counts checks."""
+    """A raylet's health service (DESIGN.md); counts checks."""
 
     def __init__(self, node_id: bytes, script: list[int] | None = None) -> None:
         self.node_hex = node_id.hex()

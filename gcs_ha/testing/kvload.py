@@ -1,31 +1,10 @@
 """kvload: a load client over Ray's InternalKV protocol that records a history.
 
-    config = LoadConfig(addresses=("127.0.0.1:27000", "127.0.0.1:27001"), writers=8)
-    with BackgroundLoad(config) as load:      # its own thread and asyncio loop
-        load.wait_acks(100, timeout=30)
-        ...                                   # kill -9 the leader, restart it, ...
-    history = load.history                    # every operation, in completion order
-    summary = summarize(history)              # acked keys, largest gap between acks, outages
+    with BackgroundLoad(LoadConfig(addresses=(...), writers=8)) as load:
+        load.wait_acks(100, timeout=30)           # then kill -9 the leader, ...
+    summary = summarize(load.history)             # acked keys, gaps, outages
 
-`KvClient` sends InternalKVPut/Get/Del/Keys/MultiGet (our generated stubs, grpc.aio) to the
-serving leader. It finds the leader through any replica's admin Status (the replica that says
-`serving`, highest term first) and learns the other members from the answers. On UNAVAILABLE,
-a deadline or a connection error it forgets the leader (or follows the "leader at" hint in a
-follower's refusal) and finds it again, polling every replica with a short backoff
-(0.05 s, doubling up to 0.1 s: the client-side part of a measured outage).
-
-Every call is one `Op` in the history: kind, key, value, invocation and completion time
-(time.monotonic), and an outcome:
-- OK: the reply came back (a write was acknowledged: committed and applied);
-- FAIL: certainly not applied: the call never reached a replica (connection refused) or a
-  replica refused it before proposing it ("not the serving leader"), or a domain error;
-- UNKNOWN: it may or may not have taken effect (deadline, connection lost mid-call, leader
-  lost after the proposal). A linearizability checker must allow both.
-
-Writers either write unique keys (one key per call, never reused: what a durability check
-needs) or draw keys from a fixed key space, optionally mixed with reads (what a
-linearizability checker needs). Calls are never cancelled: stopping lets each writer finish
-its current call (bounded by the per-call deadline), so no operation is left without an end.
+Every call is an `Op` with outcome OK, FAIL or UNKNOWN (DESIGN.md, "The history load").
 
 Errors raised: UnavailableError (no leader found in time, or a verification read that kept
 failing until its deadline), GcsHaError for a domain error in a verification read. The load
@@ -96,7 +75,7 @@ class Op:
 
 def classify(code: grpc.StatusCode, details: str, refused: bool = False) -> Outcome:
     """FAIL when the call certainly had no effect (`refused`: the replica said so with
-    the NOT_APPLIED trailing metadata), else UNKNOWN (see the module doc)."""
+    the NOT_APPLIED trailing metadata), else UNKNOWN (DESIGN.md)."""
     text = details.lower()
     if code == grpc.StatusCode.UNAVAILABLE and (refused or any(s in text for s in _NEVER_PROPOSED)):
         return Outcome.FAIL

@@ -1,27 +1,9 @@
-"""Simulated power loss for a stopped replica: its Raft journal and its LMDB.
+"""Simulated power loss for a stopped replica: its Raft journal, its LMDB, its snapshot
+temp files (`drop_unsynced`, `lose_unsynced_lmdb`, `tear_snapshot_temp_files`, and
+`simulate_power_loss` for all three). Run them only on a replica whose process is dead.
 
-With GCS_HA_CRASH_SIM=1, `DurableJournal` records after each real fsync what the disk holds:
-`<log>.synced` = (inode, length) of the log, `<log>.meta.synced` = a copy of the meta file.
-`drop_unsynced` turns the files into what a power loss at that moment would leave: the log cut
-to its synced length, the meta file as of its last durable store, no commit-index file and no
-temp files.
-
-LMDB is committed without fsync (gcs_ha/consensus/recovery.py): while a replica runs, its
-`lmdb/state.json` says "dirty". `lose_unsynced_lmdb` models the worst a power loss can do to
-such an LMDB: its meta pages are zeroed, so nothing in it can be read, and the boot id in its
-state changes as a reboot would change the machine's. The replica must then rebuild LMDB from
-its snapshot and journal. A clean LMDB (stopped cleanly, synced) is left as it is.
-Snapshot files being written or received when the power went are cut to half their length
-(`tear_snapshot_temp_files`); the snapshot itself is synced before it is renamed into place.
-`simulate_power_loss` does all of it to a replica's data dir.
-
-Run them only on a replica that is stopped (its process dead).
-
-Limits (see docs/durability.md): a page-cache write that the kernel happened to flush on its
-own is dropped too (a power loss may or may not keep it; we model the worst case). If the
-process died between a compaction's rename and its marker update, the marker names the old
-file: the new file was fsynced before the rename, so it is kept whole (`stale_marker` in the
-report).
+What is modelled and its limits: docs/durability.md. `drop_unsynced` raises ConfigError
+for a journal never opened with GCS_HA_CRASH_SIM=1.
 """
 
 from __future__ import annotations

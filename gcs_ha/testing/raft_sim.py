@@ -1,24 +1,9 @@
 """Raft in one process without sockets: real nodes, a network and a clock the test drives.
 
-Each node is a real `RaftNode` (pysyncobj's SyncObj with our patch layer) applying to a
-real `LmdbStateMachine` in its own directory; only the transport is simulated. Messages
-go through `_pysyncobj.outgoing` (our send patches: flush before an ack or a vote, the B1
-hint, read tags) and are copied by pickling, as TCP would. The test decides what the
-network does: deliver (in order per link, after an optional delay), drop (a predicate),
-partition (silently, as a cut cable: links stay up and messages vanish), and which
-nodes run (`stop` is a crash: the peers see their links close at once, as after kill -9).
-
-Time is `RaftSim.now`, advanced by hand (`advance`, `run_until`): pysyncobj and the patch
-layer read it through `_pysyncobj.simulated_time`, and draw their random timeouts from a
-seeded generator, so a run is repeatable (pysyncobj keeps its peers in sets, whose
-order, and so the order of sends within a tick, follows PYTHONHASHSEED). One round
-(`step`) advances the clock by one tick, ticks every running node in address order
-(timers, commit, apply, sends), then delivers every due message until the network is
-quiet (a message without delay takes no simulated time: a loopback RTT against a 10 ms
-tick).
-
-Not simulated: TCP's reconnect delay (a link comes up in the next round when both ends
-run and know each other) and the untrusted-handshake limits (no connections to limit).
+Each node is a real `RaftNode` applying to a real `LmdbStateMachine`; only the transport
+and the clock are simulated. The test delivers, drops, delays and partitions messages,
+stops and restarts nodes, and advances `RaftSim.now` by hand (`step`, `advance`,
+`run_until`). Semantics and limits: DESIGN.md ("The Raft simulator").
 """
 
 from __future__ import annotations

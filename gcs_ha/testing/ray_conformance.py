@@ -1,29 +1,9 @@
 """A harness for porting Ray's own GCS tests to gcs-ha (tests/ray_conformance/).
 
-Ray's fault-tolerance tests stop the one gcs_server of a Ray cluster and start it again.
-On gcs-ha the same event is the loss of the leader replica: `ConformanceCluster.kill_leader`
-kills it with SIGKILL and `bring_back` starts it again once another replica serves. A
-test that needs the GCS to be *unavailable* for a while (Ray's "while the GCS is down")
-takes the majority away instead: `lose_majority` kills the leader and every other
-replica but the one Ray dials, and `bring_back` restarts them all.
-
-What runs (real processes, loopback only):
-- a gcs-ha cluster of 3 replicas on HOST, gRPC ports first..first+2, Raft ports
-  first+10..first+12 (ProcessCluster);
-- Ray nodes: the head (`gcs-ha ray-head`, dashboard included) and the nodes a test
-  adds (`ray start --address`). Node k (0 = the first head) uses ports
-  first+100+20k.. (its services, ray-client server +6, dashboard +7, the autoscaler's
-  and the dashboard's metrics servers +8, +9) and its workers first+500+60k..+59.
-  Every one of them dials the same replica, `home`: a follower, kept a follower by
-  `kill_leader` (leadership is moved away from it first), so a kill never takes away
-  the replica Ray talks to unless a test says so;
-- drivers: `python -c script args` (Ray is only imported there), each with its
-  stderr in its own log file. A driver tells the test what it saw with lines
-  `TAG <json>`, and stops where the test must act (`TAG`, then it waits for "go" on
-  its stdin): see DRIVER_PRELUDE and `Driver`.
-
-Every process is killed (SIGKILL, by PID or by session) by `close` (or when the `with`
-block ends).
+`ConformanceCluster`: 3 replicas, a Ray head and nodes, and drivers that stop where a
+test must act; `kill_leader`, `lose_majority` and `bring_back` stand for Ray's GCS restarts.
+Layout and ports: DESIGN.md ("Ray's GCS tests ported"). Every process is killed (by PID or
+session) by `close` or when the `with` block ends.
 Errors: AssertionError when a driver or node fails (with the tail of its log),
 gcs_ha.errors.UnavailableError when a wait times out.
 """

@@ -1,19 +1,7 @@
 """`python -m gcs_ha.testing.raylet_sim`: N simulated raylets in one process, steered by
-command lines on stdin, answering with one JSON line each on stdout:
-
-  (at start)         {"event": "ready", "nodes", "seconds", "rss_mib", "cpu_s"}
-  probe P            {"event": "probe", "delays": [s, ...]}  P view changes, one at a time
-  actors K           {"event": "actors", "count", "seconds"}
-  pgs M              {"event": "pgs", "count", "seconds"}
-  dead               {"event": "dead", "gcs_dead", "declared_dead"}
-  stats              {"event": "stats", "rss_mib", "cpu_s", counters...}
-  failover T         {"event": "failover", "views_s", "actor_s"}  after a leader was
-                     killed at CLOCK_MONOTONIC T: until GetAllResourceUsage shows every
-                     node's current view, and until a new actor is created
-  calls              {"event": "calls", "calls": [...]}  node 0's GCS calls, in order
-
-A failing command answers {"event": "error", "command", "error"}; stdin closing stops
-the nodes and ends the process.
+command lines on stdin (probe, actors, pgs, dead, stats, failover, calls), answering with
+one JSON line each on stdout; the protocol is in ../DESIGN.md ("The raylet simulator").
+A failing command answers an "error" event; stdin closing ends the process.
 """
 
 from __future__ import annotations

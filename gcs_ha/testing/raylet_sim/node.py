@@ -1,18 +1,6 @@
 """One simulated raylet: its NodeManagerService, grpc.health and CoreWorkerService on its
-own loopback address (one grpc.aio server per node, all in one process), and its calls
-to the GCS in a real raylet's order (ray-gcs-contract.md section 3):
-
-  GetInternalConfig, RegisterNode, subscribe NODE_ADDRESS_AND_LIVENESS + long poll,
-  CheckAlive([self]), GetAllNodeAddressAndLiveness, subscribe WORKER_DELTA + JOB,
-  RaySyncer StartSync (view v0, then each change), GetAllJobInfo;
-  then CheckAlive every 60 s, the long poll, AddWorkerInfo / ReportWorkerFailure for the
-  workers of the leases it grants.
-
-The node keeps its own resources: a lease or a bundle takes from `available`; each
-change bumps the view's version and marks the node dirty; the fleet's ticker sends dirty
-views (as a raylet checks its view every 100 ms). A lease the node cannot or should not
-hold (over half full) is spilled back to a node the fleet picks, like Ray's hybrid
-policy; with `grant_or_reject` it is rejected instead.
+own loopback address, its own resources, and its calls to the GCS in a real raylet's
+order (ray-gcs-contract.md section 3; see ../DESIGN.md).
 
 Errors: none raised to the caller; a failed GCS call is retried (the loops) or counted.
 """

@@ -1,15 +1,6 @@
-"""What a driver does to the simulated cluster, and the measurements taken through the
-GCS's own read calls (the bench's and the tests' side of the simulator).
-
-  add_job        GetNextJobID + AddJob (a driver on node 0)
-  create_actors  K detached actors: RegisterActor + CreateActor each, `concurrency` at a
-                 time; CreateActor returns once the GCS leased a worker of a simulated
-                 node and pushed the creation task to it
-  create_pgs     M one-bundle placement groups: CreatePlacementGroup +
-                 WaitPlacementGroupUntilReady, `concurrency` at a time
-  probe          a view change sent by one node, until GetAllResourceUsage shows it
-  views_match    whether GetAllResourceUsage shows every node's current view
-  dead_nodes     how many simulated nodes GetAllNodeInfo reports DEAD
+"""What a driver does to the simulated cluster (jobs, detached actors, one-bundle groups),
+and the measurements taken through the GCS's own read calls (probe, views_match,
+dead_nodes); the bench's and the tests' side of the simulator.
 
 Errors: grpc.aio.AioRpcError from the GCS calls (`retry_unavailable` retries them), and
 RuntimeError when the GCS answers with a non-OK status.
