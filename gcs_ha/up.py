@@ -173,6 +173,11 @@ def _check_ports(layout: UpLayout) -> None:
         raise ConfigError("--port and --raft-port ranges overlap; pick ports further apart")
     if max(gcs | raft | http) > 65535:
         raise ConfigError("ports beyond 65535: lower --port / --raft-port")
+    if min(http) < 1:
+        raise ConfigError(
+            "the HTTP ports (--raft-port + (--raft-port - --port)) fall below 1: give a "
+            "--raft-port above --port"
+        )
 
 
 def _write_manifest(layout: UpLayout) -> None:
