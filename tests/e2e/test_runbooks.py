@@ -67,10 +67,11 @@ def test_a_damaged_snapshot_is_resynced_from_the_others(tmp_path: Path) -> None:
         victim = next(i for i in range(3) if i != leader)
         for n in range(20):
             assert put(cluster, n)[0] is grpc.StatusCode.OK
-        with cluster.admin(victim) as admin:
-            admin.compact()
-        cluster.stop(victim)
         snapshot = cluster.data_dir(victim) / "raft" / "snapshot"
+        with cluster.admin(victim) as admin:  # Compact answers after 2 s even when pysyncobj
+            # has not started the snapshot yet (a loaded machine): ask until it is on disk
+            wait_until(lambda: snapshot.exists() or (admin.compact() and None), 60, "no snapshot")
+        cluster.stop(victim)
         with open(snapshot, "r+b") as f:
             f.truncate(10)  # damaged: not even its header can be read
 
